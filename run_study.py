@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""The LiteVAE study harness's command line. Thin: parses, calls study/, prints.
+
+    python run_study.py                       the embedded default (ablations/smoke.yaml)
+    python run_study.py plan SPEC [--json]    the expanded variants; no side effects
+    python run_study.py status SPEC [--json]  a table of every variant's run
+    python run_study.py collect SPEC          -> results/<study>/results.csv
+    python run_study.py complexity [...]      Table 3: params, MACs, throughput, memory
+
+Exit codes: 0 success, 2 bad input (nothing launched, nothing written), 1 a failure at run time.
+``--json`` prints one JSON document on stdout and nothing else there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_STUDY = ROOT / "ablations" / "smoke.yaml"
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit 2)."""
+
+
+def _spec_and_variants(args: argparse.Namespace):
+    from study.grid import expand
+    from study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    return spec, expand(spec, getattr(args, "profile", None))
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> int:
+    from study.grid import format_value
+
+    spec, variants = _spec_and_variants(args)
+    if args.json:
+        print(json.dumps({"study": spec.study, "spec": str(spec.path), "profile": args.profile,
+                          "count": len(variants),
+                          "variants": [{"index": v.index, "id": v.run_id, "name": v.name, "seed": v.seed,
+                                        "source": v.source, "aliases": list(v.aliases),
+                                        "axes": {k: _jsonable(x) for k, x in v.axes.items()}}
+                                       for v in variants]}, indent=1))
+        return 0
+    print(f"study {spec.study}: {len(variants)} run(s)" + (f", profile {args.profile}" if args.profile else ""))
+    if spec.description:
+        print(f"  {spec.description}")
+    rows = [[str(v.index), v.run_id, v.name, str(v.seed),
+             " ".join(f"{k}={format_value(x)}" for k, x in v.axes.items()) or v.source]
+            for v in variants]
+    print(_table(["#", "id", "name", "seed", "axes"], rows))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from study import store
+
+    spec, variants = _spec_and_variants(args)
+    root = store.results_root(args.results)
+    rows = []
+    for v in variants:
+        folder = store.run_dir(root, v.run_id)
+        status = store.read_json(folder / "status.json") if folder.exists() else None
+        state = "completed" if store.is_done(folder) else (status or {}).get("state", "not launched")
+        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": state,
+                     "job_id": ((status or {}).get("job_ids") or [None])[-1],
+                     "attempts": (status or {}).get("attempts", 0),
+                     "step": (status or {}).get("step"), "total_steps": v.config.train.steps,
+                     "loss": (status or {}).get("loss"), "psnr": (status or {}).get("psnr"),
+                     "reason": (status or {}).get("error")})
+    if args.json:
+        print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
+        return 0
+    print(_table(["#", "name", "id", "state", "job", "att", "step", "loss", "psnr", "reason"],
+                 [[str(r["index"]), r["name"], r["id"], r["state"], str(r["job_id"] or "-"), str(r["attempts"]),
+                   f"{r['step'] or 0}/{r['total_steps']}", _num(r["loss"]), _num(r["psnr"]),
+                   (r["reason"] or "")[:60]] for r in rows]))
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from study import store
+
+    spec, variants = _spec_and_variants(args)
+    root = store.results_root(args.results)
+    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
+    path = store.write_results(root, spec.study, frame)
+    print(f"{len(frame)} row(s) -> {path}")
+    return 0
+
+
+def cmd_complexity(args: argparse.Namespace) -> int:
+    from study import complexity
+
+    rows = complexity.complexity_rows(args.models, resolution=args.resolution, batch=args.batch,
+                                      device=args.device, precision=args.precision)
+    print(json.dumps(rows, indent=1) if args.json else complexity.format_table(rows))
+    return 0
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    args.spec, args.json = str(DEFAULT_STUDY), False
+    args.profile = getattr(args, "profile", None)
+    print(f"The embedded default study: {DEFAULT_STUDY.relative_to(ROOT)}")
+    return cmd_plan(args)
+
+
+# --------------------------------------------------------------------------------------------
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_study.py", description="LiteVAE study harness")
+    p.add_argument("--results", help="results folder (default $LITEVAE_RESULTS or ./results)")
+    sub = p.add_subparsers(dest="command")
+
+    def with_spec(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("spec", help="a study file, e.g. ablations/smoke.yaml")
+        sp.add_argument("--profile", help="a profile of the study file, e.g. smoke")
+        sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
+        return sp
+
+    sp = with_spec("plan", "the expanded variants; no side effects")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_plan)
+    sp = with_spec("status", "a table of every variant's run")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+    sp = with_spec("collect", "gather the runs into results/<study>/results.csv")
+    sp.set_defaults(func=cmd_collect)
+
+    from study.config import MODEL_PRESETS
+    sp = sub.add_parser("complexity", help="Table 3: params, MACs, throughput, memory")
+    sp.add_argument("--models", nargs="+", default=list(MODEL_PRESETS), choices=list(MODEL_PRESETS))
+    sp.add_argument("--resolution", type=int, default=256)
+    sp.add_argument("--batch", type=int, default=32)
+    sp.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    sp.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_complexity)
+    return p
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.config import ConfigError
+    from study.spec import StudySpecError
+
+    args = parser().parse_args(argv)
+    func = getattr(args, "func", cmd_default)
+    try:
+        return func(args)
+    except (StudySpecError, ConfigError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""StudySpec -> concrete variants: the grid's product, zip groups, exclusions, named variants,
+seeds and a profile; each variant with its resolved config, stable id and readable name.
+
+Order of application for one variant: config defaults, the base file, ``set``, the row's axis
+values (or the named variant's overrides), the profile, the seed. Two variants with the same
+resolved config are one run: the later one is dropped and named as an alias of the first.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from study import config as C
+from study.spec import PRESET_KEY, StudySpec, StudySpecError, resolve, with_profile
+
+
+@dataclass(frozen=True)
+class Variant:
+    index: int
+    name: str
+    run_id: str
+    seed: int
+    axes: dict[str, Any]          # the varied keys and their values for this variant
+    config: C.ExperimentConfig
+    source: str                   # "grid", "variant" (named) or "base"
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/s{self.seed}"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "-".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each key that is unique among ``keys``."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if sum(1 for k in keys if k == suffix or k.endswith("." + suffix)) == 1:
+                out[key] = suffix
+                break
+        else:
+            out[key] = key
+    return out
+
+
+def _rows(spec: StudySpec) -> Iterator[dict[str, Any]]:
+    """Axis assignments of the grid x zip product, in file order (first axis slowest)."""
+    groups: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in spec.grid.items()]
+    for group in spec.zip:
+        length = len(next(iter(group.values())))
+        groups.append([{k: vals[i] for k, vals in group.items()} for i in range(length)])
+    for combo in itertools.product(*groups):
+        row: dict[str, Any] = {}
+        for part in combo:
+            row.update(part)
+        yield row
+
+
+def _excluded(row: dict[str, Any], exclude: list[dict[str, Any]]) -> bool:
+    return any(all(row[k] == v for k, v in entry.items()) for entry in exclude)
+
+
+def _varied(spec: StudySpec) -> list[str]:
+    """Axes with more than one value: the ones that name a variant."""
+    return [k for k in spec.axes if len(spec.grid.get(k) or next(g[k] for g in spec.zip if k in g)) > 1]
+
+
+def expand(spec: StudySpec, profile: str | None = None) -> list[Variant]:
+    """Every concrete variant of the study (times seeds), in a stable order."""
+    profile_overrides = resolve(with_profile(spec, profile))
+    fixed = resolve(spec.base) | resolve(spec.set)
+    varied = _varied(spec)
+    shorts = short_keys(varied)
+
+    candidates: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = []
+    if spec.grid or spec.zip:
+        for row in _rows(spec):
+            if _excluded(row, spec.exclude):
+                continue
+            name = ",".join(
+                format_value(row[k]) if k == PRESET_KEY else f"{shorts[k]}={format_value(row[k])}"
+                for k in varied) or spec.study
+            candidates.append((name, row, resolve(row), "grid", "grid"))
+    for name, overrides in spec.variants.items():
+        candidates.append((name, {}, resolve(overrides), "variant", f"variants.{name}"))
+    if not candidates and not spec.variants and not (spec.grid or spec.zip):
+        candidates.append((spec.study, {}, {}, "base", "set"))
+
+    variants: list[Variant] = []
+    by_id: dict[str, int] = {}
+    names: set[str] = set()
+    for name, axes, overrides, source, where in candidates:
+        if name in names:
+            raise StudySpecError(spec.path, where, name, "variant names distinct from the grid's names")
+        names.add(name)
+        for seed in spec.seeds:
+            cfg = _resolve(spec, where, fixed | overrides | profile_overrides | {"seed": seed}, profile)
+            rid = C.run_id(cfg)
+            if rid in by_id:
+                first = variants[by_id[rid]]
+                variants[by_id[rid]] = _with_alias(first, name)
+                continue
+            by_id[rid] = len(variants)
+            variants.append(Variant(index=len(variants), name=name, run_id=rid, seed=seed, axes=axes,
+                                    config=cfg, source=source))
+    return variants
+
+
+def _resolve(spec: StudySpec, where: str, overrides: dict[str, Any], profile: str | None) -> C.ExperimentConfig:
+    try:
+        return C.validate(C.apply_overrides(C.ExperimentConfig(), overrides))
+    except C.ConfigError as e:
+        origin = where if profile is None else f"{where} (with profile {profile})"
+        raise StudySpecError(spec.path, f"{origin}: {e.key}", e.value, e.allowed) from None
+
+
+def _with_alias(variant: Variant, alias: str) -> Variant:
+    from dataclasses import replace
+    if alias == variant.name or alias in variant.aliases:
+        return variant
+    return replace(variant, aliases=variant.aliases + (alias,))
+
+
+def expected_count(spec: StudySpec) -> int:
+    """product x zip length - excluded + named variants, times seeds (before deduplication)."""
+    rows = sum(1 for row in _rows(spec) if not _excluded(row, spec.exclude)) if (spec.grid or spec.zip) else 0
+    named = len(spec.variants)
+    return (rows + named or 1) * len(spec.seeds)
