@@ -98,6 +98,36 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_options(args: argparse.Namespace, spec):
+    from study.launch import LaunchOptions, merge_resources
+
+    sbatch = tuple(spec.resources.sbatch) + tuple(args.sbatch or ())
+    resources = merge_resources(spec.resources, partition=args.partition, account=args.account,
+                                qos=args.qos, gpus=args.gpus, cpus_per_gpu=args.cpus, mem_gb=args.mem_gb,
+                                timeout_min=args.time, constraint=args.constraint, sbatch=sbatch,
+                                array_parallelism=args.array_parallelism, max_requeue=args.max_requeue)
+    return LaunchOptions(executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
+                         max_parallel=args.max_parallel, resources=resources)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from study import launch, store
+
+    spec, variants = _spec_and_variants(args)
+    opts = _launch_options(args, spec)
+    root = store.results_root(args.results)
+    report = launch.launch(spec, variants, root, opts)
+    for d in report.decisions:
+        verb = ("would submit" if args.dry_run else "submit") if d.action == "submit" else "skip"
+        job = report.job_ids.get(d.variant.run_id)
+        print(f"[{d.variant.index}] {d.variant.name} ({d.variant.run_id}): {verb}, {d.why}"
+              + (f", job {job}" if job else ""))
+    n = len(report.submitted)
+    print(f"{'dry run: ' if args.dry_run else ''}{n} of {len(variants)} run(s) "
+          f"{'to submit' if args.dry_run else 'submitted'} with the {opts.executor} executor")
+    return 1 if report.failed else 0
+
+
 def cmd_complexity(args: argparse.Namespace) -> int:
     from study import complexity
 
@@ -148,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
     sp = with_spec("collect", "gather the runs into results/<study>/results.csv")
     sp.set_defaults(func=cmd_collect)
 
+    sp = with_spec("launch", "submit the study's runs (skips completed ones)")
+    add_launch_options(sp)
+    sp.set_defaults(func=cmd_launch)
+
     from study.config import MODEL_PRESETS
     sp = sub.add_parser("complexity", help="Table 3: params, MACs, throughput, memory")
     sp.add_argument("--models", nargs="+", default=list(MODEL_PRESETS), choices=list(MODEL_PRESETS))
@@ -160,6 +194,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_launch_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--executor", choices=["slurm", "local", "debug"], default="local")
+    sp.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
+    sp.add_argument("--retry-failed", action="store_true", help="resubmit failed and cancelled runs")
+    sp.add_argument("--max-parallel", type=int, default=1, help="local executor: jobs at once")
+    g = sp.add_argument_group("resources (override the study file's `resources`)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--gpus", type=int, help="GPUs per variant (DDP across them)")
+    g.add_argument("--cpus", type=int, help="CPUs per GPU (per task)")
+    g.add_argument("--mem-gb", type=int)
+    g.add_argument("--time", type=int, help="time limit in minutes")
+    g.add_argument("--constraint")
+    g.add_argument("--array-parallelism", type=int)
+    g.add_argument("--max-requeue", type=int, help="requeues on preemption or time-out")
+    g.add_argument("--sbatch", action="append", metavar="--KEY=VALUE", help="an extra sbatch option")
+
+
 def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -167,13 +220,17 @@ def _cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from study.config import ConfigError
+    from study.launch import LaunchError, LaunchLocked
     from study.spec import StudySpecError
 
     args = parser().parse_args(argv)
     func = getattr(args, "func", cmd_default)
     try:
         return func(args)
-    except (StudySpecError, ConfigError, UsageError) as e:
+    except LaunchLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (StudySpecError, ConfigError, UsageError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

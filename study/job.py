@@ -1,0 +1,142 @@
+"""The job: what one submitit task runs for one variant, given only its run folder.
+
+``RunJob(folder, run_id)`` is the module-level callable every executor submits. It holds the
+run folder and id and nothing else (no model, no mutable state in its pickle). Called, it reads
+the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
+records the model's complexity and marks the run DONE, all through the run store.
+
+Preemption and time-outs: submitit calls ``checkpoint()`` from its signal handler in the main
+thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to stop at the next
+step boundary, waits for the checkpoint to be written, and returns a fresh ``RunJob`` for
+submitit to requeue, which resumes from that checkpoint. ``max_requeue`` bounds the requeues.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from study import store
+
+REQUEUE_WAIT_S = 600.0
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    def __init__(self, folder: str | Path, run_id: str, max_requeue: int = 3):
+        self.folder = str(folder)
+        self.run_id = run_id
+        self.max_requeue = max_requeue
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "run_id": self.run_id, "max_requeue": self.max_requeue}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def __repr__(self) -> str:
+        return f"RunJob({self.folder!r}, {self.run_id!r})"
+
+    def __call__(self) -> dict[str, Any]:
+        self._stop = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["value"] = run(Path(self.folder), stop=self._stop)
+            except BaseException as e:  # handed to the main thread
+                outcome["error"] = e
+
+        self._thread = threading.Thread(target=work, name=f"train-{self.run_id}", daemon=True)
+        self._thread.start()
+        while self._thread.is_alive():
+            self._thread.join(0.2)  # short waits: submitit's signal handler runs in between
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+        folder = Path(self.folder)
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
+            self._thread.join(REQUEUE_WAIT_S)
+        status = store.read_status(folder)
+        if status.get("attempts", 0) > self.max_requeue:
+            store.update_status(folder, state="failed",
+                                error=f"preempted after {status.get('attempts')} attempts (max_requeue "
+                                      f"{self.max_requeue}); not requeued")
+            return None
+        store.update_status(folder, state="requeued", reason=f"preempted at step {status.get('step')}")
+        return submitit.helpers.DelayedSubmission(RunJob(self.folder, self.run_id, self.max_requeue))
+
+
+def _job_id() -> str | None:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job (the debug executor)
+        return os.environ.get("SLURM_JOB_ID")
+
+
+def _setup_distributed() -> None:
+    """DDP from submitit's environment when the job has several tasks."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return
+    if env.num_tasks <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def run(folder: Path, stop: threading.Event | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate and measure one run; every outcome is recorded in its status."""
+    import torch
+
+    from study import complexity, metrics
+    from study.train import Preempted, default_context, load_trained, train
+
+    if store.is_done(folder):
+        return {"run_id": folder.name, "state": "completed", "skipped": True}
+    cfg = store.read_config(folder)
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus:
+        torch.set_num_threads(int(cpus))
+    _setup_distributed()
+    ctx = default_context()
+    if ctx.main:
+        status = store.read_status(folder)
+        job_id = _job_id()
+        job_ids = list(status.get("job_ids") or [])
+        if job_id and job_id not in job_ids:
+            job_ids.append(job_id)
+        store.update_status(folder, state="running", attempts=status.get("attempts", 0) + 1,
+                            job_ids=job_ids, host=socket.gethostname(), pid=os.getpid(),
+                            started=time.time(), heartbeat=time.time(), error=None, reason=None)
+    try:
+        summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress)
+        if ctx.main:
+            ae = load_trained(folder, cfg, ctx.device)
+            record = metrics.evaluate(ae, cfg, folder, ctx.device, progress=progress)
+            store.write_complexity(folder, complexity.run_record(cfg.model, cfg.data.resolution))
+            store.mark_done(folder)
+            summary["metrics"] = record.get("metrics", {})
+        return {"run_id": folder.name, "state": "completed", **summary}
+    except Preempted:
+        raise
+    except BaseException as e:
+        if ctx.main:
+            tail = "".join(traceback.format_exception(e)[-6:])
+            store.update_status(folder, state="failed", error=f"{type(e).__name__}: {e}", traceback=tail)
+        raise

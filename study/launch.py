@@ -1,0 +1,288 @@
+"""Launching a study's variants through submitit: ``slurm`` (job arrays), ``local`` (a queue of
+at most N jobs at once, each with its own GPUs) and ``debug`` (in process, for pdb).
+
+Rules: completed runs are skipped; runs whose job is still queued or running are skipped; failed
+or cancelled runs are resubmitted only with ``retry_failed``; ``dry_run`` submits nothing. A
+study-level lock (``results/<study>/.launch.lock``) makes a second launch of the same study fail
+with a clear message while the first is submitting, so no run is submitted twice. A variant that
+fails never stops the others. ``slurm`` returns once the arrays are submitted; ``local`` and
+``debug`` return when their jobs have finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import submitit
+
+from study import store
+from study.grid import Variant
+from study.job import RunJob
+from study.spec import Resources, StudySpec
+
+EXECUTORS = ("slurm", "local", "debug")
+ACTIVE = ("submitted", "running", "requeued")
+
+
+class LaunchError(RuntimeError):
+    """A launch that cannot go ahead (bad resources, a launch already in progress)."""
+
+
+class LaunchLocked(LaunchError):
+    """Another launch of the same study is submitting right now."""
+
+
+@dataclass
+class LaunchOptions:
+    executor: str = "local"
+    dry_run: bool = False
+    retry_failed: bool = False
+    max_parallel: int = 1
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass
+class Decision:
+    variant: Variant
+    action: str   # "submit", "skip"
+    why: str
+
+
+@dataclass
+class LaunchReport:
+    study: str
+    decisions: list[Decision]
+    job_ids: dict[str, str] = field(default_factory=dict)   # run id -> job id
+    arrays: int = 0
+    failed: dict[str, str] = field(default_factory=dict)    # run id -> reason (local/debug)
+
+    @property
+    def submitted(self) -> list[Variant]:
+        return [d.variant for d in self.decisions if d.action == "submit"]
+
+
+def merge_resources(base: Resources, **overrides: Any) -> Resources:
+    """The study's resources with command-line overrides (None = keep); validated."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    r = dataclasses.replace(base, **changes)
+    for key in ("cpus_per_gpu", "mem_gb", "timeout_min", "nodes", "array_parallelism"):
+        if getattr(r, key) < 1:
+            raise LaunchError(f"resources.{key}: got {getattr(r, key)}; allowed: an integer >= 1")
+    for key in ("gpus", "max_requeue"):
+        if getattr(r, key) < 0:
+            raise LaunchError(f"resources.{key}: got {getattr(r, key)}; allowed: an integer >= 0")
+    for arg in r.sbatch:
+        if not re.match(r"^--[a-z][a-z0-9-]*(=.+)?$", arg):
+            raise LaunchError(f"--sbatch: got {arg!r}; allowed: an option like '--exclusive' or '--key=value'")
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# what to submit
+# --------------------------------------------------------------------------------------------
+def alive_slurm_jobs(job_ids: list[str]) -> set[str]:
+    """The given job ids that SLURM still has queued or running."""
+    if not job_ids:
+        return set()
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    alive = set()
+    for line in out.stdout.split():
+        alive.add(line.split("_")[0] if "_[" in line else line)
+        alive.add(line)
+    return alive
+
+
+def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Decision]:
+    decisions = []
+    for v in variants:
+        folder = store.run_dir(root, v.run_id)
+        status = store.read_status(folder)
+        state = "completed" if store.is_done(folder) else status.get("state", "pending")
+        if state == "completed":
+            decisions.append(Decision(v, "skip", "completed"))
+        elif state in ACTIVE and _still_active(status):
+            decisions.append(Decision(v, "skip", f"{state} (job {(status.get('job_ids') or ['?'])[-1]})"))
+        elif state in ("failed", "cancelled") or state in ACTIVE:
+            reason = status.get("error") or status.get("reason") or state
+            decisions.append(Decision(v, "submit", f"retry: {reason}") if retry_failed
+                             else Decision(v, "skip", f"{state}: {reason} (use --retry-failed)"))
+        else:
+            decisions.append(Decision(v, "submit", "new"))
+    return decisions
+
+
+def _still_active(status: dict[str, Any]) -> bool:
+    """Whether the run's last job may still be running (a lost job counts as failed)."""
+    if status.get("executor") == "slurm":
+        ids = [str(j) for j in status.get("job_ids") or []][-1:]
+        return bool(alive_slurm_jobs(ids)) if ids else True
+    pid = status.get("launcher_pid") or status.get("pid")
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 0)
+            return True
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def study_lock(root: Path, study: str) -> Iterator[None]:
+    folder = store.study_dir(root, study)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".launch.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LaunchLocked(f"another launch of study {study!r} is submitting ({holder}); "
+                               f"wait for it to finish, then launch again: runs it submitted are skipped") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------
+# executors
+# --------------------------------------------------------------------------------------------
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (scontrol show config); 1001 is SLURM's default."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1001
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+    return int(m.group(1)) if m else 1001
+
+
+def slurm_executor(folder: Path, r: Resources) -> submitit.AutoExecutor:
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    tasks = max(r.gpus, 1)  # one task per GPU: DDP from submitit's distributed environment
+    params: dict[str, Any] = {"timeout_min": r.timeout_min, "nodes": r.nodes, "tasks_per_node": tasks,
+                              "cpus_per_task": r.cpus_per_gpu, "mem_gb": r.mem_gb,
+                              "slurm_array_parallelism": r.array_parallelism}
+    if r.gpus:
+        params["gpus_per_node"] = r.gpus
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(r, key):
+            params[f"slurm_{key}"] = getattr(r, key)
+    extra = {}
+    for arg in r.sbatch:
+        key, _, value = arg[2:].partition("=")
+        extra[key.replace("-", "_")] = value or True
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    ex.update_parameters(**params)
+    return ex
+
+
+def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOptions,
+           log: Any = print) -> LaunchReport:
+    if opts.executor not in EXECUTORS:
+        raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if opts.dry_run:  # reads only: no lock file, no run folder
+        return LaunchReport(spec.study, decide(root, variants, opts.retry_failed))
+    with study_lock(root, spec.study):
+        decisions = decide(root, variants, opts.retry_failed)
+        report = LaunchReport(spec.study, decisions)
+        todo = report.submitted
+        if not todo:
+            return report
+        store.write_index(root, spec.study, variants, spec=str(spec.path))
+        folders = {v.run_id: store.init_run(root, v.config) for v in todo}
+        logs = store.study_dir(root, spec.study) / "logs"
+        jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue) for v in todo]
+        if opts.executor == "slurm":
+            _submit_slurm(report, todo, jobs, folders, logs, opts.resources, log)
+            return report
+    # local and debug run outside the lock: their runs are marked running, so a second launch skips them
+    _run_here(report, todo, jobs, folders, logs, opts, log)
+    return report
+
+
+def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
+                  logs: Path, r: Resources, log: Any) -> None:
+    ex = slurm_executor(logs, r)
+    size = max_array_size()
+    for start in range(0, len(todo), size):
+        chunk = list(range(start, min(start + size, len(todo))))
+        with ex.batch():
+            submitted = [ex.submit(jobs[i]) for i in chunk]
+        report.arrays += 1
+        for i, job in zip(chunk, submitted):
+            v = todo[i]
+            status = store.read_status(folders[v.run_id])
+            store.update_status(folders[v.run_id], state="submitted", executor="slurm",
+                                job_ids=list(status.get("job_ids") or []) + [str(job.job_id)],
+                                log=str(job.paths.stderr), error=None, reason=None)
+            report.job_ids[v.run_id] = str(job.job_id)
+    log(f"submitted {len(todo)} run(s) in {report.arrays} array(s) of at most {size}")
+
+
+def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
+              logs: Path, opts: LaunchOptions, log: Any) -> None:
+    for v in todo:
+        store.update_status(folders[v.run_id], state="submitted", executor=opts.executor,
+                            launcher_pid=os.getpid(), error=None, reason=None)
+    if opts.executor == "debug":
+        ex = submitit.AutoExecutor(folder=logs / "debug", cluster="debug")
+        for v, job in zip(todo, jobs):
+            log(f"[{v.index}] {v.name} ({v.run_id})")
+            try:
+                ex.submit(job).result()
+            except Exception as e:  # a failed variant never stops the others
+                report.failed[v.run_id] = f"{type(e).__name__}: {e}"
+                log(f"  failed: {report.failed[v.run_id]}")
+        return
+    ex = submitit.AutoExecutor(folder=logs / "%j", cluster="local")
+    gpus = opts.resources.gpus
+    import torch
+    visible = list(range(torch.cuda.device_count()))
+    parallel = max(1, opts.max_parallel)
+    if gpus and visible:
+        parallel = min(parallel, max(1, len(visible) // gpus))
+    pending = list(zip(todo, jobs))
+    running: list[tuple[Variant, Any, list[int]]] = []
+    free = list(visible)
+    while pending or running:
+        while pending and len(running) < parallel:
+            v, job = pending.pop(0)
+            mine = [free.pop(0) for _ in range(min(gpus, len(free)))] if visible else []
+            ex.update_parameters(timeout_min=opts.resources.timeout_min, gpus_per_node=len(mine),
+                                 tasks_per_node=1, visible_gpus=tuple(mine))
+            handle = ex.submit(job)
+            store.update_status(folders[v.run_id], job_ids=[str(handle.job_id)], log=str(handle.paths.stderr))
+            report.job_ids[v.run_id] = str(handle.job_id)
+            running.append((v, handle, mine))
+            log(f"[{v.index}] {v.name} ({v.run_id}) started as job {handle.job_id}")
+        time.sleep(0.5)
+        for item in list(running):
+            v, handle, mine = item
+            if handle.done():
+                running.remove(item)
+                free.extend(mine)
+                try:
+                    handle.result()
+                    log(f"[{v.index}] {v.name} done")
+                except Exception as e:
+                    report.failed[v.run_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+                    log(f"[{v.index}] {v.name} failed: {report.failed[v.run_id]}")

@@ -1,0 +1,344 @@
+"""Training one variant: Adam on the autoencoder and the discriminator, resolution stages,
+checkpoints that resume bit for bit, DDP across a job's GPUs, bf16 on CUDA.
+
+Determinism: every random draw of a step is a pure function of (seed, step, global sample index):
+the training crops (study/data.py's endless stream) and the posterior noise, drawn per sample
+from its own generator. So a run resumed from a checkpoint, or split over DDP ranks that each
+take a slice of the global batch, computes the same steps as one uninterrupted process. The
+checkpoint holds both networks, both optimisers, the step and the RNG states, written atomically.
+
+The recipe (LITEVAE.md, "Training recipe"): Adam, lr 1e-4, betas (0.5, 0.9), batch 16, L1 +
+LPIPS + KL + adversarial (Eq. 1) with a constant adversarial weight (Table 8) and a UNet
+discriminator (Table 10), the high-frequency losses of Table 9, optional low-resolution
+pretraining stages (Table 5).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from study import config as C
+from study import losses, store
+from study.data import eval_set, train_set
+from study.models.autoencoder import build_autoencoder
+from study.models.discriminators import build_discriminator
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite loss: the run stops and its status says at which step."""
+
+
+class Preempted(RuntimeError):
+    """Training stopped on request (preemption) after writing a checkpoint."""
+
+
+class Reconstruct(nn.Module):
+    """x -> (x_hat, posterior) with the posterior sampled as mean + std * noise: the module a
+    DDP wrapper sees, so the autoencoder's gradients are reduced once per step."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor):
+        posterior = self.autoencoder.encode(x)
+        return self.autoencoder.decode(posterior.mean + posterior.std * noise), posterior
+
+
+@dataclass
+class Context:
+    """Where and how a run trains: the device, the DDP rank and world size."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def default_context() -> Context:
+    """The device and, when torch.distributed is initialised, the rank and world size."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank % max(torch.cuda.device_count(), 1)))
+        torch.cuda.set_device(local)
+        return Context(torch.device("cuda", local), rank, world)
+    return Context(torch.device("cpu"), rank, world)
+
+
+def use_bf16(cfg: C.ExperimentConfig, device: torch.device) -> bool:
+    return cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+
+
+# --------------------------------------------------------------------------------------------
+# determinism
+# --------------------------------------------------------------------------------------------
+def _sample_seed(seed: int, step: int, index: int, stream: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + index * 104_729 + stream * 15_485_863) % (2**63 - 1)
+
+
+def posterior_noise(seed: int, step: int, indices: range, shape: tuple[int, ...],
+                    device: torch.device) -> torch.Tensor:
+    """Per-sample standard normal noise, a pure function of (seed, step, global sample index)."""
+    out = []
+    for i in indices:
+        g = torch.Generator().manual_seed(_sample_seed(seed, step, i, stream=1))
+        out.append(torch.randn(shape, generator=g))
+    return torch.stack(out).to(device)
+
+
+def stage_at(cfg: C.ExperimentConfig, step: int) -> C.Stage:
+    """The resolution stage that step ``step`` (0-based) belongs to."""
+    end = 0
+    for stage in C.stages(cfg):
+        end += stage.steps
+        if step < end:
+            return stage
+    return C.stages(cfg)[-1]
+
+
+class BatchStream:
+    """The global batch of step s is samples [s*B, (s+1)*B) of the endless training stream;
+    rank r of w takes its contiguous slice. Resuming at step s needs nothing but s."""
+
+    def __init__(self, cfg: C.ExperimentConfig, ctx: Context):
+        self.cfg, self.ctx = cfg, ctx
+        B = cfg.train.batch_size
+        if B % ctx.world:
+            raise ValueError(f"train.batch_size {B} is not divisible by the {ctx.world} DDP ranks")
+        self.local = B // ctx.world
+        self._sets: dict[int, Any] = {}
+
+    def indices(self, step: int) -> range:
+        start = step * self.cfg.train.batch_size + self.ctx.rank * self.local
+        return range(start, start + self.local)
+
+    def batch(self, step: int) -> torch.Tensor:
+        res = stage_at(self.cfg, step).resolution
+        if res not in self._sets:
+            self._sets[res] = train_set(self.cfg.data, res, self.cfg.seed)
+        ds = self._sets[res]
+        return torch.stack([ds[i] for i in self.indices(step)])
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def _unwrap(m: nn.Module | None) -> nn.Module | None:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+def save_checkpoint(folder: Path, step: int, ae: nn.Module, disc: nn.Module | None,
+                    opt_ae: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None) -> None:
+    state = {
+        "step": step,
+        "autoencoder": _unwrap(ae).state_dict(),
+        "discriminator": _unwrap(disc).state_dict() if disc is not None else None,
+        "opt_autoencoder": opt_ae.state_dict(),
+        "opt_discriminator": opt_d.state_dict() if opt_d is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "data_position": step,  # the batch stream is indexed by step
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    store.write_bytes_atomic(folder / CHECKPOINT, buf.getvalue())
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any] | None:
+    path = folder / CHECKPOINT
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate_psnr(ae: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device,
+                  num_images: int) -> float:
+    """PSNR (dB, uint8-quantised, per image then averaged) of posterior-mean reconstructions
+    of held-out crops."""
+    ae = _unwrap(ae)
+    was_training = ae.training
+    ae.eval()
+    ds = eval_set(cfg.data, resolution, num_images)
+    values = []
+    for start in range(0, len(ds), 16):
+        x = torch.stack([ds[i] for i in range(start, min(start + 16, len(ds)))]).to(device)
+        x_hat = ae.decode(ae.encode(x).mode())
+        a = ((x.clamp(-1, 1) + 1) * 127.5).round()
+        b = ((x_hat.float().clamp(-1, 1) + 1) * 127.5).round()
+        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        values.append(10 * torch.log10(255.0**2 / mse))
+    ae.train(was_training)
+    return float(torch.cat(values).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
+          stop: threading.Event | None = None, progress: bool = True,
+          max_steps: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in ``folder`` to cfg.train.steps; returns a summary.
+
+    ``stop`` set from another thread (preemption) makes the loop write a checkpoint at the next
+    step boundary and raise Preempted. ``max_steps`` stops early (for tests) without a checkpoint
+    beyond the periodic ones, as a crash would."""
+    ctx = ctx or default_context()
+    torch.manual_seed(cfg.seed)
+    device = ctx.device
+    bf16 = use_bf16(cfg, device)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    ae = build_autoencoder(cfg.model).to(device, memory_format=fmt)
+    disc = build_discriminator(cfg.loss.discriminator)
+    disc = disc.to(device, memory_format=fmt) if disc is not None else None
+    perceptual = None
+    if cfg.loss.lpips_weight > 0:
+        from study.weights import load_lpips  # fails before the first step when weights are missing
+        perceptual = load_lpips("vgg", device)
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=tuple(cfg.train.betas))
+             if disc is not None else None)
+
+    step = 0
+    state = load_checkpoint(folder)
+    if state is not None:
+        ae.load_state_dict(state["autoencoder"])
+        if disc is not None:
+            disc.load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["opt_discriminator"])
+        opt_ae.load_state_dict(state["opt_autoencoder"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        step = state["step"]
+    if ctx.main:
+        store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
+
+    model = Reconstruct(ae)
+    if ctx.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids) if disc is not None else None
+    last_layer = ae.last_layer
+
+    stream = BatchStream(cfg, ctx)
+    total = cfg.train.steps
+    end = total if max_steps is None else min(total, max_steps)
+    bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name,
+               mininterval=1.0, dynamic_ncols=True)
+    tic, seen = time.perf_counter(), 0
+    summary: dict[str, Any] = {"resumed_from": step}
+    model.train()
+    while step < end:
+        if stop is not None and stop.is_set():
+            if ctx.main:
+                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d)
+            raise Preempted(f"checkpointed at step {step} on request")
+        x = stream.batch(step).to(device, memory_format=fmt)
+        latent = (cfg.model.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
+        noise = posterior_noise(cfg.seed, step, stream.indices(step), latent, device)
+        gan_on = disc is not None and step >= cfg.loss.discriminator_start
+
+        # the autoencoder's step (Eq. 1); the discriminator is frozen while it judges x_hat
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            x_hat, posterior = model(x, noise)
+            fake_logits = None
+            if gan_on:
+                _unwrap(disc).requires_grad_(False)
+                fake_logits = _unwrap(disc)(x_hat)
+            total_loss, terms = losses.autoencoder_loss(
+                cfg.loss, x, x_hat, posterior, fake_logits=fake_logits, lpips_model=perceptual,
+                last_layer=last_layer, step=step)
+        if not torch.isfinite(total_loss):
+            raise NonFiniteLoss(f"non-finite loss at step {step}")
+        opt_ae.zero_grad(set_to_none=True)
+        total_loss.backward()
+        opt_ae.step()
+
+        # the discriminator's step: real and fake in one forward (one DDP reduction)
+        if gan_on:
+            _unwrap(disc).requires_grad_(True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = disc(torch.cat([x, x_hat.detach()]))
+                n = x.shape[0]
+                d_loss = losses.discriminator_loss(cfg.loss, [l[:n] for l in logits], [l[n:] for l in logits])
+            if not torch.isfinite(d_loss):
+                raise NonFiniteLoss(f"non-finite loss at step {step}")
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms["discriminator"] = d_loss.detach()
+        step += 1
+        seen += x.shape[0] * ctx.world
+        bar.update(1)
+
+        if step % cfg.train.log_every == 0 or step == total:
+            rate = seen / max(time.perf_counter() - tic, 1e-9)
+            record = {"step": step, "loss": float(total_loss), "images_per_s": rate,
+                      "resolution": stage_at(cfg, step - 1).resolution,
+                      **{k: float(v) for k, v in terms.items()}}
+            bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.1f}")
+            if ctx.main:
+                store.append_jsonl(folder / "metrics.jsonl", record)
+                store.update_status(folder, step=step, total_steps=total, loss=record["loss"],
+                                    heartbeat=time.time())
+            tic, seen = time.perf_counter(), 0
+        if step % cfg.train.val_every == 0 or step == total:
+            if ctx.main:
+                psnr = validate_psnr(ae, cfg, stage_at(cfg, step - 1).resolution, device, cfg.train.val_images)
+                store.append_jsonl(folder / "metrics.jsonl", {"step": step, "val_psnr": psnr})
+                store.update_status(folder, psnr=psnr)
+                summary["val_psnr"] = psnr
+        if step % cfg.train.checkpoint_every == 0 or step == total:
+            if ctx.main:
+                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d)
+            if ctx.world > 1:
+                dist.barrier()
+    bar.close()
+    summary["step"] = step
+    return summary
+
+
+def load_trained(folder: Path, cfg: C.ExperimentConfig, device: torch.device) -> nn.Module:
+    """The autoencoder of a run's last checkpoint, in eval mode."""
+    ae = build_autoencoder(cfg.model)
+    state = load_checkpoint(folder)
+    if state is not None:
+        ae.load_state_dict(state["autoencoder"])
+    return ae.to(device).eval()
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """torch intra-op threads set to ``n`` (the job's allocation) for the block."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
