@@ -5,7 +5,10 @@
     python run_study.py plan SPEC [--json]    the expanded variants; no side effects
     python run_study.py status SPEC [--json]  a table of every variant's run
     python run_study.py collect SPEC          -> results/<study>/results.csv
+    python run_study.py report SPEC           -> reports/<study>/report.md, report.html, tables/, figures/
     python run_study.py complexity [...]      Table 3: params, MACs, throughput, memory
+    python run_study.py evaluate SPEC [--protocol KEY=VALUE ...]  re-evaluate runs, no retraining
+    python run_study.py weights fetch|check [--dir D]  stage metric weights for offline nodes
 
 Exit codes: 0 success, 2 bad input (nothing launched, nothing written), 1 a failure at run time.
 ``--json`` prints one JSON document on stdout and nothing else there.
@@ -128,6 +131,23 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Collect the study's runs and write reports/<study>/ (report.md, report.html, tables/,
+    figures/), then the reports index; prints the report's path and its main table."""
+    from study import report, store
+
+    spec, variants = _spec_and_variants(args)
+    root = store.results_root(args.results)
+    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
+    out = Path(args.reports) / spec.study
+    path = report.report(spec, frame, root, out, meta={"profile": args.profile or "none",
+                                                       "results folder": str(root)})
+    report.write_index(out.parent)
+    print(f"report: {path}")
+    print(report.table_markdown(report.main_table(spec, frame)))
+    return 0
+
+
 def cmd_complexity(args: argparse.Namespace) -> int:
     from study import complexity
 
@@ -143,6 +163,67 @@ def cmd_default(args: argparse.Namespace) -> int:
     print(f"The embedded default study: {DEFAULT_STUDY.relative_to(ROOT)}")
     return cmd_plan(args)
 
+
+
+# ---- evaluation and weights (issue 5: study/metrics.py, study/weights.py) ------------------
+def cmd_weights(args: argparse.Namespace) -> int:
+    """`weights fetch` downloads and verifies; `weights check` lists present/missing/corrupt.
+    Exit 1 when a file failed to download, or (check) when one is missing or corrupt."""
+    from study import weights
+
+    if args.action == "fetch":
+        if args.source:
+            results = weights.copy_into(args.source, args.dir)
+        else:
+            print(f"fetching into {weights.weights_dir(args.dir)}")
+            results = weights.fetch(args.dir, args.only, timeout=args.timeout)
+        print(weights.format_fetch(results))
+        return 1 if any(r.state == "failed" for r in results) else 0
+    rows = weights.check(args.dir)
+    print(weights.format_check(rows, args.dir))
+    return 0 if all(r.state == "present" for r in rows) else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate the study's completed runs under their eval protocol (with --protocol overrides);
+    a record of the same protocol id is reused unless --force."""
+    from study import metrics, store
+    from study.data import DataError
+
+    overrides = metrics.parse_protocol_overrides(args.protocol or [])
+    spec, variants = _spec_and_variants(args)
+    root = store.results_root(args.results)
+    try:
+        rows = metrics.evaluate_study(variants, root, overrides=overrides, device=args.device,
+                                      force=args.force, progress=not args.json,
+                                      echo=None if args.json else print)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
+    else:
+        counts = {s: sum(r["state"] == s for r in rows) for s in ("evaluated", "reused", "skipped")}
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} run(s)")
+    return 0
+
+
+def add_eval_commands(sub: Any, with_spec: Any) -> None:
+    sp = sub.add_parser("weights", help="stage metric weights for offline compute nodes")
+    sp.add_argument("action", choices=["fetch", "check"])
+    sp.add_argument("--dir", help="weights directory (default $LITEVAE_WEIGHTS_DIR, else torch hub's cache)")
+    sp.add_argument("--only", nargs="+", choices=["inception", "alexnet", "vgg16"], help="fetch: these files only")
+    sp.add_argument("--timeout", type=float, default=60.0, help="fetch: network timeout in seconds")
+    sp.add_argument("--from", dest="source", metavar="FOLDER",
+                    help="fetch: copy (and verify) files downloaded elsewhere instead of downloading")
+    sp.set_defaults(func=cmd_weights)
+    sp = with_spec("evaluate", "evaluate the completed runs under an eval protocol (no retraining)")
+    sp.add_argument("--protocol", nargs="+", metavar="KEY=VALUE",
+                    help="eval.* overrides, e.g. num_images=1000 posterior=sample lpips_net=vgg")
+    sp.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    sp.add_argument("--force", action="store_true", help="recompute even if a record of the protocol exists")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_evaluate)
+# ---- end of evaluation and weights ---------------------------------------------------------
 
 # --------------------------------------------------------------------------------------------
 def _num(x: Any) -> str:
@@ -177,6 +258,9 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_status)
     sp = with_spec("collect", "gather the runs into results/<study>/results.csv")
     sp.set_defaults(func=cmd_collect)
+    sp = with_spec("report", "write reports/<study>/: tables, plots, the paper's numbers beside ours")
+    sp.add_argument("--reports", default="reports", help="reports folder (default ./reports)")
+    sp.set_defaults(func=cmd_report)
 
     sp = with_spec("launch", "submit the study's runs (skips completed ones)")
     add_launch_options(sp)
@@ -191,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_complexity)
+    add_eval_commands(sub, with_spec)  # issue 5
     return p
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -210,16 +211,22 @@ def model_preset(name: str) -> ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 # overrides: dotted key -> typed value
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # resolving string annotations is slow; classes are fixed
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
 def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> dict[str, Any]:
     """Every settable dotted key below ``cls`` with its type."""
+    return dict(_config_keys(cls, prefix))
+
+
+@functools.lru_cache(maxsize=None)
+def _config_keys(cls: type, prefix: str) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name, tp in _hints(cls).items():
         if dataclasses.is_dataclass(tp):
-            keys.update(config_keys(tp, f"{prefix}{name}."))
+            keys.update(_config_keys(tp, f"{prefix}{name}."))
         else:
             keys[f"{prefix}{name}"] = tp
     return keys
@@ -251,26 +258,30 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp``, or ConfigError. Integral numbers given for a float become
     floats, lists become tuples, so equal values always compare (and hash) equal."""
     origin = get_origin(tp)
-    bad = ConfigError(key, value, describe_type(tp))
+    def bad() -> ConfigError:  # built only when raised: describing the type is not free
+        return ConfigError(key, value, describe_type(tp))
+
     if origin is Literal:
         if value in get_args(tp) and type(value) in {type(a) for a in get_args(tp)}:
             return value
-        raise bad
+        raise bad()
     if origin in (typing.Union, types.UnionType):
         for option in get_args(tp):
             try:
                 return coerce(key, value, option)
             except ConfigError:
                 pass
-        raise bad
+        raise bad()
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise bad
+            raise bad()
         (item,) = [a for a in get_args(tp) if a is not Ellipsis]
         return tuple(coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already coerced (a study file's values are checked twice)
+            return value
         if not isinstance(value, dict):
-            raise bad
+            raise bad()
         hints = _hints(tp)
         for k in value:
             if k not in hints:
@@ -284,42 +295,47 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is type(None):
         if value is None:
             return None
-        raise bad
+        raise bad()
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise bad
+        raise bad()
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+            raise bad()
         if isinstance(value, float) and not value.is_integer():
-            raise bad
+            raise bad()
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
+            raise bad()
         return float(value)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise bad
+        raise bad()
     raise TypeError(f"unsupported config type {tp!r} at {key}")
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
     """A copy of ``cfg`` with each dotted key set to its (type-checked) value."""
-    keys = config_keys()
+    keys = _config_keys(ExperimentConfig, "")
+    changes: dict[str, Any] = {}  # nested {section: {field: value}}: one replace per section
     for key, value in overrides.items():
         if key not in keys:
             raise ConfigError(key, value, "a key of the experiment config" + suggest(key, keys))
-        cfg = _set(cfg, key.split("."), coerce(key, value, keys[key]))
-    return cfg
+        *sections, name = key.split(".")
+        node = changes
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = coerce(key, value, keys[key])
+    return _set(cfg, changes)
 
 
-def _set(obj: Any, path: list[str], value: Any) -> Any:
-    if len(path) == 1:
-        return dataclasses.replace(obj, **{path[0]: value})
-    return dataclasses.replace(obj, **{path[0]: _set(getattr(obj, path[0]), path[1:], value)})
+def _set(obj: Any, changes: dict[str, Any]) -> Any:
+    """A copy of dataclass ``obj`` with nested ``changes`` (a dict marks a section)."""
+    return dataclasses.replace(obj, **{name: _set(getattr(obj, name), v) if isinstance(v, dict) else v
+                                       for name, v in changes.items()})
 
 
 def get_value(cfg: Any, key: str) -> Any:
@@ -393,14 +409,25 @@ _LITEVAE_ONLY = ("preset", "levels", "wavelet", "aggregator", "shared_extractors
 _SDVAE_ONLY = ("sd_width",)
 
 
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def to_dict(cfg: Any, identity_only: bool = False) -> Any:
     """Plain nested dicts and lists (tuples as lists), optionally without non-identity fields."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name), identity_only) for f in dataclasses.fields(cfg)
-                if not identity_only or f.metadata.get("identity", True)}
+    if type(cfg) in _LEAF_TYPES:
+        return cfg
+    if dataclasses.is_dataclass(cfg):  # leaves inline: this runs once per variant id
+        return {name: v if type(v := getattr(cfg, name)) in _LEAF_TYPES else to_dict(v, identity_only)
+                for name, ident in _fields(type(cfg)) if ident or not identity_only}
     if isinstance(cfg, (tuple, list)):
-        return [to_dict(v, identity_only) for v in cfg]
+        return [v if type(v) in _LEAF_TYPES else to_dict(v, identity_only) for v in cfg]
     return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, is an identity field) of each field of a config dataclass."""
+    return tuple((f.name, f.metadata.get("identity", True)) for f in dataclasses.fields(cls))
 
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
