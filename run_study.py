@@ -151,8 +151,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_complexity(args: argparse.Namespace) -> int:
     from study import complexity
 
+    device = args.device or ("cuda" if _cuda() else "cpu")
     rows = complexity.complexity_rows(args.models, resolution=args.resolution, batch=args.batch,
-                                      device=args.device, precision=args.precision)
+                                      device=device, precision=args.precision)
     print(json.dumps(rows, indent=1) if args.json else complexity.format_table(rows))
     return 0
 
@@ -271,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--models", nargs="+", default=list(MODEL_PRESETS), choices=list(MODEL_PRESETS))
     sp.add_argument("--resolution", type=int, default=256)
     sp.add_argument("--batch", type=int, default=32)
-    sp.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    sp.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     sp.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_complexity)

@@ -98,7 +98,11 @@ def expand(spec: StudySpec, profile: str | None = None) -> list[Variant]:
         candidates.append((name, {}, resolve(overrides), "variant", f"variants.{name}"))
     if not candidates and not spec.variants and not (spec.grid or spec.zip):
         candidates.append((spec.study, {}, {}, "base", "set"))
+    if not candidates:  # every row excluded and no named variant: nothing to run is a mistake
+        raise StudySpecError(spec.path, "exclude", spec.exclude, "exclusions that leave at least one "
+                             "row of grid x zip (or a named variant)")
 
+    start = _resolve(spec, "set", fixed, None, check=False)  # base and set, applied once
     variants: list[Variant] = []
     by_id: dict[str, int] = {}
     names: set[str] = set()
@@ -107,7 +111,7 @@ def expand(spec: StudySpec, profile: str | None = None) -> list[Variant]:
             raise StudySpecError(spec.path, where, name, "variant names distinct from the grid's names")
         names.add(name)
         for seed in spec.seeds:
-            cfg = _resolve(spec, where, fixed | overrides | profile_overrides | {"seed": seed}, profile)
+            cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
             rid = C.run_id(cfg)
             if rid in by_id:
                 first = variants[by_id[rid]]
@@ -119,9 +123,12 @@ def expand(spec: StudySpec, profile: str | None = None) -> list[Variant]:
     return variants
 
 
-def _resolve(spec: StudySpec, where: str, overrides: dict[str, Any], profile: str | None) -> C.ExperimentConfig:
+def _resolve(spec: StudySpec, where: str, overrides: dict[str, Any], profile: str | None,
+             start: C.ExperimentConfig | None = None, check: bool = True) -> C.ExperimentConfig:
+    """``start`` (default: the config defaults) with ``overrides`` applied, then validated."""
     try:
-        return C.validate(C.apply_overrides(C.ExperimentConfig(), overrides))
+        cfg = C.apply_overrides(start or C.ExperimentConfig(), overrides)
+        return C.validate(cfg) if check else cfg
     except C.ConfigError as e:
         origin = where if profile is None else f"{where} (with profile {profile})"
         raise StudySpecError(spec.path, f"{origin}: {e.key}", e.value, e.allowed) from None
@@ -137,5 +144,6 @@ def _with_alias(variant: Variant, alias: str) -> Variant:
 def expected_count(spec: StudySpec) -> int:
     """product x zip length - excluded + named variants, times seeds (before deduplication)."""
     rows = sum(1 for row in _rows(spec) if not _excluded(row, spec.exclude)) if (spec.grid or spec.zip) else 0
-    named = len(spec.variants)
-    return (rows + named or 1) * len(spec.seeds)
+    if not (spec.grid or spec.zip or spec.variants):
+        return len(spec.seeds)  # the base experiment alone
+    return (rows + len(spec.variants)) * len(spec.seeds)

@@ -112,6 +112,13 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads 1e-4 and 1e5 as strings: it wants a dot and a signed exponent. Read
+# them as numbers, as YAML 1.2 and every researcher do (`train.lr: 1e-4` must mean 0.0001).
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
@@ -158,12 +165,13 @@ def _flatten(path: Path, where: str, mapping: Any) -> dict[str, Any]:
 
 
 def _check_key(path: Path, where: str, key: str) -> None:
+    """``where`` is the key path that ends with ``key`` (e.g. ``set.model.decoder.norm``)."""
     if key == PRESET_KEY or key in _KEYS:
         return
     if key in _SECTIONS:
-        raise StudySpecError(path, f"{where}.{key}", key, "a leaf key below this section, e.g. "
+        raise StudySpecError(path, where, key, "a leaf key below this section, e.g. "
                              + next(k for k in _KEYS if k.startswith(key + ".")))
-    raise StudySpecError(path, f"{where}.{key}", key, "a key of the experiment config"
+    raise StudySpecError(path, where, key, "a key of the experiment config"
                          + C.suggest(key, list(_KEYS) + [PRESET_KEY]))
 
 
@@ -178,7 +186,9 @@ def check_value(path: Path, where: str, key: str, value: Any) -> Any:
     try:
         return C.coerce(key, value, _KEYS[key])
     except C.ConfigError as e:
-        raise StudySpecError(path, f"{where}.{e.key}" if e.key != key else where, e.value, e.allowed) from None
+        # e.key is ``key`` or a path below it (``train.stages[0].steps``): where + the rest
+        sub = e.key[len(key):] if e.key.startswith(key) else f".{e.key}"
+        raise StudySpecError(path, where + sub, e.value, e.allowed) from None
 
 
 def _overrides(path: Path, where: str, mapping: Any) -> dict[str, Any]:
@@ -208,6 +218,7 @@ def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
 def _axis(path: Path, where: str, key: Any, values: Any, distinct: bool = True) -> tuple[str, list[Any]]:
     if not isinstance(key, str):
         raise StudySpecError(path, f"{where}.{key}", key, "a dotted config key")
+    _check_key(path, f"{where}.{key}", key)
     if not isinstance(values, list):
         raise StudySpecError(path, f"{where}.{key}", values, "a list of values for the axis")
     if not values:
