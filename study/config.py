@@ -94,6 +94,9 @@ class LossConfig:
     kl_weight: float = 1e-6
     # Table 10: the UNet discriminator of Schonfeld et al. (2020); none disables the GAN.
     discriminator: Literal["none", "patchgan", "stylegan", "unet"] = "unet"
+    # Paper gap: the discriminator's size is not given; its first layer's width (LDM's PatchGAN
+    # has 64 filters; the StyleGAN and UNet discriminators double it per level from there).
+    discriminator_channels: int = 64
     # Table 16: hinge and logistic work equally well; hinge is LDM's.
     adversarial_loss: Literal["hinge", "logistic"] = "hinge"
     # Table 8: LiteVAE uses a constant weight instead of the adaptive weight of Esser et al.
@@ -358,7 +361,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for key in ("model.latent_channels", "model.encoder.num_res_blocks", "model.decoder.channels",
                 "model.decoder.blocks_per_level", "train.batch_size", "train.steps",
                 "train.checkpoint_every", "train.log_every", "train.val_every",
-                "eval.num_images", "eval.batch_size", "loss.gaussian_kernel"):
+                "eval.num_images", "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
         if get_value(cfg, key) < 1:
             raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
     if not dec.channel_mult or min(dec.channel_mult) < 1:
@@ -445,9 +448,11 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
         del enc[name]
     if cfg.loss.discriminator == "none":
         for name in ("adversarial_loss", "adversarial_weight_mode", "adversarial_weight",
-                     "discriminator_start"):
+                     "discriminator_start", "discriminator_channels"):
             del d["loss"][name]
         del d["train"]["discriminator_lr"]
+    if cfg.data.kind == "samples":  # the sample photos have a fixed held-out region instead
+        del d["data"]["val_fraction"]
     return d
 
 

@@ -15,6 +15,7 @@ pretraining stages (Table 5).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import threading
@@ -173,6 +174,11 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _validation_set(data: C.DataConfig, resolution: int, num_images: int):
+    return eval_set(data, resolution, num_images)
+
+
 @torch.no_grad()
 def validate_psnr(ae: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device,
                   num_images: int) -> float:
@@ -181,7 +187,7 @@ def validate_psnr(ae: nn.Module, cfg: C.ExperimentConfig, resolution: int, devic
     ae = _unwrap(ae)
     was_training = ae.training
     ae.eval()
-    ds = eval_set(cfg.data, resolution, num_images)
+    ds = _validation_set(cfg.data, resolution, num_images)
     values = []
     for start in range(0, len(ds), 16):
         x = torch.stack([ds[i] for i in range(start, min(start + 16, len(ds)))]).to(device)
@@ -212,7 +218,7 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     ae = build_autoencoder(cfg.model).to(device, memory_format=fmt)
-    disc = build_discriminator(cfg.loss.discriminator)
+    disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
     disc = disc.to(device, memory_format=fmt) if disc is not None else None
     perceptual = None
     if cfg.loss.lpips_weight > 0:
@@ -297,9 +303,13 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
 
         if step % cfg.train.log_every == 0 or step == total:
             rate = seen / max(time.perf_counter() - tic, 1e-9)
-            record = {"step": step, "loss": float(total_loss), "images_per_s": rate,
-                      "resolution": stage_at(cfg, step - 1).resolution,
-                      **{k: float(v) for k, v in terms.items()}}
+            logged = {"loss": total_loss.detach(), **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
+            if ctx.world > 1:  # the global batch's mean, as one process would log it
+                values = torch.stack([v.float().reshape(()) for v in logged.values()])
+                dist.all_reduce(values)
+                logged = dict(zip(logged, values / ctx.world))
+            record = {"step": step, "images_per_s": rate, "resolution": stage_at(cfg, step - 1).resolution,
+                      **{k: float(v) for k, v in logged.items()}}
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.1f}")
             if ctx.main:
                 store.append_jsonl(folder / "metrics.jsonl", record)

@@ -1,0 +1,167 @@
+"""The LiteVAE encoder (Sec. 3.1-3.2, Fig. 2; presets from Tables 23 and 24).
+
+    x in [-1, 1] --Haar DWT--> for each level l: [LL_l, details_l] / 2^l   (12 channels, H/2^l)
+                 --F_l (feature-extraction UNet)--> 12 channels, H/2^l
+                 --average pool by 2^(3-l)--> H/8
+    concat over levels (12 per level) --F_agg (UNet or ViT)--> 2*nz channels (mean, log-variance)
+
+F_l and F_agg are ADM-style UNets without any spatial resampling or attention (Sec. 3.2): a 3x3
+conv in; a "down" path of ``num_res_blocks`` residual blocks per channel multiplier, each storing
+its output as a skip; a middle of two residual blocks; an "up" path that, for the multipliers in
+reverse, runs ``num_res_blocks`` residual blocks on the concatenation of the running features and
+the most recent unused skip; GroupNorm -> SiLU -> 3x3 conv out. The input conv's output is never
+consumed as a skip. With two residual blocks per multiplier this structure reproduces the
+paper's parameter counts (Table 3: 1.03 / 6.75 / 32.75 / 41.42 M).
+
+Ablation axes: which levels feed the encoder (Table 21; the aggregator's input is 12 channels per
+level), one extractor shared by every level (Table 19), the ViT aggregator (Table 20), the
+wavelet family (Haar in the paper).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from study.models.blocks import ResBlock, group_norm, norm_silu
+from study.models.vit import ViTAggregator
+from study.models.wavelets import DWT
+
+BANDS_PER_LEVEL = 12          # LL + 3 detail bands for each of R, G, B
+DOWNSAMPLING = 8              # f = 8: the latent is H/8 x W/8 (three Haar levels)
+
+
+class InputShapeError(ValueError):
+    """An input whose height or width is not a multiple of the encoder's downsampling factor."""
+
+
+class EncoderConfigError(ValueError):
+    """An encoder option outside what the architecture supports (e.g. a wavelet level > 3)."""
+
+
+def check_input(x: Tensor, factor: int = DOWNSAMPLING) -> None:
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % factor or x.shape[-1] % factor:
+        raise InputShapeError(f"expected N x 3 x H x W with H, W multiples of {factor}, "
+                              f"got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# presets, Tables 23 and 24
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiteVAEPreset:
+    extractor_channels: int
+    extractor_mult: tuple[int, ...]
+    aggregator_channels: int
+    aggregator_mult: tuple[int, ...]
+
+
+LITEVAE_PRESETS = {
+    "S": LiteVAEPreset(16, (1, 2, 2), 16, (1, 2, 2)),
+    "B": LiteVAEPreset(32, (1, 2, 3), 32, (1, 2, 3)),
+    "M": LiteVAEPreset(64, (1, 2, 4), 32, (1, 2, 3)),
+    "L": LiteVAEPreset(64, (1, 2, 4), 64, (1, 2, 4)),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the feature-extraction / aggregation UNet
+# --------------------------------------------------------------------------------------------
+class FeatureUNet(nn.Module):
+    """An ADM UNet with no resampling and no attention (F_l and F_agg of Sec. 3.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int,
+                 channel_mult: tuple[int, ...], num_res_blocks: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        skip_widths = []
+        width = channels
+        self.down = nn.ModuleList()
+        for mult in channel_mult:
+            for _ in range(num_res_blocks):
+                self.down.append(ResBlock(width, channels * mult, dropout))
+                width = channels * mult
+                skip_widths.append(width)
+        self.mid = nn.Sequential(ResBlock(width, width, dropout), ResBlock(width, width, dropout))
+        self.up = nn.ModuleList()
+        for mult in reversed(channel_mult):
+            for _ in range(num_res_blocks):
+                self.up.append(ResBlock(width + skip_widths.pop(), channels * mult, dropout))
+                width = channels * mult
+        self.norm_out = group_norm(width)
+        self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        skips = []
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        h = self.mid(h)
+        for block in self.up:
+            h = block(torch.cat([h, skips.pop()], dim=1))
+        return self.conv_out(norm_silu(self.norm_out, h))
+
+
+# --------------------------------------------------------------------------------------------
+# the encoder
+# --------------------------------------------------------------------------------------------
+class LiteVAEEncoder(nn.Module):
+    """Image (N, 3, H, W) -> moments (N, 2*nz, H/8, W/8) (Fig. 2).
+
+    ``levels``: the Haar levels that feed the encoder (default 1, 2, 3; Table 21 uses 2, 3).
+    ``shared_extractors``: one F shared by every level instead of one per level (Table 19).
+    ``aggregator``: "unet" (the paper) or "vit" (Table 20; see vit.py).
+    ``wavelet``: "haar" (the paper) or another PyWavelets family, transformed with periodic
+    extension so that level l is exactly H/2^l.
+    """
+
+    def __init__(self, latent_channels: int = 4, preset: LiteVAEPreset = LITEVAE_PRESETS["B"],
+                 levels: tuple[int, ...] = (1, 2, 3), wavelet: str = "haar",
+                 aggregator: str = "unet", shared_extractors: bool = False,
+                 num_res_blocks: int = 2, dropout: float = 0.0):
+        super().__init__()
+        if not levels or len(set(levels)) != len(levels) or not set(levels) <= {1, 2, 3}:
+            raise EncoderConfigError(f"levels must be distinct values from 1, 2, 3; got {levels}")
+        self.levels = tuple(sorted(levels))
+        self.latent_channels = latent_channels
+        self.dwt = DWT(max(self.levels), wave=wavelet,
+                       mode="zero" if wavelet == "haar" else "periodization")
+
+        def extractor() -> FeatureUNet:
+            return FeatureUNet(BANDS_PER_LEVEL, BANDS_PER_LEVEL, preset.extractor_channels,
+                               preset.extractor_mult, num_res_blocks, dropout)
+
+        self.shared_extractors = shared_extractors
+        self.extractors = nn.ModuleList(
+            [extractor()] if shared_extractors else [extractor() for _ in self.levels])
+
+        agg_in = BANDS_PER_LEVEL * len(self.levels)
+        if aggregator == "unet":
+            self.aggregator: nn.Module = FeatureUNet(
+                agg_in, 2 * latent_channels, preset.aggregator_channels, preset.aggregator_mult,
+                num_res_blocks, dropout)
+        elif aggregator == "vit":
+            self.aggregator = ViTAggregator(agg_in, 2 * latent_channels)
+        else:
+            raise EncoderConfigError(f"unknown aggregator {aggregator!r}; allowed: unet, vit")
+
+    def wavelet_inputs(self, x: Tensor) -> list[Tensor]:
+        """For each selected level l: [LL_l, details_l] / 2^l, (N, 12, H/2^l, W/2^l)."""
+        pyramid = self.dwt.pyramid(x)
+        inputs = []
+        for level in self.levels:
+            ll, bands = pyramid[level - 1]
+            inputs.append(torch.cat([ll, bands.flatten(1, 2)], dim=1) * (0.5 ** level))
+        return inputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x)
+        features = []
+        for i, (level, inp) in enumerate(zip(self.levels, self.wavelet_inputs(x))):
+            f = self.extractors[0 if self.shared_extractors else i](inp)
+            pool = 2 ** (3 - level)
+            features.append(F.avg_pool2d(f, pool) if pool > 1 else f)
+        return self.aggregator(torch.cat(features, dim=1))

@@ -1,0 +1,127 @@
+"""The Stable Diffusion autoencoder (LDM KL-f8): the baseline encoder and the decoder that every
+model in the study uses (LiteVAE keeps the SD decoder, Sec. 3).
+
+Encoder (34.16 M parameters, Table 3: 34,163,592 without the 1x1 quant conv, 34,163,664 with
+it; 135.59 G multiply-accumulates at 256x256, the paper's "GFLOPS"):
+    3x3 conv 3 -> ch; for each multiplier m in (1, 2, 4, 4): 2 residual blocks to ch*m, then
+    (except at the last level) a strided 3x3 conv that halves the size, padding one row/column
+    on the bottom/right only; mid: ResBlock -> attention -> ResBlock; GroupNorm -> SiLU -> 3x3
+    conv to 2*nz.
+
+VAE-Small (Table 2b, about 6.75 M; paper gap, its widths are not given): the same structure with
+base width 64 and multipliers (1, 1, 3, 4), i.e. level widths 64 / 64 / 192 / 256, which gives
+6,733,776 parameters with the quant conv (nz = 4): within 0.25 % of LiteVAE-B's 6.75 M, the model
+it is compared with. Every width is a multiple of 32, so GroupNorm(32) holds throughout. (A
+uniform narrowing of (1, 2, 4, 4) cannot hit 6.75 M with GroupNorm-friendly widths: base 56
+gives 6.56 M.)
+
+Decoder (49.49 M parameters, nz = 4: 49,490,179 without the 1x1 post-quant conv, 49,490,199 with):
+    3x3 conv nz -> ch*4 (512); mid: ResBlock -> attention -> ResBlock; for the multipliers in
+    reverse: 3 residual blocks, then (except at the last level) nearest x2 upsampling + 3x3 conv;
+    norm -> SiLU -> 3x3 conv to RGB.
+
+With ``norm="smc"`` (Table 4) the decoder has no normalisation layer: the residual blocks read
+SiLU -> SMC -> SiLU -> SMC, the mid attention drops its GroupNorm and computes q, k, v with SMC
+1x1 convs, and the output head is SiLU -> SMC 3x3 conv (the rule of blocks.py: every convolution
+that a GroupNorm preceded becomes SMC; conv_in, the upsampling convs, the residual 1x1 skips and
+the attention's output projection stay ordinary convolutions).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from study.models.blocks import (AttentionBlock, Norm, ResBlock, check_norm, norm_conv,
+                                 norm_silu)
+
+# Encoder widths by EncoderConfig.sd_width: (base channels, channel multipliers).
+SD_ENCODER_WIDTHS = {
+    "full": (128, (1, 2, 4, 4)),      # LDM KL-f8
+    "small": (64, (1, 1, 3, 4)),      # VAE-Small, our choice (see the module docstring)
+}
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 conv after padding one row/column at the bottom/right."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour upsampling, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class SDEncoder(nn.Module):
+    """LDM KL-f8 encoder: (N, 3, H, W) -> moments (N, 2*nz, H/8, W/8)."""
+
+    def __init__(self, latent_channels: int = 4, channels: int = 128,
+                 channel_mult: tuple[int, ...] = (1, 2, 4, 4), num_res_blocks: int = 2,
+                 dropout: float = 0.0, mid_attention: bool = True):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        width = channels
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(channel_mult):
+            stage = nn.Sequential()
+            for _ in range(num_res_blocks):
+                stage.append(ResBlock(width, channels * mult, dropout))
+                width = channels * mult
+            if level != len(channel_mult) - 1:
+                stage.append(Downsample(width))
+            self.down.append(stage)
+        self.mid = nn.Sequential(ResBlock(width, width, dropout),
+                                 AttentionBlock(width) if mid_attention else nn.Identity(),
+                                 ResBlock(width, width, dropout))
+        self.norm_out, self.conv_out = norm_conv("groupnorm", width, 2 * latent_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        for stage in self.down:
+            h = stage(h)
+        h = self.mid(h)
+        return self.conv_out(norm_silu(self.norm_out, h))
+
+
+class SDDecoder(nn.Module):
+    """LDM KL-f8 decoder: latent (N, nz, h, w) -> image (N, 3, 2^(L-1) h, 2^(L-1) w)."""
+
+    def __init__(self, latent_channels: int = 4, channels: int = 128,
+                 channel_mult: tuple[int, ...] = (1, 2, 4, 4), blocks_per_level: int = 3,
+                 mid_attention: bool = True, norm: Norm = "groupnorm", dropout: float = 0.0):
+        super().__init__()
+        check_norm(norm)
+        self.norm = norm
+        width = channels * channel_mult[-1]
+        self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
+        self.mid = nn.Sequential(ResBlock(width, width, dropout, norm),
+                                 AttentionBlock(width, norm) if mid_attention else nn.Identity(),
+                                 ResBlock(width, width, dropout, norm))
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(channel_mult))):
+            stage = nn.Sequential()
+            for _ in range(blocks_per_level):
+                stage.append(ResBlock(width, channels * channel_mult[level], dropout, norm))
+                width = channels * channel_mult[level]
+            if level != 0:
+                stage.append(Upsample(width))
+            self.up.append(stage)
+        self.norm_out, self.conv_out = norm_conv(norm, width, 3)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.mid(self.conv_in(z))
+        for stage in self.up:
+            h = stage(h)
+        return self.conv_out(norm_silu(self.norm_out, h))
