@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +67,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from study import store
+    from study.launch import effective_status
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
+    if args.log:
+        return _print_log(root, variants, args.log, args.lines)
     rows = []
     for v in variants:
         folder = store.run_dir(root, v.run_id)
-        status = store.read_json(folder / "status.json") if folder.exists() else None
-        state = "completed" if store.is_done(folder) else (status or {}).get("state", "not launched")
-        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": state,
-                     "job_id": ((status or {}).get("job_ids") or [None])[-1],
-                     "attempts": (status or {}).get("attempts", 0),
-                     "step": (status or {}).get("step"), "total_steps": v.config.train.steps,
-                     "loss": (status or {}).get("loss"), "psnr": (status or {}).get("psnr"),
-                     "reason": (status or {}).get("error")})
+        status = effective_status(folder) if folder.exists() else {"state": "not launched"}
+        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": status["state"],
+                     "job_id": (status.get("job_ids") or [None])[-1], "attempts": status.get("attempts", 0),
+                     "step": status.get("step"), "total_steps": v.config.train.steps,
+                     "loss": status.get("loss"), "psnr": status.get("psnr"), "reason": status.get("error"),
+                     "heartbeat": status.get("heartbeat"), "log": status.get("log")})
     if args.json:
         print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
         return 0
@@ -87,6 +89,28 @@ def cmd_status(args: argparse.Namespace) -> int:
                  [[str(r["index"]), r["name"], r["id"], r["state"], str(r["job_id"] or "-"), str(r["attempts"]),
                    f"{r['step'] or 0}/{r['total_steps']}", _num(r["loss"]), _num(r["psnr"]),
                    (r["reason"] or "")[:60]] for r in rows]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
+
+
+def _print_log(root: Path, variants, which: str, lines: int) -> int:
+    """The tail of a variant's job log (by index, name or run id)."""
+    from study import store
+
+    match = [v for v in variants if which in (str(v.index), v.name, v.run_id)]
+    if not match:
+        raise UsageError(f"--log: got {which!r}; allowed: a variant's index, name or id")
+    status = store.read_status(store.run_dir(root, match[0].run_id))
+    path = status.get("log")
+    if not path or not Path(path).exists():
+        print(f"no log recorded for {match[0].name} ({match[0].run_id})", file=sys.stderr)
+        return 1
+    text = Path(path).read_text(errors="replace").splitlines()
+    print(f"==> {path} <==")
+    print("\n".join(text[-lines:]))
     return 0
 
 
@@ -158,12 +182,43 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_default(args: argparse.Namespace) -> int:
-    args.spec, args.json = str(DEFAULT_STUDY), False
-    args.profile = getattr(args, "profile", None)
-    print(f"The embedded default study: {DEFAULT_STUDY.relative_to(ROOT)}")
-    return cmd_plan(args)
+def cmd_run(args: argparse.Namespace) -> int:
+    """Launch, wait with a progress display, collect, report; exit 1 if a variant failed."""
+    from study import launch, report, store
 
+    spec, variants = _spec_and_variants(args)
+    opts = _launch_options(args, spec)
+    root = store.results_root(args.results)
+    started = time.time()
+    result = launch.launch(spec, variants, root, opts)
+    print(f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; "
+          f"{len(variants) - len(result.submitted)} skipped")
+    if opts.dry_run:
+        return 0
+    states = launch.wait(root, variants, poll_s=args.poll, progress=True)
+    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
+    store.write_results(root, spec.study, frame)
+    out = Path(args.reports) / spec.study
+    path = report.report(spec, frame, root, out, meta={"profile": args.profile or "none",
+                                                       "results folder": str(root),
+                                                       "wall time": f"{time.time() - started:.0f} s"})
+    report.write_index(out.parent)
+    print(report.table_markdown(report.main_table(spec, frame)))
+    print(f"\nreport: {path}")
+    failed = {rid: s for rid, s in states.items() if s != "completed"}
+    for v in variants:
+        if v.run_id in failed:
+            status = launch.effective_status(store.run_dir(root, v.run_id))
+            print(f"  {v.name} ({v.run_id}): {failed[v.run_id]}: {status.get('error') or ''}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """The embedded default: run ablations/smoke.yaml on this machine, in process."""
+    print(f"The embedded default study: {DEFAULT_STUDY.relative_to(ROOT)} (sample photos, CPU)")
+    args = parser().parse_args(["run", str(DEFAULT_STUDY), "--executor", "debug"]
+                               + (["--results", args.results] if args.results else []))
+    return cmd_run(args)
 
 
 # ---- evaluation and weights (issue 5: study/metrics.py, study/weights.py) ------------------
@@ -256,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_plan)
     sp = with_spec("status", "a table of every variant's run")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--log", metavar="VARIANT", help="print the tail of a variant's job log (index, name or id)")
+    sp.add_argument("--lines", type=int, default=40)
     sp.set_defaults(func=cmd_status)
     sp = with_spec("collect", "gather the runs into results/<study>/results.csv")
     sp.set_defaults(func=cmd_collect)
@@ -263,6 +320,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--reports", default="reports", help="reports folder (default ./reports)")
     sp.set_defaults(func=cmd_report)
 
+    sp = with_spec("run", "launch, wait, collect and report")
+    add_launch_options(sp)
+    sp.add_argument("--poll", type=float, default=5.0, help="seconds between status polls")
+    sp.add_argument("--reports", default="reports", help="reports folder (default ./reports)")
+    sp.set_defaults(func=cmd_run)
     sp = with_spec("launch", "submit the study's runs (skips completed ones)")
     add_launch_options(sp)
     sp.set_defaults(func=cmd_launch)

@@ -94,6 +94,17 @@ def encoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
     return counter.get_total_flops() // 2
 
 
+def run_record(model_cfg: ModelConfig, resolution: int) -> dict[str, Any]:
+    """What a run records of its own model (complexity.json): parameters and encoder MACs at
+    its training resolution and at 256 (the paper's). Throughput and memory depend on the
+    hardware and are measured by ``measure`` / ``run_study.py complexity``, not per run."""
+    encoder, decoder = parameter_counts(model_cfg)
+    return {"encoder_params": encoder, "decoder_params": decoder,
+            "encoder_gmacs": encoder_macs(model_cfg, 256) / 1e9,
+            "encoder_gmacs_at_resolution": encoder_macs(model_cfg, resolution) / 1e9,
+            "resolution": resolution}
+
+
 def _check_resolution(resolution: int) -> None:
     if resolution < 8 or resolution % 8:
         raise ComplexityError(f"resolution must be a positive multiple of 8, got {resolution}")

@@ -108,13 +108,13 @@ def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Deci
     decisions = []
     for v in variants:
         folder = store.run_dir(root, v.run_id)
-        status = store.read_status(folder)
-        state = "completed" if store.is_done(folder) else status.get("state", "pending")
+        status = effective_status(folder)
+        state = status.get("state", "pending")
         if state == "completed":
             decisions.append(Decision(v, "skip", "completed"))
-        elif state in ACTIVE and _still_active(status):
+        elif state in ACTIVE:
             decisions.append(Decision(v, "skip", f"{state} (job {(status.get('job_ids') or ['?'])[-1]})"))
-        elif state in ("failed", "cancelled") or state in ACTIVE:
+        elif state in ("failed", "cancelled"):
             reason = status.get("error") or status.get("reason") or state
             decisions.append(Decision(v, "submit", f"retry: {reason}") if retry_failed
                              else Decision(v, "skip", f"{state}: {reason} (use --retry-failed)"))
@@ -135,6 +135,63 @@ def _still_active(status: dict[str, Any]) -> bool:
             return True
         return False
     return True
+
+
+def sacct_state(job_id: str) -> tuple[str, str] | None:
+    """(state, reason) of a SLURM job from accounting, e.g. ("CANCELLED", "cancelled by 0")."""
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State,Reason,ExitCode"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [l for l in out.splitlines() if l.strip()]
+    if not lines:
+        return None
+    state, reason, code = (lines[-1].split("|") + ["", "", ""])[:3]
+    return state.strip(), f"{state.strip().lower()} (sacct; reason {reason or 'None'}, exit {code})"
+
+
+def effective_status(folder: Path) -> dict[str, Any]:
+    """The run's status from its folder first; for a run whose job is gone without saying so
+    (cancelled, killed, node failure), SLURM accounting's word second."""
+    status = store.read_status(folder)
+    if store.is_done(folder):
+        return status | {"state": "completed"}
+    if status.get("state") in ACTIVE and not _still_active(status):
+        ids = [str(j) for j in status.get("job_ids") or []]
+        found = sacct_state(ids[-1]) if ids and status.get("executor") == "slurm" else None
+        if found:
+            state, reason = found
+            if state.startswith("CANCELLED"):
+                return status | {"state": "cancelled", "error": reason}
+            if not state.startswith(("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING")):
+                return status | {"state": "failed", "error": status.get("error") or reason}
+            return status
+        return status | {"state": "failed", "error": status.get("error") or "job lost: no longer running"}
+    return status
+
+
+def wait(root: Path, variants: list[Variant], poll_s: float = 5.0, progress: bool = True,
+         timeout_s: float | None = None) -> dict[str, str]:
+    """Wait until every run is completed, failed or cancelled; a bar counts them. Returns the
+    final state of each run id."""
+    from tqdm import tqdm
+
+    start = time.time()
+    bar = tqdm(total=len(variants), desc="runs finished", disable=not progress, dynamic_ncols=True)
+    while True:
+        states = {v.run_id: effective_status(store.run_dir(root, v.run_id)).get("state", "pending")
+                  for v in variants}
+        done = sum(s in store.FINAL_STATES for s in states.values())
+        bar.n = done
+        counts: dict[str, int] = {}
+        for s in states.values():
+            counts[s] = counts.get(s, 0) + 1
+        bar.set_postfix(counts, refresh=True)
+        if done == len(variants) or (timeout_s is not None and time.time() - start > timeout_s):
+            bar.close()
+            return states
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ import yaml
 from study import config as C
 
 RESULTS_ENV = "LITEVAE_RESULTS"
-STATES = ("pending", "submitted", "running", "completed", "failed", "cancelled")
+STATES = ("pending", "submitted", "running", "requeued", "completed", "failed", "cancelled")
 FINAL_STATES = ("completed", "failed", "cancelled")
 
 
