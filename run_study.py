@@ -34,8 +34,11 @@ def _spec_and_variants(args: argparse.Namespace):
     from study.grid import expand
     from study.spec import load_spec
 
+    from study.spec import parse_sets
+
     spec = load_spec(args.spec)
-    return spec, expand(spec, getattr(args, "profile", None))
+    extra = parse_sets(spec.path, getattr(args, "set", None) or [])
+    return spec, expand(spec, getattr(args, "profile", None), extra)
 
 
 def _jsonable(value: Any) -> Any:
@@ -303,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
         sp.add_argument("spec", help="a study file, e.g. ablations/smoke.yaml")
         sp.add_argument("--profile", help="a profile of the study file, e.g. smoke")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config key for every variant, after the profile (repeatable)")
         sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
         return sp
 

@@ -234,7 +234,14 @@ def measure(name: str, resolution: int = 256, batch: int = 32, device: str = "cp
             precision: str = "fp32", repeats: int | None = None, warmup: int | None = None,
             channels_last: bool = False, seed: int = 0) -> dict[str, Any]:
     """One row of Table 3 for the preset ``name`` (keys: KEYS)."""
-    cfg = model_config(name)
+    return measure_model(model_config(name), name, resolution, batch, device, precision, repeats, warmup,
+                         channels_last, seed)
+
+
+def measure_model(cfg: ModelConfig, name: str, resolution: int = 256, batch: int = 32, device: str = "cpu",
+                  precision: str = "fp32", repeats: int | None = None, warmup: int | None = None,
+                  channels_last: bool = False, seed: int = 0) -> dict[str, Any]:
+    """``measure`` for any model config (a study's variant), named ``name`` in the row."""
     _check_resolution(resolution)
     if precision not in PRECISIONS:
         raise ComplexityError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")

@@ -127,7 +127,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Paper: 100k steps for ImageNet-256 and FFHQ (200k for ImageNet-128).
+    # Paper: 100k steps for ImageNet-256 and FFHQ (200k for ImageNet-128). 0: no training, the
+    # run only measures its model's complexity (Table 3).
     steps: int = 100_000
     # Empty: one stage of ``steps`` at data.resolution. Otherwise the stages run in order and
     # their steps must add up to ``steps`` (Table 5: [{128, 100000}, {256, 50000}]).
@@ -359,11 +360,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if list(enc.levels) != sorted(enc.levels):
         raise ConfigError("model.encoder.levels", list(enc.levels), "levels in increasing order")
     for key in ("model.latent_channels", "model.encoder.num_res_blocks", "model.decoder.channels",
-                "model.decoder.blocks_per_level", "train.batch_size", "train.steps",
+                "model.decoder.blocks_per_level", "train.batch_size",
                 "train.checkpoint_every", "train.log_every", "train.val_every",
                 "eval.num_images", "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
         if get_value(cfg, key) < 1:
             raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
+    if train.steps < 0:
+        raise ConfigError("train.steps", train.steps, "an integer >= 0 (0: measure complexity only, no training)")
     if not dec.channel_mult or min(dec.channel_mult) < 1:
         raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult),
                           "a non-empty list of integers >= 1")

@@ -78,9 +78,10 @@ def _varied(spec: StudySpec) -> list[str]:
     return [k for k in spec.axes if len(spec.grid.get(k) or next(g[k] for g in spec.zip if k in g)) > 1]
 
 
-def expand(spec: StudySpec, profile: str | None = None) -> list[Variant]:
-    """Every concrete variant of the study (times seeds), in a stable order."""
-    profile_overrides = resolve(with_profile(spec, profile))
+def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | None = None) -> list[Variant]:
+    """Every concrete variant of the study (times seeds), in a stable order. ``extra`` overrides
+    (from the command line's --set) apply after the profile."""
+    profile_overrides = resolve(with_profile(spec, profile)) | resolve(extra or {})
     fixed = resolve(spec.base) | resolve(spec.set)
     varied = _varied(spec)
     shorts = short_keys(varied)

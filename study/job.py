@@ -25,6 +25,7 @@ import submitit
 from study import store
 
 REQUEUE_WAIT_S = 600.0
+THREADS_ENV = "LITEVAE_THREADS"  # torch threads of a local job (the launcher splits the cores)
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -110,7 +111,7 @@ def run(folder: Path, stop: threading.Event | None = None, progress: bool = True
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}
     cfg = store.read_config(folder)
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get(THREADS_ENV)
     if cpus:
         torch.set_num_threads(int(cpus))
     _setup_distributed()
@@ -125,6 +126,14 @@ def run(folder: Path, stop: threading.Event | None = None, progress: bool = True
                             job_ids=job_ids, host=socket.gethostname(), pid=os.getpid(),
                             started=time.time(), heartbeat=time.time(), error=None, reason=None)
     try:
+        if cfg.train.steps == 0:  # a complexity-only study (Table 3): nothing to train or evaluate
+            if ctx.main:
+                measured = complexity.measure_model(cfg.model, folder.name, cfg.data.resolution,
+                                                    cfg.train.batch_size, str(ctx.device))
+                store.write_complexity(folder, complexity.run_record(cfg.model, cfg.data.resolution) | {
+                    k: measured[k] for k in ("throughput_img_s", "peak_mem_mb", "device", "batch", "precision")})
+                store.mark_done(folder)
+            return {"run_id": folder.name, "state": "completed", "trained": False}
         summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress)
         if ctx.main:
             ae = load_trained(folder, cfg, ctx.device)

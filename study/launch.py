@@ -25,7 +25,7 @@ import submitit
 
 from study import store
 from study.grid import Variant
-from study.job import RunJob
+from study.job import THREADS_ENV, RunJob
 from study.spec import Resources, StudySpec
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -317,6 +317,8 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
     parallel = max(1, opts.max_parallel)
     if gpus and visible:
         parallel = min(parallel, max(1, len(visible) // gpus))
+    # Oversubscribed cores make torch's thread pools spin against each other: split them.
+    os.environ[THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // parallel))
     pending = list(zip(todo, jobs))
     running: list[tuple[Variant, Any, list[int]]] = []
     free = list(visible)

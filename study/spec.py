@@ -407,3 +407,18 @@ def with_profile(spec: StudySpec, profile: str | None) -> dict[str, Any]:
 
 def replace(spec: StudySpec, **changes: Any) -> StudySpec:
     return dataclasses.replace(spec, **changes)
+
+
+def parse_sets(path: Path, items: list[str]) -> dict[str, Any]:
+    """Command-line ``--set KEY=VALUE`` overrides (VALUE read as YAML), checked like the file's."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise StudySpecError(path, "--set", item, "KEY=VALUE, e.g. train.steps=20")
+        try:
+            value = yaml.load(text, Loader=_StrictLoader)
+        except yaml.YAMLError:
+            raise StudySpecError(path, f"--set {key}", text, "a YAML value") from None
+        out[key] = check_value(path, f"--set {key}", key, value)
+    return out
