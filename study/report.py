@@ -227,6 +227,8 @@ def cell(runs: pd.DataFrame, col: Column) -> Cell:
     unavailable = f"{col.key}_unavailable"
     if unavailable in runs.columns and runs[unavailable].notna().any():
         reason = short_reason(runs[unavailable].dropna().iloc[0])
+        if " not found in " in reason:  # the full path stays in the record and results.csv
+            reason = "unavailable: weights not staged (see `run_study.py weights check`)"
         return Cell(why=reason if reason.startswith("unavailable") else f"unavailable: {reason}")
     states = list(runs["state"].fillna("missing")) if "state" in runs.columns else []
     if "failed" in states:

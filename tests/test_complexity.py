@@ -13,12 +13,7 @@ from study.complexity import (KEYS, MODELS, ComplexityError, LiveTensorTracker, 
 from study.config import MODEL_PRESETS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_models_are_the_six_presets():

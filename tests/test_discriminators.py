@@ -10,12 +10,7 @@ from study.models.discriminators import (PatchGAN, StyleGANDiscriminator, UNetDi
                                          minibatch_stddev)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_build_selects_each_kind():

@@ -19,13 +19,7 @@ from study.models.litevae import LITEVAE_PRESETS, LiteVAEEncoder
 from study.models.sdvae import SDDecoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads contend and run far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(*modules: nn.Module) -> int:
