@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +31,8 @@ from study.spec import Resources, StudySpec
 
 EXECUTORS = ("slurm", "local", "debug")
 ACTIVE = ("submitted", "running", "requeued")
+QUEUE_SNAPSHOT_TTL_S = 2.0  # how old a squeue listing may be when it says a job is still there
+IO_THREADS = 16  # run records written at once: their fsyncs share the filesystem's journal commits
 
 
 class LaunchError(RuntimeError):
@@ -104,6 +107,35 @@ def alive_slurm_jobs(job_ids: list[str]) -> set[str]:
     return alive
 
 
+_queue_snapshot: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
+
+
+def queued_slurm_ids() -> frozenset[str]:
+    """Every job id and array task id (``squeue -r``) of this user that SLURM has queued or
+    running, from one squeue call at most QUEUE_SNAPSHOT_TTL_S old: deciding over (or waiting
+    on) a study of 500 runs asks squeue once, not 500 times."""
+    global _queue_snapshot
+    now = time.monotonic()
+    if now - _queue_snapshot[0] > QUEUE_SNAPSHOT_TTL_S:
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "--me", "-o", "%i"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return frozenset()
+        if out.returncode != 0:
+            return frozenset()
+        _queue_snapshot = (now, frozenset(out.stdout.split()))
+    return _queue_snapshot[1]
+
+
+def _each(fn: Any, items: list[Any]) -> list[Any]:
+    """fn over items in threads (file writes of many run folders)."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(IO_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Decision]:
     decisions = []
     for v in variants:
@@ -127,7 +159,10 @@ def _still_active(status: dict[str, Any]) -> bool:
     """Whether the run's last job may still be running (a lost job counts as failed)."""
     if status.get("executor") == "slurm":
         ids = [str(j) for j in status.get("job_ids") or []][-1:]
-        return bool(alive_slurm_jobs(ids)) if ids else True
+        if not ids:
+            return True
+        # the snapshot may predate the job: only its "still there" is taken without asking again
+        return ids[0] in queued_slurm_ids() or bool(alive_slurm_jobs(ids))
     pid = status.get("launcher_pid") or status.get("pid")
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -265,13 +300,16 @@ def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOpt
         if not todo:
             return report
         store.write_index(root, spec.study, variants, spec=str(spec.path))
-        folders = {v.run_id: store.init_run(root, v.config) for v in todo}
+        folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config), todo)))
         logs = store.study_dir(root, spec.study) / "logs"
         jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue) for v in todo]
         if opts.executor == "slurm":
             _submit_slurm(report, todo, jobs, folders, logs, opts.resources, log)
             return report
-    # local and debug run outside the lock: their runs are marked running, so a second launch skips them
+        # marked while the lock is held: a second launch that takes the lock next skips them
+        _each(lambda v: store.update_status(folders[v.run_id], state="submitted", executor=opts.executor,
+                                            launcher_pid=os.getpid(), error=None, reason=None), todo)
+    # local and debug run outside the lock: their runs are marked submitted by a live launcher
     _run_here(report, todo, jobs, folders, logs, opts, log)
     return report
 
@@ -285,21 +323,23 @@ def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob],
         with ex.batch():
             submitted = [ex.submit(jobs[i]) for i in chunk]
         report.arrays += 1
-        for i, job in zip(chunk, submitted):
-            v = todo[i]
-            status = store.read_status(folders[v.run_id])
-            store.update_status(folders[v.run_id], state="submitted", executor="slurm",
+
+        def record(item: tuple[int, Any]) -> None:
+            i, job = item
+            folder = folders[todo[i].run_id]
+            status = store.read_status(folder)
+            store.update_status(folder, state="submitted", executor="slurm",
                                 job_ids=list(status.get("job_ids") or []) + [str(job.job_id)],
                                 log=str(job.paths.stderr), error=None, reason=None)
-            report.job_ids[v.run_id] = str(job.job_id)
+
+        _each(record, list(zip(chunk, submitted)))
+        for i, job in zip(chunk, submitted):
+            report.job_ids[todo[i].run_id] = str(job.job_id)
     log(f"submitted {len(todo)} run(s) in {report.arrays} array(s) of at most {size}")
 
 
 def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
               logs: Path, opts: LaunchOptions, log: Any) -> None:
-    for v in todo:
-        store.update_status(folders[v.run_id], state="submitted", executor=opts.executor,
-                            launcher_pid=os.getpid(), error=None, reason=None)
     if opts.executor == "debug":
         ex = submitit.AutoExecutor(folder=logs / "debug", cluster="debug")
         for v, job in zip(todo, jobs):
@@ -310,7 +350,8 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
                 report.failed[v.run_id] = f"{type(e).__name__}: {e}"
                 log(f"  failed: {report.failed[v.run_id]}")
         return
-    ex = submitit.AutoExecutor(folder=logs / "%j", cluster="local")
+    # LocalExecutor itself: AutoExecutor refuses its `visible_gpus` parameter
+    ex = submitit.LocalExecutor(folder=logs / "%j")
     gpus = opts.resources.gpus
     import torch
     visible = list(range(torch.cuda.device_count()))
@@ -329,7 +370,9 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
             ex.update_parameters(timeout_min=opts.resources.timeout_min, gpus_per_node=len(mine),
                                  tasks_per_node=1, visible_gpus=tuple(mine))
             handle = ex.submit(job)
-            store.update_status(folders[v.run_id], job_ids=[str(handle.job_id)], log=str(handle.paths.stderr))
+            previous = list(store.read_status(folders[v.run_id]).get("job_ids") or [])
+            store.update_status(folders[v.run_id], job_ids=previous + [str(handle.job_id)],
+                                log=str(handle.paths.stderr))
             report.job_ids[v.run_id] = str(handle.job_id)
             running.append((v, handle, mine))
             log(f"[{v.index}] {v.name} ({v.run_id}) started as job {handle.job_id}")

@@ -217,7 +217,9 @@ PartitionName=$partition Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
-max_array_applied() { scontrol show config 2>/dev/null | grep -qE "^MaxArraySize +=  *$max_array\$"; }
+# (grep without -q: under pipefail, grep -q quitting at the first match can SIGPIPE scontrol, which
+# is still writing, and the check fails although the value is there)
+max_array_applied() { scontrol show config 2>/dev/null | grep -E "^MaxArraySize +=  *$max_array\$" >/dev/null; }
 partition_applied() { [[ -n $(sinfo -h -p "$partition" -o %P 2>/dev/null) ]]; }
 
 start_slurm() {
