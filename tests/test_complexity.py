@@ -80,3 +80,16 @@ def test_named_errors():
         measure("LiteVAE-S", resolution=32, batch=1, precision="fp16")
     with pytest.raises(ComplexityError):
         complexity_rows(["LiteVAE-S", "nope"], 32, 1, "cpu", "fp32")
+
+
+def test_command_line_prints_all_six_models_as_json(capsys):
+    import run_study
+
+    code = run_study.main(["complexity", "--json", "--device", "cpu", "--resolution", "32", "--batch", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)  # stdout holds the JSON document and nothing else
+    assert [r["model"] for r in doc] == list(MODELS)
+    for r in doc:
+        assert set(KEYS) <= set(r) and r["resolution"] == 32 and r["batch"] == 1 and r["device"] == "cpu"
+        assert r["encoder_params"] > 0 and r["throughput_img_s"] > 0
