@@ -14,7 +14,6 @@ pretraining stages (Table 5).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
@@ -22,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -339,16 +338,3 @@ def load_trained(folder: Path, cfg: C.ExperimentConfig, device: torch.device) ->
     if state is not None:
         ae.load_state_dict(state["autoencoder"])
     return ae.to(device).eval()
-
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """torch intra-op threads set to ``n`` (the job's allocation) for the block."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
