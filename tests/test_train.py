@@ -19,18 +19,11 @@ from study import config as C
 from study import store
 from study.train import NonFiniteLoss, Context, load_checkpoint, train, validate_psnr
 from study.models.autoencoder import build_autoencoder
+from tests.launch_helpers import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = {
-    "preset": None,
-    "model.encoder.preset": "S",
-    "model.latent_channels": 4,
-    "model.decoder.channels": 32,
-    "model.decoder.channel_mult": [1, 1, 2, 2],
-    "model.decoder.blocks_per_level": 1,
-    "model.decoder.mid_attention": False,
-    "loss.lpips_weight": 0.0,
+TINY = TINY_MODEL | {
     "loss.discriminator_channels": 16,
     "data.kind": "samples",
     "data.resolution": 32,
@@ -41,8 +34,7 @@ TINY = {
 
 
 def tiny(**overrides) -> C.ExperimentConfig:
-    base = {k: v for k, v in TINY.items() if k != "preset"}
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), base | overrides))
+    return C.validate(C.apply_overrides(C.ExperimentConfig(), TINY | overrides))
 
 
 def _worker_env(threads: int = 1) -> dict[str, str]:
