@@ -27,7 +27,7 @@ import submitit
 from study import store
 from study.grid import Variant
 from study.job import THREADS_ENV, RunJob
-from study.spec import Resources, StudySpec
+from study.spec import Resources, StudySpec, resource_problem
 
 EXECUTORS = ("slurm", "local", "debug")
 ACTIVE = ("submitted", "running", "requeued")
@@ -76,15 +76,10 @@ def merge_resources(base: Resources, **overrides: Any) -> Resources:
     """The study's resources with command-line overrides (None = keep); validated."""
     changes = {k: v for k, v in overrides.items() if v is not None}
     r = dataclasses.replace(base, **changes)
-    for key in ("cpus_per_gpu", "mem_gb", "timeout_min", "nodes", "array_parallelism"):
-        if getattr(r, key) < 1:
-            raise LaunchError(f"resources.{key}: got {getattr(r, key)}; allowed: an integer >= 1")
-    for key in ("gpus", "max_requeue"):
-        if getattr(r, key) < 0:
-            raise LaunchError(f"resources.{key}: got {getattr(r, key)}; allowed: an integer >= 0")
-    for arg in r.sbatch:
-        if not re.match(r"^--[a-z][a-z0-9-]*(=.+)?$", arg):
-            raise LaunchError(f"--sbatch: got {arg!r}; allowed: an option like '--exclusive' or '--key=value'")
+    problem = resource_problem(r)
+    if problem:
+        key, value, allowed = problem
+        raise LaunchError(f"{key}: got {value!r}; allowed: {allowed}")
     return r
 
 

@@ -466,12 +466,7 @@ def plot_metrics(inp: TableInput) -> Figure | None:
             if name not in set(sub["variant"]):
                 ax.text(i, 0, " " + cell(inp.runs[name], col).why.split(":")[0], rotation=90,
                         ha="center", va="bottom", fontsize=8, color="#c0392b")
-        ax.set_title(col.heading)
-        ax.set_xlabel("")
-        ax.set_ylabel(col.label)
-        ax.tick_params(axis="x", rotation=40, labelsize=8)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
+        _label_bars(ax, col.heading, col.label)
     fig.suptitle("Metrics per variant (mean ± sd over seeds; dots: seeds)")
     fig.tight_layout()
     return Figure("metrics.png", "Each metric per variant: mean over seeds with a standard-deviation "
@@ -568,6 +563,16 @@ def plot_training(curves: pd.DataFrame) -> Figure | None:
                   "(metrics.jsonl).", _png(fig))
 
 
+def _label_bars(ax: Any, title: str, ylabel: str) -> None:
+    """Title and y label of a per-variant bar panel, its variant names slanted to fit."""
+    ax.set_title(title)
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=40, labelsize=8)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+
+
 def plot_complexity(inp: TableInput) -> Figure | None:
     """Table 3: parameters, throughput and memory per encoder, ours beside the paper's."""
     rows = []
@@ -587,12 +592,7 @@ def plot_complexity(inp: TableInput) -> Figure | None:
     for ax, quantity in zip(axes[0], quantities):
         sns.barplot(data=data[data["quantity"] == quantity], x="encoder", y="value", hue="source",
                     hue_order=["ours", "paper"], palette=["#4c72b0", "#c0392b"], order=inp.names, ax=ax)
-        ax.set_title(quantity)
-        ax.set_xlabel("")
-        ax.set_ylabel(quantity)
-        ax.tick_params(axis="x", rotation=40, labelsize=8)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
+        _label_bars(ax, quantity, quantity)
     fig.suptitle("Encoder complexity: ours beside the paper's Table 3")
     fig.tight_layout()
     return Figure("complexity.png", "Parameters, throughput and peak memory per encoder, ours beside "

@@ -367,17 +367,25 @@ def load_spec(path: str | Path) -> StudySpec:
                      profiles=profiles, resources=resources)
 
 
-def _check_resources(path: Path, r: Resources) -> None:
+def resource_problem(r: Resources) -> tuple[str, Any, str] | None:
+    """The first invalid field of ``r`` as (key path, value, allowed), or None. Shared by the
+    study file's check and the launcher's check of command-line overrides."""
     for key in ("cpus_per_gpu", "mem_gb", "timeout_min", "nodes", "array_parallelism"):
         if getattr(r, key) < 1:
-            raise StudySpecError(path, f"resources.{key}", getattr(r, key), "an integer >= 1")
+            return f"resources.{key}", getattr(r, key), "an integer >= 1"
     for key in ("gpus", "max_requeue"):
         if getattr(r, key) < 0:
-            raise StudySpecError(path, f"resources.{key}", getattr(r, key), "an integer >= 0")
+            return f"resources.{key}", getattr(r, key), "an integer >= 0"
     for i, arg in enumerate(r.sbatch):
         if not re.match(r"^--[a-z][a-z0-9-]*(=.+)?$", arg):
-            raise StudySpecError(path, f"resources.sbatch[{i}]", arg, "an sbatch option like '--exclusive' "
-                                 "or '--key=value'")
+            return f"resources.sbatch[{i}]", arg, "an sbatch option like '--exclusive' or '--key=value'"
+    return None
+
+
+def _check_resources(path: Path, r: Resources) -> None:
+    problem = resource_problem(r)
+    if problem:
+        raise StudySpecError(path, *problem)
 
 
 def _paper(path: Path, raw: Any) -> PaperRef:
