@@ -31,10 +31,10 @@ class UsageError(Exception):
 
 
 def _spec_and_variants(args: argparse.Namespace):
-    from study.grid import expand
-    from study.spec import load_spec
+    from study.spec.grid import expand
+    from study.spec.studyfile import load_spec
 
-    from study.spec import parse_sets
+    from study.spec.studyfile import parse_sets
 
     spec = load_spec(args.spec)
     extra = parse_sets(spec.path, getattr(args, "set", None) or [])
@@ -47,7 +47,7 @@ def _jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
-    from study.grid import format_value
+    from study.spec.grid import format_value
 
     spec, variants = _spec_and_variants(args)
     if args.json:
@@ -70,7 +70,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from study import store
-    from study.launch import effective_status
+    from study.launch.launcher import effective_status
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
@@ -129,7 +129,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _launch_options(args: argparse.Namespace, spec):
-    from study.launch import LaunchOptions, merge_resources
+    from study.launch.launcher import LaunchOptions, merge_resources
 
     sbatch = tuple(spec.resources.sbatch) + tuple(args.sbatch or ())
     resources = merge_resources(spec.resources, partition=args.partition, account=args.account,
@@ -141,7 +141,8 @@ def _launch_options(args: argparse.Namespace, spec):
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from study import launch, store
+    from study import store
+    from study.launch import launcher as launch
 
     spec, variants = _spec_and_variants(args)
     opts = _launch_options(args, spec)
@@ -161,7 +162,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Collect the study's runs and write reports/<study>/ (report.md, report.html, tables/,
     figures/), then the reports index; prints the report's path and its main table."""
-    from study import report, store
+    from study import store
+    from study.report import report
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
@@ -176,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_complexity(args: argparse.Namespace) -> int:
-    from study import complexity
+    from study.measure import complexity
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     rows = complexity.complexity_rows(args.models, resolution=args.resolution, batch=args.batch,
@@ -187,7 +189,9 @@ def cmd_complexity(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Launch, wait with a progress display, collect, report; exit 1 if a variant failed."""
-    from study import launch, report, store
+    from study import store
+    from study.launch import launcher as launch
+    from study.report import report
 
     spec, variants = _spec_and_variants(args)
     opts = _launch_options(args, spec)
@@ -228,7 +232,7 @@ def cmd_default(args: argparse.Namespace) -> int:
 def cmd_weights(args: argparse.Namespace) -> int:
     """`weights fetch` downloads and verifies; `weights check` lists present/missing/corrupt.
     Exit 1 when a file failed to download, or (check) when one is missing or corrupt."""
-    from study import weights
+    from study.measure import weights
 
     if args.action == "fetch":
         if args.source:
@@ -246,8 +250,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the study's completed runs under their eval protocol (with --protocol overrides);
     a record of the same protocol id is reused unless --force."""
-    from study import metrics, store
-    from study.data import DataError
+    from study import store
+    from study.measure import metrics
+    from study.training.data import DataError
 
     overrides = metrics.parse_protocol_overrides(args.protocol or [])
     spec, variants = _spec_and_variants(args)
@@ -373,8 +378,8 @@ def _cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from study.config import ConfigError
-    from study.launch import LaunchError, LaunchLocked
-    from study.spec import StudySpecError
+    from study.launch.launcher import LaunchError, LaunchLocked
+    from study.spec.studyfile import StudySpecError
 
     args = parser().parse_args(argv)
     func = getattr(args, "func", cmd_default)

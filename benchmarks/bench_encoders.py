@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.complexity import (BASELINE, _autocast, _paper_rows, _sync, encoder_macs,  # noqa: E402
+from study.measure.complexity import (BASELINE, _autocast, _paper_rows, _sync, encoder_macs,  # noqa: E402
                               encoder_path, model_config, peak_memory_mb)
 
 LITE = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")

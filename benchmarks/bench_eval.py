@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from study import metrics as M  # noqa: E402
-from study import weights as W  # noqa: E402
+from study.measure import metrics as M  # noqa: E402
+from study.measure import weights as W  # noqa: E402
 
 
 def images(n: int, res: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from study import store  # noqa: E402
-from study.grid import expand, expected_count  # noqa: E402
-from study.spec import load_spec  # noqa: E402
+from study.spec.grid import expand, expected_count  # noqa: E402
+from study.spec.studyfile import load_spec  # noqa: E402
 
 EXPAND_TARGET_S, COLLECT_TARGET_S = 1.0, 3.0
 

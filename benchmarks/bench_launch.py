@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from study import launch  # noqa: E402
-from study.grid import expand  # noqa: E402
-from study.spec import load_spec  # noqa: E402
+from study.launch import launcher as launch  # noqa: E402
+from study.spec.grid import expand  # noqa: E402
+from study.spec.studyfile import load_spec  # noqa: E402
 
 TARGET_S = 10.0
 TINY_SET = {  # the variant of tests/launch_helpers.py (never run here: the jobs are held)

@@ -25,7 +25,7 @@ from study import config as C  # noqa: E402
 from study import store  # noqa: E402
 from study.models.autoencoder import build_autoencoder  # noqa: E402
 from study.models.discriminators import build_discriminator  # noqa: E402
-from study.train import Context, train  # noqa: E402
+from study.training.loop import Context, train  # noqa: E402
 
 
 def experiment(preset: str, resolution: int, batch: int, steps: int) -> C.ExperimentConfig:

@@ -12,8 +12,8 @@ import pytest
 
 import run_study
 from study import store
-from study.grid import expand
-from study.spec import load_spec
+from study.spec.grid import expand
+from study.spec.studyfile import load_spec
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FULL = ["table4.yaml", "table10.yaml", "table20.yaml", "table21.yaml"]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from study import report as R
-from study.grid import expand
+from study.report import report as R
+from study.spec.grid import expand
 from study.paper import paper_table
-from study.spec import load_spec
+from study.spec.studyfile import load_spec
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 STUDY_FILES = sorted(ABLATIONS.glob("*.yaml"))

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 import run_study
-from study.grid import expected_count
-from study.spec import load_spec
+from study.spec.grid import expected_count
+from study.spec.studyfile import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = REPO / "ablations" / "example_sweep.yaml"

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from study.complexity import (KEYS, MODELS, ComplexityError, LiveTensorTracker, complexity_rows,
+from study.measure.complexity import (KEYS, MODELS, ComplexityError, LiveTensorTracker, complexity_rows,
                               encoder_macs, format_table, measure, model_config, parameter_counts,
                               to_json)
 from study.config import MODEL_PRESETS

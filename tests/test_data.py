@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from study import data as D
+from study.training import data as D
 from study.config import DataConfig
 
 R = 16

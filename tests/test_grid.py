@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from study import config as C
-from study.grid import expand, expected_count, short_keys
-from study.spec import StudySpec, StudySpecError, load_spec
+from study.spec.grid import expand, expected_count, short_keys
+from study.spec.studyfile import StudySpec, StudySpecError, load_spec
 
 # Axes whose distinct values always give distinct, valid configs from the defaults (so no two
 # rows collapse into one run and expected_count must equal the number of variants).

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from study import store
-from study.grid import expand
-from study.spec import load_spec
+from study.spec.grid import expand
+from study.spec.studyfile import load_spec
 from tests.launch_helpers import cli_env, run_cli, status_json, write_study
 
 pytestmark = pytest.mark.timeout(300)

@@ -19,10 +19,11 @@ import pytest
 import submitit
 import torch
 
-from study import launch, store
-from study.grid import expand
-from study.launch import LaunchOptions, merge_resources
-from study.spec import load_spec
+from study import store
+from study.launch import launcher as launch
+from study.spec.grid import expand
+from study.launch.launcher import LaunchOptions, merge_resources
+from study.spec.studyfile import load_spec
 from tests.launch_helpers import (REPO, RESOURCES, cli_command, cli_env, run_cli, sbatch_calls, sbatch_shim,
                                   status_json, write_study)
 from tests.slurm_fixture import SlurmCluster, wait_for

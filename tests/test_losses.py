@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study import losses as L
+from study.training import losses as L
 from study.config import LossConfig
 
 
@@ -262,7 +262,7 @@ def test_discriminator_loss_picks_the_configured_kind_and_factor():
 # LPIPS weights: a clear error before training, not a download
 # --------------------------------------------------------------------------------------------
 def test_missing_lpips_weights_name_the_file_the_directory_and_the_command(tmp_path, monkeypatch):
-    from study.weights import MissingWeightsError, load_lpips, weights_dir
+    from study.measure.weights import MissingWeightsError, load_lpips, weights_dir
 
     monkeypatch.setenv("LITEVAE_WEIGHTS_DIR", str(tmp_path))
     assert weights_dir() == tmp_path

@@ -28,9 +28,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from study import config as C
-from study import metrics as M
+from study.measure import metrics as M
 from study import store
-from study import weights as W
+from study.measure import weights as W
 
 N_IMAGES = 8
 RES = 32
@@ -426,8 +426,8 @@ def test_posterior_sample_is_its_own_protocol_and_reproducible(no_weights, tmp_p
 
 def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, capsys):
     import run_study
-    from study.grid import expand
-    from study.spec import load_spec
+    from study.spec.grid import expand
+    from study.spec.studyfile import load_spec
 
     spec_path = Path(run_study.ROOT) / "ablations" / "smoke.yaml"
     variants = expand(load_spec(spec_path), None)

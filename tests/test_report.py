@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from study import report as R
+from study.report import report as R
 from study import store
-from study.grid import expand
+from study.spec.grid import expand
 from study.paper import paper_table
-from study.spec import load_spec
+from study.spec.studyfile import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import run_study
-from study.spec import StudySpecError, load_spec
+from study.spec.studyfile import StudySpecError, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,7 +188,7 @@ def test_malformed_study_exits_2_and_writes_nothing(case, tmp_path, monkeypatch,
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_error_carries_key_path(case, tmp_path):
     """The library raises StudySpecError whose .key is the key path the CLI prints."""
-    from study.grid import expand
+    from study.spec.grid import expand
 
     name, files, _, key, _ = case
     spec = _write(tmp_path, files)

@@ -13,8 +13,8 @@ import pytest
 
 from study import config as C
 from study import store
-from study.grid import expand
-from study.spec import load_spec
+from study.spec.grid import expand
+from study.spec.studyfile import load_spec
 
 
 def _leftovers(folder: Path) -> list[str]:

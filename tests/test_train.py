@@ -17,7 +17,7 @@ import torch
 
 from study import config as C
 from study import store
-from study.train import NonFiniteLoss, Context, load_checkpoint, train, validate_psnr
+from study.training.loop import NonFiniteLoss, Context, load_checkpoint, train, validate_psnr
 from study.models.autoencoder import build_autoencoder
 from tests.launch_helpers import TINY_MODEL
 
@@ -46,7 +46,7 @@ TRAIN_SCRIPT = """
 import sys, torch
 from pathlib import Path
 from study import store
-from study.train import train
+from study.training.loop import train
 torch.set_num_threads(1)
 folder = Path(sys.argv[1])
 train(store.read_config(folder), folder, progress=False)
@@ -112,7 +112,7 @@ DDP_SCRIPT = """
 import os, sys, torch, torch.distributed as dist
 from pathlib import Path
 from study import store
-from study.train import Context, train
+from study.training.loop import Context, train
 torch.set_num_threads(1)
 dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 folder = Path(sys.argv[1])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import weights as W
+from study.measure import weights as W
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -105,8 +105,8 @@ def run(folder: Path, stop: threading.Event | None = None, progress: bool = True
     """Train, evaluate and measure one run; every outcome is recorded in its status."""
     import torch
 
-    from study import complexity, metrics
-    from study.train import Preempted, default_context, load_trained, train
+    from study.measure import complexity, metrics
+    from study.training.loop import Preempted, default_context, load_trained, train
 
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}

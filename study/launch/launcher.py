@@ -25,9 +25,9 @@ from typing import Any, Iterator
 import submitit
 
 from study import store
-from study.grid import Variant
-from study.job import THREADS_ENV, RunJob
-from study.spec import Resources, StudySpec, resource_problem
+from study.spec.grid import Variant
+from study.launch.job import THREADS_ENV, RunJob
+from study.spec.studyfile import Resources, StudySpec, resource_problem
 
 EXECUTORS = ("slurm", "local", "debug")
 ACTIVE = ("submitted", "running", "requeued")

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from study import config as C
 from study import store
-from study import weights as W
+from study.measure import weights as W
 
 PROTOCOL_VERSION = 1
 FID_EXTRACTOR = "inception-v3-compat"
@@ -318,7 +318,7 @@ def protocol(cfg: C.ExperimentConfig, *, fingerprint: str | None = None) -> dict
     ev, data = cfg.eval, cfg.data
     resolution = eval_resolution(cfg)
     if fingerprint is None:
-        from study.data import dataset_fingerprint
+        from study.training.data import dataset_fingerprint
 
         fingerprint = dataset_fingerprint(data, resolution)
     metrics = sorted(ev.metrics)
@@ -452,7 +452,7 @@ def evaluate(autoencoder: torch.nn.Module, cfg: C.ExperimentConfig, run_folder: 
         return {**existing, "reused": True}
 
     if dataset is None:
-        from study.data import eval_set
+        from study.training.data import eval_set
 
         dataset = eval_set(cfg.data, resolution, ev.num_images)
     n = len(dataset)
@@ -583,7 +583,7 @@ def evaluate_study(variants: list[Any], root: Path, *, overrides: dict[str, Any]
     Runs that are not completed are skipped (a half-trained model must not get a record that a
     later evaluation of the finished model would reuse)."""
     if load is None:
-        from study.train import load_trained as load
+        from study.training.loop import load_trained as load
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for v in variants:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from study import config as C
-from study.spec import PRESET_KEY, StudySpec, StudySpecError, resolve, with_profile
+from study.spec.studyfile import PRESET_KEY, StudySpec, StudySpecError, resolve, with_profile
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from torch import nn
 from tqdm import tqdm
 
 from study import config as C
-from study import losses, store
-from study.data import eval_set, train_set
+from study import store
+from study.training import losses
+from study.training.data import eval_set, train_set
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
 
@@ -221,7 +222,7 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     disc = disc.to(device, memory_format=fmt) if disc is not None else None
     perceptual = None
     if cfg.loss.lpips_weight > 0:
-        from study.weights import load_lpips  # fails before the first step when weights are missing
+        from study.measure.weights import load_lpips  # fails before the first step when weights are missing
         perceptual = load_lpips("vgg", device)
     opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
     opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=tuple(cfg.train.betas))

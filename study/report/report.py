@@ -45,11 +45,11 @@ import seaborn as sns  # noqa: E402
 
 from study import config as C  # noqa: E402
 from study import store  # noqa: E402
-from study.grid import Variant, expand  # noqa: E402
+from study.spec.grid import Variant, expand  # noqa: E402
 from study.paper import paper_table  # noqa: E402
-from study.spec import StudySpec  # noqa: E402
+from study.spec.studyfile import StudySpec  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------
