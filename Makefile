@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv slurm clean
+.PHONY: demo test test-fast lint venv slurm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but training, SLURM and end-to-end tests: a few minutes on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not training and not slurm and not e2e" $(PYTEST_ARGS)
+
+# The habits CI keeps: lint, format, types (the import rules run inside the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 slurm:
 	bash tools/slurm_cluster.sh start

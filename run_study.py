@@ -70,20 +70,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from study import store
-    from study.launch.launcher import effective_status
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
     if args.log:
         return _print_log(root, variants, args.log, args.lines)
     rows = []
-    for v in variants:
-        folder = store.run_dir(root, v.run_id)
-        status = effective_status(folder) if folder.exists() else {"state": "not launched"}
-        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": status["state"],
-                     "job_id": (status.get("job_ids") or [None])[-1], "attempts": status.get("attempts", 0),
-                     "step": status.get("step"), "total_steps": v.config.train.steps,
-                     "loss": status.get("loss"), "psnr": status.get("psnr"), "reason": status.get("error"),
+    for v, run in zip(variants, store.run_states([store.run_dir(root, v.run_id) for v in variants])):
+        status = run.record
+        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": run.state.value,
+                     "job_id": run.job_id, "attempts": run.attempts,
+                     "step": run.step, "total_steps": v.config.train.steps,
+                     "loss": status.get("loss"), "psnr": status.get("psnr"), "reason": run.reason,
                      "heartbeat": status.get("heartbeat"), "log": status.get("log")})
     if args.json:
         print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
@@ -122,10 +120,35 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
-    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
+    _write_index(args, spec, variants, root)
+    frame = store.collect(root, spec.study, store.read_index(root, spec.study)["variants"])
     path = store.write_results(root, spec.study, frame)
     print(f"{len(frame)} row(s) -> {path}")
     return 0
+
+
+def _write_index(args: argparse.Namespace, spec, variants, root: Path) -> None:
+    """(Re)write results/<study>/index.json from the study file's expansion: what the report reads."""
+    from study import store
+
+    store.write_index(root, spec.study, variants, **_study_record(args, spec, variants))
+
+
+def _study_record(args: argparse.Namespace, spec, variants) -> dict[str, Any]:
+    from study.spec.record import study_record
+
+    return study_record(spec, variants, getattr(args, "profile", None), getattr(args, "set", None) or [])
+
+
+def _report(args: argparse.Namespace, study: str, root: Path, **meta: Any) -> tuple[Path, str]:
+    """Write reports/<study>/ and the reports index; the report's path and its table (markdown)."""
+    from study.report import report
+    from study.report.index_page import write_index
+
+    out = Path(args.reports) / study
+    path = report.report(root, study, out, meta=meta)
+    write_index(out.parent)
+    return path, (out / "tables" / "main.md").read_text().rstrip("\n")
 
 
 def _launch_options(args: argparse.Namespace, spec):
@@ -147,7 +170,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     spec, variants = _spec_and_variants(args)
     opts = _launch_options(args, spec)
     root = store.results_root(args.results)
-    report = launch.launch(spec, variants, root, opts)
+    report = launch.launch(spec, variants, root, opts, record=_study_record(args, spec, variants))
     for d in report.decisions:
         verb = ("would submit" if args.dry_run else "submit") if d.action == "submit" else "skip"
         job = report.job_ids.get(d.variant.run_id)
@@ -163,17 +186,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Collect the study's runs and write reports/<study>/ (report.md, report.html, tables/,
     figures/), then the reports index; prints the report's path and its main table."""
     from study import store
-    from study.report import report
 
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
-    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
-    out = Path(args.reports) / spec.study
-    path = report.report(spec, frame, root, out, meta={"profile": args.profile or "none",
-                                                       "results folder": str(root)})
-    report.write_index(out.parent)
+    _write_index(args, spec, variants, root)
+    path, table = _report(args, spec.study, root)
     print(f"report: {path}")
-    print(report.table_markdown(report.main_table(spec, frame)))
+    print(table)
     return 0
 
 
@@ -191,32 +210,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Launch, wait with a progress display, collect, report; exit 1 if a variant failed."""
     from study import store
     from study.launch import launcher as launch
-    from study.report import report
 
     spec, variants = _spec_and_variants(args)
     opts = _launch_options(args, spec)
     root = store.results_root(args.results)
     started = time.time()
-    result = launch.launch(spec, variants, root, opts)
+    result = launch.launch(spec, variants, root, opts, record=_study_record(args, spec, variants))
     print(f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; "
           f"{len(variants) - len(result.submitted)} skipped")
     if opts.dry_run:
         return 0
     states = launch.wait(root, variants, poll_s=args.poll, progress=True)
-    frame = store.collect(root, spec.study, [store.variant_record(v) for v in variants])
-    store.write_results(root, spec.study, frame)
-    out = Path(args.reports) / spec.study
-    path = report.report(spec, frame, root, out, meta={"profile": args.profile or "none",
-                                                       "results folder": str(root),
-                                                       "wall time": f"{time.time() - started:.0f} s"})
-    report.write_index(out.parent)
-    print(report.table_markdown(report.main_table(spec, frame)))
+    _write_index(args, spec, variants, root)  # also when every variant was skipped
+    store.write_results(root, spec.study, store.collect(root, spec.study,
+                                                        store.read_index(root, spec.study)["variants"]))
+    path, table = _report(args, spec.study, root, **{"wall time": f"{time.time() - started:.0f} s"})
+    print(table)
     print(f"\nreport: {path}")
-    failed = {rid: s for rid, s in states.items() if s != "completed"}
-    for v in variants:
-        if v.run_id in failed:
-            status = launch.effective_status(store.run_dir(root, v.run_id))
-            print(f"  {v.name} ({v.run_id}): {failed[v.run_id]}: {status.get('error') or ''}", file=sys.stderr)
+    failed = [v for v in variants if states[v.run_id] != store.State.COMPLETED]
+    for v, run in zip(failed, store.run_states([store.run_dir(root, v.run_id) for v in failed])):
+        print(f"  {v.name} ({v.run_id}): {run.state}: {run.reason or ''}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -228,7 +241,7 @@ def cmd_default(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-# ---- evaluation and weights (issue 5: study/metrics.py, study/weights.py) ------------------
+# ---- evaluation and weights (study/training/evaluate.py, study/measure/weights.py) --------------
 def cmd_weights(args: argparse.Namespace) -> int:
     """`weights fetch` downloads and verifies; `weights check` lists present/missing/corrupt.
     Exit 1 when a file failed to download, or (check) when one is missing or corrupt."""
@@ -249,16 +262,17 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the study's completed runs under their eval protocol (with --protocol overrides);
-    a record of the same protocol id is reused unless --force."""
+    a record of the same protocol id is reused unless --force. Exit 1 when a completed run could
+    not be evaluated (no checkpoint)."""
     from study import store
-    from study.measure import metrics
+    from study.training import evaluate
     from study.training.data import DataError
 
-    overrides = metrics.parse_protocol_overrides(args.protocol or [])
+    overrides = evaluate.parse_protocol_overrides(args.protocol or [])
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
     try:
-        rows = metrics.evaluate_study(variants, root, overrides=overrides, device=args.device,
+        rows = evaluate.evaluate_study(variants, root, overrides=overrides, device=args.device,
                                       force=args.force, progress=not args.json,
                                       echo=None if args.json else print)
     except DataError as e:
@@ -266,16 +280,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
     else:
-        counts = {s: sum(r["state"] == s for r in rows) for s in ("evaluated", "reused", "skipped")}
+        counts = {s: sum(r["state"] == s for r in rows) for s in ("evaluated", "reused", "skipped", "failed")}
         print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} run(s)")
-    return 0
+    return 1 if any(r["state"] == "failed" for r in rows) else 0
 
 
 def add_eval_commands(sub: Any, with_spec: Any) -> None:
     sp = sub.add_parser("weights", help="stage metric weights for offline compute nodes")
     sp.add_argument("action", choices=["fetch", "check"])
     sp.add_argument("--dir", help="weights directory (default $LITEVAE_WEIGHTS_DIR, else torch hub's cache)")
-    sp.add_argument("--only", nargs="+", choices=["inception", "alexnet", "vgg16"], help="fetch: these files only")
+    sp.add_argument("--only", nargs="+", choices=["inception", "alexnet", "vgg16", "vgg19"], help="fetch: these files only")
     sp.add_argument("--timeout", type=float, default=60.0, help="fetch: network timeout in seconds")
     sp.add_argument("--from", dest="source", metavar="FOLDER",
                     help="fetch: copy (and verify) files downloaded elsewhere instead of downloading")

@@ -23,10 +23,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.measure.complexity import (BASELINE, _autocast, _paper_rows, _sync, encoder_macs,  # noqa: E402
-                              encoder_path, model_config, peak_memory_mb)
+from study.measure.complexity import (  # noqa: E402
+    BASELINE,
+    _autocast,
+    _sync,
+    encoder_macs,
+    encoder_path,
+    model_config,
+    paper_rows,
+    peak_memory_mb,
+)
+from study.models.registry import PRESETS  # noqa: E402
 
-LITE = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")
+LITE = tuple(name for name, p in PRESETS.items() if p.kind == "litevae")   # LiteVAE-S, B, M, L
 
 
 def run_setting(device: str, precision: str, channels_last: bool, resolution: int, batch: int,
@@ -64,7 +73,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
-    paper = _paper_rows()
+    paper = paper_rows()
     macs = {n: encoder_macs(model_config(n), args.resolution) for n in (*LITE, BASELINE)}
     print(f"resolution {args.resolution}; torch {torch.__version__}; CPU threads {torch.get_num_threads()}")
     print(f"paper (Table 3, batch 32, Quadro RTX 6000): B / SD-VAE throughput "

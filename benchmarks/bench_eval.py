@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""rFID throughput: our pipeline (study.metrics) against torch-fidelity called directly, on the
+"""rFID throughput: our pipeline (study.measure.metrics) against torch-fidelity called directly, on the
 same uint8 images, in the same process, alternating which goes first.
 
     python benchmarks/bench_eval.py [--n 32] [--res 64] [--batch 32] [--device cpu|cuda] [--repeats 2]
@@ -16,10 +16,10 @@ Target: our images/s within 10% of torch-fidelity's.
 from __future__ import annotations
 
 import argparse
-import warnings
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +47,7 @@ def ours(real, fake, weights_path, device, batch) -> float:
 def torch_fidelity(real, fake, weights_path, device, batch, save_cpu_ram=False) -> float:
     from torch_fidelity import calculate_metrics
 
-    out = calculate_metrics(input1=M._Uint8Tensor(real), input2=M._Uint8Tensor(fake), fid=True,
+    out = calculate_metrics(input1=M.Uint8Images(real), input2=M.Uint8Images(fake), fid=True,
                             cuda=torch.device(device).type == "cuda", batch_size=batch,
                             feature_extractor_weights_path=str(weights_path), cache=False, verbose=False,
                             save_cpu_ram=save_cpu_ram)

@@ -40,7 +40,7 @@ def experiment(preset: str, resolution: int, batch: int, steps: int) -> C.Experi
 def training_flops_per_image(cfg: C.ExperimentConfig, resolution: int) -> float:
     """3 x forward FLOPs (forward + backward) of encoder + decoder + discriminator, per image."""
     with torch.device("meta"):
-        ae = build_autoencoder(cfg.model)
+        ae = build_autoencoder(C.autoencoder_args(cfg.model))
         disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
         x = torch.empty(1, 3, resolution, resolution)
         with FlopCounterMode(display=False) as counter:

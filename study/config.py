@@ -21,6 +21,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from study.models import registry
+from study.models.arguments import AutoencoderArgs, DecoderArgs, EncoderArgs, LiteVAEArgs
+
 
 class ConfigError(ValueError):
     """A bad override: ``key`` (dotted path), ``value`` and ``allowed`` say what and why."""
@@ -153,8 +156,12 @@ class DataConfig:
     # folder: an image folder (recursive; jpg, png, webp) at ``path``.
     kind: Literal["samples", "folder"] = "samples"
     # The dataset's name is part of the run id; its path is not (moving it does not retrain).
+    # With a split list, let the name say which split (e.g. "ffhq-train60k").
     name: str = "samples"
     path: str = _not_identity("")
+    # Optional text file of image paths relative to ``path``, one a line (the usual split files,
+    # e.g. FFHQ's first 60k, CelebA-HQ's train list); empty: every image below ``path``.
+    list: str = _not_identity("")
     resolution: int = 256
     hflip: bool = True
     # Fraction of the images held out for validation and evaluation (deterministic split).
@@ -165,8 +172,16 @@ class DataConfig:
 class EvalConfig:
     """The evaluation protocol: not part of the run id; it has an id of its own."""
 
-    # LDM convention: the 50k validation images, shorter side resized, center crop.
-    num_images: int = 50_000
+    # The evaluation set, apart from the training data (LDM: the ImageNet validation folder).
+    # Empty path: the training folder's own hold-out (data.val_fraction), or the held-out strips
+    # of the sample photos. ``name`` names the set in the protocol id, with a digest of its file
+    # list; its location is not part of it (moving the folder changes nothing).
+    path: str = ""
+    list: str = ""
+    name: str = ""
+    # LDM convention: the 50k validation images, shorter side resized, center crop. "all": the
+    # whole evaluation set.
+    num_images: int | Literal["all"] = 50_000
     # None: data.resolution.
     resolution: int | None = None
     metrics: tuple[str, ...] = ("rfid", "psnr", "ssim", "lpips")
@@ -190,19 +205,15 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# named presets (Tables 2, 3): overrides any study file can select with `preset: NAME`
+# named presets (Tables 2, 3) and the model builders' arguments, from study.models.registry
 # --------------------------------------------------------------------------------------------
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "LiteVAE-S": {"model.encoder.kind": "litevae", "model.encoder.preset": "S"},
-    "LiteVAE-B": {"model.encoder.kind": "litevae", "model.encoder.preset": "B"},
-    "LiteVAE-M": {"model.encoder.kind": "litevae", "model.encoder.preset": "M"},
-    "LiteVAE-L": {"model.encoder.kind": "litevae", "model.encoder.preset": "L"},
-    # The SD-VAE baseline keeps LDM's 1x1 quant convs (they are in its 34.16 M).
-    "SD-VAE": {"model.encoder.kind": "sdvae", "model.encoder.sd_width": "full",
-               "model.quant_conv": True},
-    "VAE-Small": {"model.encoder.kind": "sdvae", "model.encoder.sd_width": "small",
-                  "model.quant_conv": True},
-}
+def _preset_overrides(p: registry.Preset) -> dict[str, Any]:
+    """What ``preset: NAME`` sets: encoder kind and size; quant convs only where kept (SD-VAE, as LDM)."""
+    size_key = "model.encoder.preset" if p.kind == "litevae" else "model.encoder.sd_width"
+    return {"model.encoder.kind": p.kind, size_key: p.size} | ({"model.quant_conv": True} if p.quant_conv else {})
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {name: _preset_overrides(p) for name, p in registry.PRESETS.items()}
 
 
 def model_preset(name: str) -> ExperimentConfig:
@@ -210,6 +221,18 @@ def model_preset(name: str) -> ExperimentConfig:
     if name not in MODEL_PRESETS:
         raise ConfigError("preset", name, ", ".join(MODEL_PRESETS))
     return apply_overrides(ExperimentConfig(), MODEL_PRESETS[name])
+
+
+def autoencoder_args(model: ModelConfig) -> AutoencoderArgs:
+    """What ``models.autoencoder.build_autoencoder`` takes: the size's widths from the registry, options on top."""
+    enc, dec = model.encoder, model.decoder
+    encoder: EncoderArgs = (
+        dataclasses.replace(registry.sd_encoder_args(enc.sd_width), dropout=enc.dropout) if enc.kind == "sdvae"
+        else LiteVAEArgs(registry.litevae_widths(enc.preset), levels=tuple(enc.levels), wavelet=enc.wavelet,
+                         aggregator=enc.aggregator, shared_extractors=enc.shared_extractors,
+                         num_res_blocks=enc.num_res_blocks, dropout=enc.dropout))
+    decoder = DecoderArgs(dec.channels, tuple(dec.channel_mult), dec.blocks_per_level, dec.mid_attention, dec.norm)
+    return AutoencoderArgs(encoder, model.latent_channels, model.quant_conv, decoder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +385,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for key in ("model.latent_channels", "model.encoder.num_res_blocks", "model.decoder.channels",
                 "model.decoder.blocks_per_level", "train.batch_size",
                 "train.checkpoint_every", "train.log_every", "train.val_every",
-                "eval.num_images", "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
+                "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
         if get_value(cfg, key) < 1:
             raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
     if train.steps < 0:
@@ -396,6 +419,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     unknown = [m for m in cfg.eval.metrics if m not in METRICS]
     if unknown or len(set(cfg.eval.metrics)) != len(cfg.eval.metrics):
         raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(METRICS))
+    if cfg.eval.num_images != "all" and cfg.eval.num_images < 1:
+        raise ConfigError("eval.num_images", cfg.eval.num_images, "an integer >= 1, or 'all'")
+    if cfg.eval.path and not cfg.eval.name:
+        raise ConfigError("eval.name", cfg.eval.name, "the evaluation set's name when eval.path is set")
+    if cfg.eval.list and not cfg.eval.path:
+        raise ConfigError("eval.list", cfg.eval.list, "a split list only together with eval.path")
+    if data.list and data.kind != "folder":
+        raise ConfigError("data.list", data.list, "a split list only when data.kind is 'folder'")
     if data.kind == "folder" and not data.path:
         raise ConfigError("data.path", data.path, "the image folder's path when data.kind is 'folder'")
     return cfg

@@ -2,7 +2,11 @@
 
 Every row carries the table number it comes from (LiteVAE, arXiv 2405.14477); nothing here is
 computed. ``litevae_results.csv`` holds the reconstruction tables (1, 2a, 2b, 4, 5, 8-10, 14-22),
-``litevae_complexity.csv`` Table 3, ``litevae_generation.csv`` Tables 7 and 13.
+``litevae_complexity.csv`` Table 3, ``litevae_generation.csv`` Tables 7 and 13,
+``litevae_latent_mmd.csv`` Table 6 (one row per bandwidth and encoder), and Tables 11 and 12 (the
+non-learned DWT encoder, App. B) in ``litevae_results.csv``. ``reference_autoencoders.csv`` is not
+from the paper: published numbers of the public Stable Diffusion VAEs, each row naming its source,
+for calibrating the evaluation protocol (``reference_autoencoders``).
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
-FILES = ("litevae_results.csv", "litevae_complexity.csv", "litevae_generation.csv")
+FILES = ("litevae_results.csv", "litevae_complexity.csv", "litevae_generation.csv", "litevae_latent_mmd.csv")
+REFERENCES = "reference_autoencoders.csv"
 
 
 class UnknownPaperTable(KeyError):
@@ -37,3 +42,9 @@ def paper_table(table: str) -> pd.DataFrame:
         if len(rows):
             return rows.dropna(axis=1, how="all").reset_index(drop=True)
     raise UnknownPaperTable(f"no paper table {table!r}; known: {', '.join(paper_tables())}")
+
+
+def reference_autoencoders() -> pd.DataFrame:
+    """Published numbers of other autoencoders (source, dataset, split, images, resolution, model,
+    rfid, psnr, ssim, lpips, note): the calibration rows of ``ablations/protocol_check.yaml``."""
+    return pd.read_csv(PAPER_DIR / REFERENCES)

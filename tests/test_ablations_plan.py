@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from study.report import report as R
-from study.spec.grid import expand
+from study import store
 from study.paper import paper_table
+from study.report.paper_rows import label_column, paper_rows
+from study.spec.grid import expand
+from study.spec.record import study_record
 from study.spec.studyfile import load_spec
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
@@ -55,12 +57,14 @@ def test_paper_rows_exist_and_are_distinct(path):
     spec = load_spec(path)
     assert spec.paper is not None and spec.paper.rows
     table = paper_table(spec.paper.table)
-    labels = set(table[R.label_column(table)])
+    labels = set(table[label_column(table)])
     variants = expand(spec)
     names = {n for v in variants for n in (v.name, *v.aliases)}
     assert set(spec.paper.rows) <= names, set(spec.paper.rows) - names
     assert set(spec.paper.rows.values()) <= labels, set(spec.paper.rows.values()) - labels
-    rows = R.paper_rows(spec, variants)  # raises where a label is ambiguous for its variant
+    index = study_record(spec, variants) | {"variants": [store.variant_record(v) for v in variants]}
+    rows = paper_rows(index)
+    assert not [r for r in rows.values() if isinstance(r, str)], rows  # a label ambiguous for its variant
     keys = [tuple(r.values) for r in rows.values()]
     assert len(set(map(str, keys))) == len(keys), "two variants compared with one paper row"
     assert f"Table {spec.paper.table} " in spec.description + " "

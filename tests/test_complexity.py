@@ -7,17 +7,34 @@ import json
 import pytest
 import torch
 
-from study.measure.complexity import (KEYS, MODELS, ComplexityError, LiveTensorTracker, complexity_rows,
-                              encoder_macs, format_table, measure, model_config, parameter_counts,
-                              to_json)
-from study.config import MODEL_PRESETS
-
+from study.measure.complexity import (
+    KEYS,
+    MODELS,
+    ComplexityError,
+    LiveTensorTracker,
+    complexity_rows,
+    encoder_macs,
+    format_table,
+    measure,
+    model_config,
+    paper_rows,
+    parameter_counts,
+    to_json,
+)
+from study.models.registry import PRESETS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_models_are_the_six_presets():
-    assert MODELS == tuple(MODEL_PRESETS) and len(MODELS) == 6
+    assert MODELS == tuple(PRESETS) and len(MODELS) == 6
+
+
+def test_paper_rows_are_table3_found_by_the_registry_labels():
+    rows = paper_rows()
+    assert set(rows) == set(MODELS) - {"VAE-Small"}          # Table 3 has no VAE-Small
+    assert rows["SD-VAE"]["encoder"] == "VAE (SD-VAE encoder)"
+    assert (rows["SD-VAE"]["params_m"], rows["LiteVAE-B"]["params_m"]) == (34.16, 6.75)
 
 
 def test_measure_returns_the_documented_keys_and_units():

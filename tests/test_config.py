@@ -1,8 +1,13 @@
-"""Config identity: what changes a run id and what does not; the dict round trip."""
+"""Config identity: what changes a run id and what does not; the dict round trip; the presets and
+the model builders' arguments the config derives from the model registry."""
 from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
+import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from study import config as C
+from study.models import registry
+from study.models.arguments import LiteVAEArgs, SDEncoderArgs
+
+SIX = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L", "SD-VAE", "VAE-Small")
 
 
 def rid(**overrides) -> str:
@@ -226,3 +235,55 @@ def test_apply_overrides_leaves_the_input_alone():
     assert (out.model.decoder.norm, out.model.decoder.channels, out.model.latent_channels) == ("smc", 64, 12)
     assert out.model.encoder == cfg.model.encoder and out.loss == cfg.loss
     assert dataclasses.replace(out) == out
+
+
+# --------------------------------------------------------------------------------------------
+# presets and the model builders' arguments, from study.models.registry
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SIX)
+def test_config_presets_compose_the_registry_models(name):
+    assert C.autoencoder_args(C.model_preset(name).model) == registry.preset_args(name)
+
+
+def test_preset_run_ids_did_not_change():
+    """The ids before the registry (run folders of earlier studies stay valid)."""
+    assert {n: C.run_id(C.model_preset(n)) for n in SIX} == {
+        "LiteVAE-S": "f710cc5ef41b", "LiteVAE-B": "6e47d7f8241b", "LiteVAE-M": "9f099ff4661d",
+        "LiteVAE-L": "6d4c40dc88fe", "SD-VAE": "0236463175c8", "VAE-Small": "aab5a3a7153b"}
+
+
+def test_config_options_reach_the_builder_arguments():
+    cfg = C.apply_overrides(C.model_preset("LiteVAE-M"), {
+        "model.encoder.levels": [2, 3], "model.encoder.aggregator": "vit", "model.latent_channels": 12,
+        "model.decoder.norm": "smc", "model.quant_conv": True}).model
+    args = C.autoencoder_args(cfg)
+    assert isinstance(args.encoder, LiteVAEArgs)
+    assert args.encoder.widths == registry.litevae_widths("M")
+    assert (args.encoder.levels, args.encoder.aggregator) == ((2, 3), "vit")
+    assert (args.latent_channels, args.quant_conv, args.decoder.norm) == (12, True, "smc")
+    sd = C.autoencoder_args(C.apply_overrides(C.model_preset("VAE-Small"),
+                                              {"model.encoder.dropout": 0.1}).model)
+    assert sd.encoder == SDEncoderArgs(64, (1, 1, 3, 4), dropout=0.1)
+
+
+def test_a_size_the_registry_does_not_hold_is_a_named_error():
+    bad = C.ModelConfig(encoder=C.EncoderConfig(preset="XL"))  # type: ignore[arg-type]  # not coerced
+    with pytest.raises(registry.UnknownPresetError, match="litevae size 'XL'; allowed: S, B, M, L"):
+        C.autoencoder_args(bad)
+    with pytest.raises(C.ConfigError, match="model.encoder.preset"):  # a study file's value is checked
+        C.apply_overrides(C.ExperimentConfig(), {"model.encoder.preset": "XL"})
+
+
+def test_config_sizes_are_the_registry_sizes():
+    hints = typing.get_type_hints(C.EncoderConfig)
+    assert typing.get_args(hints["preset"]) == registry.sizes("litevae")
+    assert typing.get_args(hints["sd_width"]) == registry.sizes("sdvae")
+
+
+def test_naming_a_model_does_not_load_torch():
+    """The config and the registry describe models without importing torch (the CLI's plan)."""
+    code = ("import sys, study.config, study.models.registry; "
+            "assert 'torch' not in sys.modules, 'torch loaded'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -66,7 +66,8 @@ def _launched(proc: subprocess.CompletedProcess, submitted: int, total: int) -> 
 
 def _wait_state(root: Path, variants: list, state: str, timeout_s: float = RUN_TIMEOUT_S) -> None:
     def states() -> dict[str, str]:
-        return {v.name: launch.effective_status(store.run_dir(root, v.run_id)).get("state") for v in variants}
+        runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
+        return {v.name: run.state.value for v, run in zip(variants, runs)}
 
     wait_for(lambda: all(s == state for s in states().values()), timeout_s,
              lambda: f"runs to be {state}: {states()} (queue {_queue()})", interval_s=1.0)

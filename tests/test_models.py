@@ -11,13 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from study.config import DecoderConfig, EncoderConfig, ModelConfig, apply_overrides, model_preset
-from study.models.autoencoder import (Autoencoder, DiagonalGaussian, EncoderConfigError,
-                                      InputShapeError, build_autoencoder)
+from study.config import DecoderConfig, EncoderConfig, ModelConfig, apply_overrides, autoencoder_args, model_preset
+from study.models.autoencoder import (
+    Autoencoder,
+    DiagonalGaussian,
+    EncoderConfigError,
+    InputShapeError,
+    build_autoencoder,
+)
 from study.models.blocks import SMConv2d, UnknownNorm, group_norm, num_groups
-from study.models.litevae import LITEVAE_PRESETS, LiteVAEEncoder
+from study.models.litevae import LiteVAEEncoder
+from study.models.registry import litevae_widths
 from study.models.sdvae import SDDecoder
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,9 +35,16 @@ def preset_model(name: str, nz: int = 4) -> ModelConfig:
     return apply_overrides(model_preset(name), {"model.latent_channels": nz}).model
 
 
+def build(cfg: ModelConfig) -> Autoencoder:
+    return build_autoencoder(autoencoder_args(cfg))
+
+
 def meta_autoencoder(cfg: ModelConfig) -> Autoencoder:
     with torch.device("meta"):
-        return build_autoencoder(cfg)
+        return build(cfg)
+
+
+S = litevae_widths("S")
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +67,7 @@ def test_encoder_parameter_counts_match_the_paper(name, nz):
 def test_litevae_hand_counts_are_exact():
     # LITEVAE.md: a hand count of the structure gives 1.036 / 6.751 / 32.750 / 41.422 M (nz=4).
     with torch.device("meta"):
-        counts = {k: count(LiteVAEEncoder(4, p)) for k, p in LITEVAE_PRESETS.items()}
+        counts = {k: count(LiteVAEEncoder(4, litevae_widths(k))) for k in "SBML"}
     hand = {"S": 1.036, "B": 6.751, "M": 32.750, "L": 41.422}
     for k, v in counts.items():
         assert abs(v / 1e6 - hand[k]) < 1e-3, k          # within 1000 parameters
@@ -121,7 +133,7 @@ def small(cfg: ModelConfig) -> ModelConfig:
 def test_every_option_runs_forward_and_backward(option, size):
     cfg = small(OPTIONS[option])
     torch.manual_seed(0)
-    model = build_autoencoder(cfg)
+    model = build(cfg)
     x = torch.rand(2, 3, size, size) * 2 - 1
     recon, posterior = model(x, generator=torch.Generator().manual_seed(0))
     nz = cfg.latent_channels
@@ -140,7 +152,7 @@ def test_every_preset_encoder_runs_forward_and_backward_at_32(name):
     cfg = preset_model(name)
     torch.manual_seed(0)
     model = Autoencoder(
-        build_autoencoder(dataclasses.replace(cfg, decoder=SMALL_DECODER)).encoder,
+        build(dataclasses.replace(cfg, decoder=SMALL_DECODER)).encoder,
         SDDecoder(4, 32, (1, 1, 2, 2), 1), 4, cfg.quant_conv)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     posterior = model.encode(x)
@@ -157,22 +169,22 @@ def test_full_size_decoder_output_shape():
 
 
 def test_levels_set_the_aggregator_input_width():
-    full = LiteVAEEncoder(4, LITEVAE_PRESETS["S"])
-    two = LiteVAEEncoder(4, LITEVAE_PRESETS["S"], levels=(2, 3))
+    full = LiteVAEEncoder(4, S)
+    two = LiteVAEEncoder(4, S, levels=(2, 3))
     assert full.aggregator.conv_in.in_channels == 36
     assert two.aggregator.conv_in.in_channels == 24
     assert len(two.extractors) == 2
 
 
 def test_shared_extractors_hold_one_set_of_weights():
-    separate = LiteVAEEncoder(4, LITEVAE_PRESETS["S"])
-    shared = LiteVAEEncoder(4, LITEVAE_PRESETS["S"], shared_extractors=True)
+    separate = LiteVAEEncoder(4, S)
+    shared = LiteVAEEncoder(4, S, shared_extractors=True)
     assert len(shared.extractors) == 1
     assert count(separate) - count(shared) == 2 * count(shared.extractors[0])
 
 
 def test_encoder_input_is_scaled_haar_bands():
-    enc = LiteVAEEncoder(4, LITEVAE_PRESETS["S"])
+    enc = LiteVAEEncoder(4, S)
     x = torch.rand(1, 3, 16, 16)
     inputs = enc.wavelet_inputs(x)
     assert [tuple(t.shape) for t in inputs] == [(1, 12, 8, 8), (1, 12, 4, 4), (1, 12, 2, 2)]
@@ -181,19 +193,19 @@ def test_encoder_input_is_scaled_haar_bands():
 
 
 def test_bad_inputs_and_options_raise_named_errors():
-    model = build_autoencoder(small(OPTIONS["litevae-S"]))
+    model = build(small(OPTIONS["litevae-S"]))
     with pytest.raises(InputShapeError):
         model.encode(torch.rand(1, 3, 30, 32))
     with pytest.raises(EncoderConfigError):
-        LiteVAEEncoder(4, LITEVAE_PRESETS["S"], aggregator="mlp")
+        LiteVAEEncoder(4, S, aggregator="mlp")
     with pytest.raises(EncoderConfigError):
-        LiteVAEEncoder(4, LITEVAE_PRESETS["S"], levels=(1, 4))
+        LiteVAEEncoder(4, S, levels=(1, 4))
     with pytest.raises(UnknownNorm):
         SDDecoder(4, 32, (1, 1, 2, 2), 1, norm="batchnorm")
 
 
 def test_last_layer_is_the_decoders_final_conv_weight():
-    model = build_autoencoder(small(OPTIONS["litevae-S"]))
+    model = build(small(OPTIONS["litevae-S"]))
     assert model.last_layer is model.decoder.conv_out.weight
     assert model.last_layer.shape == (3, 32, 3, 3)
 

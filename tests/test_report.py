@@ -1,5 +1,6 @@
 """Reports: the table's content (rows, paper numbers, mean +- std, failures), the files, the
-figures, the HTML in headless Chromium, Table 3's parameter counts beside the paper's."""
+figures, the HTML in headless Chromium, Table 3's parameter counts beside the paper's. The report
+reads only records: each test writes run folders and the study's index, then reports them."""
 from __future__ import annotations
 
 import math
@@ -13,10 +14,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from study.report import report as R
 from study import store
-from study.spec.grid import expand
 from study.paper import paper_table
+from study.report import report as R
+from study.report.figures import pareto_front
+from study.report.index_page import write_index
+from study.report.paper_rows import paper_rows
+from study.report.records import NoIndexError, read_study
+from study.report.tables import main_table
+from study.spec.grid import expand
+from study.spec.record import study_record
 from study.spec.studyfile import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,10 +76,17 @@ def study(tmp_path_factory):
     spec = load_spec(path)
     root = tmp / "results"
     _make_records(root, spec)
-    frame = store.collect(root, spec.study, [store.variant_record(v) for v in expand(spec)])
+    _write_index(root, spec)
     out = tmp / "reports" / spec.study
-    html_path = R.report(spec, frame, root, out)
-    return {"spec": spec, "frame": frame, "root": root, "out": out, "html": html_path, "path": path}
+    html_path = R.report(root, spec.study, out)
+    return {"spec": spec, "records": read_study(root, spec.study), "root": root, "out": out,
+            "html": html_path, "path": path}
+
+
+def _write_index(root: Path, spec, profile: str | None = None) -> dict:
+    variants = expand(spec, profile)
+    store.write_index(root, spec.study, variants, **study_record(spec, variants, profile))
+    return store.read_index(root, spec.study)
 
 
 def _paper(label: str, metric: str) -> float:
@@ -101,7 +115,7 @@ def test_markdown_table_one_row_per_variant_with_paper_numbers(study):
 
 
 def test_mean_std_difference_and_best(study):
-    table = R.main_table(study["spec"], study["frame"]).set_index("Variant")
+    table = main_table(study["records"]).set_index("Variant")
     gn = PSNR["groupnorm"]
     expected = f"{statistics.mean(gn):.2f} ± {statistics.stdev(gn):.2f}"
     assert table.loc["groupnorm", "PSNR ↑"] == f"**{expected}**"  # higher PSNR is the best
@@ -114,7 +128,7 @@ def test_mean_std_difference_and_best(study):
 
 
 def test_failed_and_unavailable_cells_say_why(study):
-    table = R.main_table(study["spec"], study["frame"]).set_index("Variant")
+    table = main_table(study["records"]).set_index("Variant")
     for col in ("PSNR ↑", "SSIM ↑", "LPIPS ↓"):
         assert table.loc["smc", col] == f"failed: {FAILURE}"
     assert table.loc["smc", "Seeds"] == "0/3"
@@ -154,7 +168,7 @@ def test_report_files_figures_and_provenance(study):
 
 
 def test_index_links_reports_with_headlines(study):
-    index = R.write_index(study["out"].parent)
+    index = write_index(study["out"].parent)
     page = index.read_text()
     assert 'href="tiny_table4/report.html"' in page
     assert "best PSNR" in page and "groupnorm" in page  # the headline numbers
@@ -162,69 +176,84 @@ def test_index_links_reports_with_headlines(study):
 
 def test_pareto_front():
     points = [(1.0, 3.0), (2.0, 2.0), (3.0, 2.5), (4.0, 1.0), (0.5, 5.0)]
-    assert R.pareto_front(points, lower_is_better=True) == [(0.5, 5.0), (1.0, 3.0), (2.0, 2.0), (4.0, 1.0)]
-    assert R.pareto_front(points, lower_is_better=False) == [(0.5, 5.0)]
+    assert pareto_front(points, lower_is_better=True) == [(0.5, 5.0), (1.0, 3.0), (2.0, 2.0), (4.0, 1.0)]
+    assert pareto_front(points, lower_is_better=False) == [(0.5, 5.0)]
 
 
-def test_repeated_paper_labels_resolve_by_dataset_resolution_latent():
+def test_repeated_paper_labels_resolve_by_dataset_resolution_latent(tmp_path):
     spec = load_spec(REPO / "ablations" / "table1.yaml")
-    rows = R.paper_rows(spec)
+    index = _write_index(tmp_path, spec)
+    rows = paper_rows(index)
     t = paper_table("1")
     assert len({id(r) for r in rows.values()}) == len(rows)
     got = rows["imagenet256-z12-litevae-b"]
     want = t[(t["dataset"] == "ImageNet") & (t["latent"] == "32x32x12") & (t["row"] == "LiteVAE-B")].iloc[0]
     assert got["rfid"] == want["rfid"] and got["psnr"] == want["psnr"]
     assert len({(r["dataset"], r["resolution"], r["latent"], r["row"]) for r in rows.values()}) == 12
+    # A profile that runs every variant on 32x32 sample crops changes the runs' own settings; the
+    # paper's settings recorded in the index still pick each variant's block.
+    for v in index["variants"]:
+        v.update(dataset="samples", resolution=32, latent="4x4x4")
+    assert {n: r["latent"] for n, r in paper_rows(index).items()} == {n: r["latent"] for n, r in rows.items()}
+    # Without them, the runs' own settings decide, and a repeated label names no row.
+    index["paper"].pop("settings")
+    assert all(isinstance(r, str) and "no row labelled" in r for r in paper_rows(index).values())
 
 
-def test_table3_parameter_counts_match_the_paper():
-    """Our encoders' parameter counts beside Table 3's, within 0.5%, through complexity_report."""
-    import torch
-    from study import config as C
-    from study.models.autoencoder import build_encoder
+def test_table3_parameter_counts_match_the_paper(tmp_path):
+    """Our encoders' parameter counts beside Table 3's, within 0.5%, through the report of the
+    Table 3 study's records (complexity.json as a run writes it)."""
+    from study.measure.complexity import parameter_counts
+    from study.models import registry
 
     spec = load_spec(REPO / "ablations" / "table3.yaml")
-    presets = {v.name: p for v in expand(spec) for p in C.MODEL_PRESETS
-               if C.model_preset(p).model.encoder == v.config.model.encoder
-               and C.model_preset(p).model.quant_conv == v.config.model.quant_conv}
-    rows = []
-    with torch.device("meta"):  # counts need shapes, not memory
-        for name, preset in presets.items():
-            encoder = build_encoder(C.model_preset(preset).model)
-            rows.append({"model": preset, "encoder_params": sum(p.numel() for p in encoder.parameters())})
-            assert R.PRESET_TABLE3_ROWS.get(preset) == spec.paper.rows.get(name)  # one mapping
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        R.complexity_report(rows, Path(tmp) / "complexity")
-        table = R.build_table(_complexity_input(rows)).set_index("Variant")
-        md = (Path(tmp) / "complexity" / "report.md").read_text()
+    for name, overrides in spec.variants.items():  # the study compares the registry's rows
+        assert registry.paper_labels("3").get(overrides["preset"]) == spec.paper.rows.get(name)
+    root = tmp_path / "results"
+    counts = {}
+    for v in expand(spec):
+        folder = store.init_run(root, v.config)
+        counts[v.name] = parameter_counts(v.config.model)[0]  # on the meta device
+        store.write_complexity(folder, {"encoder_params": counts[v.name]})
+        store.mark_done(folder)
+    _write_index(root, spec)
+    R.report(root, spec.study, tmp_path / "report")
+    table = main_table(read_study(root, spec.study)).set_index("Variant")
+    md = (tmp_path / "report" / "report.md").read_text()
     t3 = paper_table("3")
     checked = 0
-    for r in rows:
-        label = R.PRESET_TABLE3_ROWS.get(r["model"])
+    for name, ours in counts.items():
+        label = spec.paper.rows.get(name)
         if label is None:
+            assert table.loc[name, "Params (M) paper"] == "—"  # VAE-Small: not in Table 3
             continue
         paper_m = float(t3.loc[t3["encoder"] == label, "params_m"].iloc[0])
-        ours_m = r["encoder_params"] / 1e6
-        shown = float(table.loc[r["model"], "Params (M) Δ"].rstrip("%"))
+        ours_m = ours / 1e6
+        shown = float(table.loc[name, "Params (M) Δ"].rstrip("%"))
         assert shown == pytest.approx((ours_m - paper_m) / paper_m * 100, abs=0.006)
         # Within 0.5%, or equal at the paper's printed precision: it truncates to two decimals
         # (LiteVAE-S counts 1.0358 M, printed 1.03: 0.57% apart; B, M and L are within 0.01%).
-        assert abs(shown) < 0.5 or math.floor(ours_m * 100) / 100 == paper_m, r
-        assert table.loc[r["model"], "Params (M) paper"].strip("*") == f"{paper_m:.3f}"
-        assert f"{r['encoder_params'] / 1e6:.3f}" in md
+        assert abs(shown) < 0.5 or math.floor(ours_m * 100) / 100 == paper_m, name
+        assert table.loc[name, "Params (M) paper"].strip("*") == f"{paper_m:.3f}"
+        assert f"{ours_m:.3f}" in md
         checked += 1
     assert checked == 5
+    assert (tmp_path / "report" / "figures" / "complexity.png").is_file()
 
 
-def _complexity_input(rows):
-    frame = R.complexity_frame(rows)
-    names = list(frame["name"])
-    return R.TableInput(names=names, runs={n: frame[frame["name"] == n] for n in names},
-                        columns=R.COMPLEXITY_COLUMNS, planned_seeds=1,
-                        paper={n: R.paper_row("3", R.PRESET_TABLE3_ROWS[n]) for n in names
-                               if n in R.PRESET_TABLE3_ROWS},
-                        paper_labels={n: R.PRESET_TABLE3_ROWS.get(n, "—") for n in names})
+def test_report_reads_the_index_not_the_study_file(study, tmp_path):
+    """With the results folder alone (no study file), the report has every row, in the index's order."""
+    moved = tmp_path / "results"
+    shutil.copytree(study["root"], moved)
+    index = store.read_index(moved, study["spec"].study)
+    store.write_json_atomic(moved / index["study"] / "index.json", index | {"spec": str(tmp_path / "gone.yaml")})
+    R.report(moved, study["spec"].study, tmp_path / "out")
+    assert f"Study file: {tmp_path / 'gone.yaml'}" in (tmp_path / "out" / "report.md").read_text()
+    header, rows = _markdown_rows((tmp_path / "out" / "report.md").read_text())
+    assert [r[0] for r in rows] == ["groupnorm", "smc", "wide"]
+    assert (tmp_path / "out" / "tables" / "main.md").read_text().startswith("| Variant")
+    with pytest.raises(NoIndexError, match="index.json"):
+        R.report(tmp_path / "empty", "nothing", tmp_path / "none")
 
 
 def test_cli_report(study, tmp_path, capsys):

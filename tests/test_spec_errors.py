@@ -5,6 +5,7 @@ Most cases run ``run_study.main`` in process (fast); a few run the real command 
 """
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -134,10 +135,22 @@ CASES = [
      "status", "base.train.steps", ["got 'many'", "an integer"]),
     ("profile-bad-value", {"study.yaml": "study: t\nprofiles: {smoke: {data.resolution: thirty}}\n"}, "plan",
      "profiles.smoke.data.resolution", ["an integer"]),
+    # `seeds` would silently replace a seed set anywhere else in the file
+    ("seed-in-set", {"study.yaml": "study: t\nset: {seed: 3}\nseeds: [0, 1]\n"}, "plan", "set.seed",
+     ["top-level `seeds` list"]),
+    ("seed-as-axis", {"study.yaml": "study: t\ngrid: {seed: [1, 2]}\n"}, "plan", "grid.seed",
+     ["top-level `seeds` list"]),
+    ("seed-in-variant", {"study.yaml": "study: t\nvariants: {a: {seed: 4, train.steps: 2}}\n"}, "plan",
+     "variants.a.seed", ["top-level `seeds` list"]),
+    ("seed-in-base-file", {"study.yaml": "study: t\nbase: base/b.yaml\n", "base/b.yaml": "seed: 9\n"},
+     "plan", "base.seed", ["top-level `seeds` list"]),
+    ("negative-seed-in-profile", {"study.yaml": "study: t\nprofiles: {p: {seed: -3}}\n"}, "plan",
+     "profiles.p.seed", ["got -3", "a non-negative integer"]),
 ]
 
 # Cases whose error names a file other than study.yaml
-ERROR_FILE = {"bad-key-in-base-file": "base/b.yaml", "bad-value-in-base-file": "base/b.yaml"}
+ERROR_FILE = {"bad-key-in-base-file": "base/b.yaml", "bad-value-in-base-file": "base/b.yaml",
+              "seed-in-base-file": "base/b.yaml"}
 
 
 def _write(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -231,6 +244,91 @@ def test_missing_study_file(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+# the bytes of a file that is not UTF-8 text: random bytes (a binary file given by mistake), and
+# text saved in Latin-1 (an "é" in the description, on line 2)
+UNDECODABLE = {"binary": (random.Random(0).randbytes(2048), "line 1"),
+               "latin-1": ("study: t\ndescription: caf\u00e9 au lait\n".encode("latin-1"), "line 2")}
+
+
+@pytest.mark.parametrize("kind", list(UNDECODABLE))
+def test_a_file_that_is_not_utf8_text_exits_2_naming_it(kind, tmp_path, monkeypatch, capsys):
+    data, where = UNDECODABLE[kind]
+    spec = tmp_path / "study.yaml"
+    spec.write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    rc = run_study.main(_argv("plan", spec, tmp_path / "results"))
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert err.startswith(f"error: {spec}: {where}: ") and err.count("\n") == 1, err
+    assert "not UTF-8 text" in err and "allowed: a UTF-8 text file" in err
+    assert list(tmp_path.iterdir()) == [spec]
+
+
+def test_a_base_file_that_is_not_utf8_text_is_named(tmp_path):
+    spec = _write(tmp_path, {"study.yaml": "study: t\nbase: b.yaml\n"})
+    (tmp_path / "b.yaml").write_bytes("train: {steps: 5}\n# r\u00e9sum\u00e9\n".encode("latin-1"))
+    with pytest.raises(StudySpecError, match="not UTF-8 text") as info:
+        load_spec(spec)
+    assert Path(info.value.path) == (tmp_path / "b.yaml").resolve() and info.value.key == "line 2"
+
+
+def test_utf8_text_with_a_byte_order_mark_and_accents_is_read(tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_bytes("\ufeffstudy: t\ndescription: caf\u00e9\n".encode("utf-8"))
+    assert load_spec(spec).description == "caf\u00e9"
+
+
+def test_a_control_character_is_one_line_naming_its_line(tmp_path, monkeypatch, capsys):
+    spec = _write(tmp_path, {"study.yaml": "study: t\ndescription: a\x00b\n"})
+    monkeypatch.chdir(tmp_path)
+    assert run_study.main(_argv("plan", spec, tmp_path / "results")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {spec}: line 2: ") and err.count("\n") == 1, err
+
+
+# --------------------------------------------------------------------------------------------
+# --set seed=N replaces the study's seeds list
+# --------------------------------------------------------------------------------------------
+def _plan(spec: Path, *extra: str, capsys) -> dict:
+    import json
+
+    assert run_study.main(["plan", str(spec), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_set_seed_replaces_the_seeds_list(tmp_path, capsys):
+    grid = "grid: {model.decoder.norm: [groupnorm, smc]}\n"
+    spec = _write(tmp_path, {"study.yaml": "study: t\n" + grid + "seeds: [0, 1]\n"})
+    (tmp_path / "s77.yaml").write_text("study: t\n" + grid + "seeds: [77]\n")
+    plain = _plan(spec, capsys=capsys)
+    assert plain["count"] == 4 and {v["seed"] for v in plain["variants"]} == {0, 1}
+    plan = _plan(spec, "--set", "seed=77", capsys=capsys)
+    assert plan["count"] == 2 and [v["seed"] for v in plan["variants"]] == [77, 77]
+    # the same runs as a study that lists seed 77 itself
+    assert [v["id"] for v in plan["variants"]] == [v["id"] for v in _plan(tmp_path / "s77.yaml", capsys=capsys)["variants"]]
+    assert not {v["id"] for v in plan["variants"]} & {v["id"] for v in plain["variants"]}
+
+
+def test_set_seed_on_the_embedded_default_in_a_subprocess(tmp_path):
+    """The reported bug: `plan ablations/smoke.yaml --set seed=77` kept seed 0."""
+    import json
+
+    proc = subprocess.run([sys.executable, str(REPO / "run_study.py"), "plan", str(REPO / "ablations" / "smoke.yaml"),
+                           "--set", "seed=77", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {v["seed"] for v in json.loads(proc.stdout)["variants"]} == {77}
+    bad = subprocess.run([sys.executable, str(REPO / "run_study.py"), "plan", str(REPO / "ablations" / "smoke.yaml"),
+                          "--set", "seed=-2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == "" and "--set seed: got -2" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_a_profile_seed_replaces_the_list_and_set_seed_wins_over_it(tmp_path, capsys):
+    spec = _write(tmp_path, {"study.yaml": "study: t\nseeds: [0, 1, 2]\nprofiles: {one: {seed: 5}}\n"})
+    assert [v["seed"] for v in _plan(spec, "--profile", "one", capsys=capsys)["variants"]] == [5]
+    assert [v["seed"] for v in _plan(spec, "--profile", "one", "--set", "seed=6", capsys=capsys)["variants"]] == [6]
+
+
 def test_valid_study_still_plans(tmp_path, monkeypatch, capsys):
     """The control: the minimal study the cases mutate is accepted (so they fail for their reason)."""
     spec = _write(tmp_path, {"study.yaml": "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
@@ -245,17 +343,20 @@ def test_valid_study_still_plans(tmp_path, monkeypatch, capsys):
 # --------------------------------------------------------------------------------------------
 # the real command, in subprocesses (started together: each pays Python's and the imports' start)
 # --------------------------------------------------------------------------------------------
-SUBPROCESS_CASES = ["unknown-top-key", "bad-key-in-base-file"]  # and a missing study file
+SUBPROCESS_CASES = ["unknown-top-key", "bad-key-in-base-file"]  # and a missing and a binary study file
 
 
 def test_real_command_in_subprocesses(tmp_path):
     by_name = {c[0]: c for c in CASES}
     procs = []
-    for name in SUBPROCESS_CASES + ["missing-file"]:
+    for name in SUBPROCESS_CASES + ["missing-file", "binary-file"]:
         folder = tmp_path / name
         folder.mkdir()
         if name == "missing-file":
             spec, command, key = folder / "absent.yaml", "status", "<file>"
+        elif name == "binary-file":
+            spec, command, key = folder / "study.yaml", "plan", UNDECODABLE["binary"][1]
+            spec.write_bytes(UNDECODABLE["binary"][0])
         else:
             _, files, command, key, _ = by_name[name]
             spec = _write(folder, files)

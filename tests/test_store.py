@@ -40,7 +40,7 @@ def test_atomic_write_failure_keeps_old_record_and_no_temp(tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, failing.split(".")[1], boom)
+    monkeypatch.setattr(os, failing.split(".")[1], boom)
     with pytest.raises(OSError):
         store.write_json_atomic(target, {"state": "completed"})
     monkeypatch.undo()
@@ -55,7 +55,7 @@ def test_atomic_write_interrupted_leaves_no_temp(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.os, "fsync", interrupted)
+    monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         store.write_text_atomic(target, "new")
     monkeypatch.undo()
@@ -242,7 +242,7 @@ def _increment(folder: str) -> None:
     """A counter increment: read-modify-write of status.json under the store's lock."""
     folder = Path(folder)
     for _ in range(N):
-        with store._locked(folder):
+        with store.locked(folder):
             status = store.read_status(folder)
             status["count"] = status.get("count", 0) + 1
             store.write_json_atomic(folder / "status.json", status)

@@ -3,6 +3,7 @@ two gloo processes follows the same trajectory as one process, and a non-finite 
 run with the step recorded."""
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -17,8 +18,9 @@ import torch
 
 from study import config as C
 from study import store
-from study.training.loop import NonFiniteLoss, Context, load_checkpoint, train, validate_psnr
 from study.models.autoencoder import build_autoencoder
+from study.models.discriminators import build_discriminator
+from study.training.loop import Context, NonFiniteLoss, discriminator_step, load_checkpoint, train, validate_psnr
 from tests.launch_helpers import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +67,8 @@ def test_training_raises_held_out_psnr(tmp_path):
                   "loss.wavelet_weight": 0.1, "loss.gaussian_weight": 0.1, "train.steps": 300,
                   "train.lr": 1e-3, "train.val_every": 300, "train.checkpoint_every": 300, "train.log_every": 50})
     torch.manual_seed(cfg.seed)
-    before = validate_psnr(build_autoencoder(cfg.model), cfg, 32, torch.device("cpu"), cfg.train.val_images)
+    before = validate_psnr(build_autoencoder(C.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"),
+                           cfg.train.val_images)
     folder = store.init_run(tmp_path, cfg)
     summary = train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
     history = store.read_jsonl(folder / "metrics.jsonl")
@@ -73,6 +76,31 @@ def test_training_raises_held_out_psnr(tmp_path):
     assert [r["step"] for r in history if "loss" in r] == list(range(50, 301, 50))
     assert any(r.get("discriminator") is not None for r in history), "the discriminator never trained"
     assert summary["val_psnr"] >= before + 3.0, (before, summary["val_psnr"])
+
+
+@pytest.mark.parametrize("kind", ["patchgan", "stylegan"])
+def test_discriminator_logits_on_real_images_do_not_depend_on_the_fakes(kind):
+    """PatchGAN's BatchNorm in train mode and the StyleGAN discriminator's minibatch standard
+    deviation compute statistics over the batch: real and fake images go through separate
+    forward passes (LDM), so the logits on the real half are the same whatever the fakes are."""
+    cfg = tiny(**{"loss.discriminator": kind})
+    torch.manual_seed(0)
+    disc = build_discriminator(kind, 16).train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    fakes = [torch.rand(4, 3, 32, 32, generator=g) * 2 - 1, torch.full((4, 3, 32, 32), -0.9)]
+    steps = []
+    for fake in fakes:  # each from the same discriminator and optimiser state
+        d = copy.deepcopy(disc)
+        opt = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        steps.append(discriminator_step(cfg.loss, d, opt, x, fake, step=0))
+        assert any(not torch.equal(a, b) for a, b in zip(disc.state_dict().values(), d.state_dict().values()))
+    for a, b in zip(steps[0].real_logits, steps[1].real_logits):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(steps[0].fake_logits, steps[1].fake_logits))
+    # the control: one forward of real and fake together (the step before) mixes them
+    joint = [copy.deepcopy(disc)(torch.cat([x, fake]))[0][:4].detach() for fake in fakes]
+    assert (joint[0] - joint[1]).abs().max() > 1e-6  # same shapes: no rounding difference
 
 
 def test_kill_minus_nine_then_resume_is_bitwise_identical(tmp_path):

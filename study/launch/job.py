@@ -1,7 +1,10 @@
 """The job: what one submitit task runs for one variant, given only its run folder.
 
-``RunJob(folder, run_id)`` is the module-level callable every executor submits. It holds the
-run folder and id and nothing else (no model, no mutable state in its pickle). Called, it reads
+``RunJob(folder, run_id, max_requeue, threads)`` is the module-level callable every executor
+submits. It holds the run folder and id, its requeue bound and its torch thread count (the local
+executor splits the machine's cores between its jobs; None: SLURM's allocation,
+$SLURM_CPUS_PER_TASK, else torch's default) and nothing else (no model, no mutable state in
+its pickle; the launcher's environment is left as it was). Called, it reads
 the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
 records the model's complexity and marks the run DONE, all through the run store.
 
@@ -25,22 +28,23 @@ import submitit
 from study import store
 
 REQUEUE_WAIT_S = 600.0
-THREADS_ENV = "LITEVAE_THREADS"  # torch threads of a local job (the launcher splits the cores)
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    def __init__(self, folder: str | Path, run_id: str, max_requeue: int = 3):
+    def __init__(self, folder: str | Path, run_id: str, max_requeue: int = 3, threads: int | None = None):
         self.folder = str(folder)
         self.run_id = run_id
         self.max_requeue = max_requeue
+        self.threads = threads
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "run_id": self.run_id, "max_requeue": self.max_requeue}
+        return {"folder": self.folder, "run_id": self.run_id, "max_requeue": self.max_requeue,
+                "threads": self.threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)
+        RunJob.__init__(self, **state)
 
     def __repr__(self) -> str:
         return f"RunJob({self.folder!r}, {self.run_id!r})"
@@ -51,7 +55,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
         def work() -> None:
             try:
-                outcome["value"] = run(Path(self.folder), stop=self._stop)
+                outcome["value"] = run(Path(self.folder), stop=self._stop, threads=self.threads)
             except BaseException as e:  # handed to the main thread
                 outcome["error"] = e
 
@@ -63,7 +67,9 @@ class RunJob(submitit.helpers.Checkpointable):
             raise outcome["error"]
         return outcome["value"]
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+    # submitit takes None as "do not requeue" (core/job_environment.py), though typed otherwise
+    def checkpoint(  # type: ignore[override]
+            self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         folder = Path(self.folder)
         if self._stop is not None and self._thread is not None:
             self._stop.set()
@@ -75,7 +81,8 @@ class RunJob(submitit.helpers.Checkpointable):
                                       f"{self.max_requeue}); not requeued")
             return None
         store.update_status(folder, state="requeued", reason=f"preempted at step {status.get('step')}")
-        return submitit.helpers.DelayedSubmission(RunJob(self.folder, self.run_id, self.max_requeue))
+        return submitit.helpers.DelayedSubmission(RunJob(self.folder, self.run_id, self.max_requeue,
+                                                         self.threads))
 
 
 def _job_id() -> str | None:
@@ -101,30 +108,35 @@ def _setup_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def run(folder: Path, stop: threading.Event | None = None, progress: bool = True) -> dict[str, Any]:
+def torch_threads(threads: int | None) -> int | None:
+    """The torch thread count of a job: ``threads`` when given, else SLURM's CPUs per task,
+    else None (torch's default)."""
+    if threads:
+        return threads
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(cpus) if cpus else None
+
+
+def run(folder: Path, stop: threading.Event | None = None, progress: bool = True,
+        threads: int | None = None) -> dict[str, Any]:
     """Train, evaluate and measure one run; every outcome is recorded in its status."""
     import torch
 
-    from study.measure import complexity, metrics
+    from study.measure import complexity
+    from study.training.evaluate import evaluate
     from study.training.loop import Preempted, default_context, load_trained, train
 
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}
     cfg = store.read_config(folder)
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get(THREADS_ENV)
-    if cpus:
-        torch.set_num_threads(int(cpus))
+    n = torch_threads(threads)
+    if n:
+        torch.set_num_threads(n)
     _setup_distributed()
     ctx = default_context()
     if ctx.main:
-        status = store.read_status(folder)
-        job_id = _job_id()
-        job_ids = list(status.get("job_ids") or [])
-        if job_id and job_id not in job_ids:
-            job_ids.append(job_id)
-        store.update_status(folder, state="running", attempts=status.get("attempts", 0) + 1,
-                            job_ids=job_ids, host=socket.gethostname(), pid=os.getpid(),
-                            started=time.time(), heartbeat=time.time(), error=None, reason=None)
+        store.append_job_id(folder, _job_id(), new_attempt=True, state="running", host=socket.gethostname(),
+                            pid=os.getpid(), started=time.time(), heartbeat=time.time(), error=None, reason=None)
     try:
         if cfg.train.steps == 0:  # a complexity-only study (Table 3): nothing to train or evaluate
             if ctx.main:
@@ -137,7 +149,7 @@ def run(folder: Path, stop: threading.Event | None = None, progress: bool = True
         summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress)
         if ctx.main:
             ae = load_trained(folder, cfg, ctx.device)
-            record = metrics.evaluate(ae, cfg, folder, ctx.device, progress=progress)
+            record = evaluate(ae, cfg, folder, ctx.device, progress=progress)
             store.write_complexity(folder, complexity.run_record(cfg.model, cfg.data.resolution))
             store.mark_done(folder)
             summary["metrics"] = record.get("metrics", {})

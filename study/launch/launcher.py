@@ -1,8 +1,10 @@
 """Launching a study's variants through submitit: ``slurm`` (job arrays), ``local`` (a queue of
 at most N jobs at once, each with its own GPUs) and ``debug`` (in process, for pdb).
 
-Rules: completed runs are skipped; runs whose job is still queued or running are skipped; failed
-or cancelled runs are resubmitted only with ``retry_failed``; ``dry_run`` submits nothing. A
+Rules, on the run store's one rule for a run's state (``study/store/state.py``): completed runs
+are skipped; runs whose job is still queued or running are skipped; lost runs (their job is gone
+without a word: the launcher or the node was killed, the job never started) are resubmitted;
+failed or cancelled runs are resubmitted only with ``retry_failed``; ``dry_run`` submits nothing. A
 study-level lock (``results/<study>/.launch.lock``) makes a second launch of the same study fail
 with a clear message while the first is submitting, so no run is submitted twice. A variant that
 fails never stops the others. ``slurm`` returns once the arrays are submitted; ``local`` and
@@ -15,6 +17,7 @@ import dataclasses
 import fcntl
 import os
 import re
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,13 +28,12 @@ from typing import Any, Iterator
 import submitit
 
 from study import store
+from study.launch.job import RunJob
 from study.spec.grid import Variant
-from study.launch.job import THREADS_ENV, RunJob
+from study.spec.record import study_record
 from study.spec.studyfile import Resources, StudySpec, resource_problem
 
 EXECUTORS = ("slurm", "local", "debug")
-ACTIVE = ("submitted", "running", "requeued")
-QUEUE_SNAPSHOT_TTL_S = 2.0  # how old a squeue listing may be when it says a job is still there
 IO_THREADS = 16  # run records written at once: their fsyncs share the filesystem's journal commits
 
 
@@ -86,43 +88,6 @@ def merge_resources(base: Resources, **overrides: Any) -> Resources:
 # --------------------------------------------------------------------------------------------
 # what to submit
 # --------------------------------------------------------------------------------------------
-def alive_slurm_jobs(job_ids: list[str]) -> set[str]:
-    """The given job ids that SLURM still has queued or running."""
-    if not job_ids:
-        return set()
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return set()
-    alive = set()
-    for line in out.stdout.split():
-        alive.add(line.split("_")[0] if "_[" in line else line)
-        alive.add(line)
-    return alive
-
-
-_queue_snapshot: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
-
-
-def queued_slurm_ids() -> frozenset[str]:
-    """Every job id and array task id (``squeue -r``) of this user that SLURM has queued or
-    running, from one squeue call at most QUEUE_SNAPSHOT_TTL_S old: deciding over (or waiting
-    on) a study of 500 runs asks squeue once, not 500 times."""
-    global _queue_snapshot
-    now = time.monotonic()
-    if now - _queue_snapshot[0] > QUEUE_SNAPSHOT_TTL_S:
-        try:
-            out = subprocess.run(["squeue", "-h", "-r", "--me", "-o", "%i"], capture_output=True, text=True,
-                                 timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return frozenset()
-        if out.returncode != 0:
-            return frozenset()
-        _queue_snapshot = (now, frozenset(out.stdout.split()))
-    return _queue_snapshot[1]
-
-
 def _each(fn: Any, items: list[Any]) -> list[Any]:
     """fn over items in threads (file writes of many run folders)."""
     if len(items) < 2:
@@ -132,87 +97,37 @@ def _each(fn: Any, items: list[Any]) -> list[Any]:
 
 
 def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Decision]:
+    """Submit or skip each variant, by its run's state (one squeue call for all of them)."""
+    runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
     decisions = []
-    for v in variants:
-        folder = store.run_dir(root, v.run_id)
-        status = effective_status(folder)
-        state = status.get("state", "pending")
-        if state == "completed":
+    for v, run in zip(variants, runs):
+        if run.state is store.State.COMPLETED:
             decisions.append(Decision(v, "skip", "completed"))
-        elif state in ACTIVE:
-            decisions.append(Decision(v, "skip", f"{state} (job {(status.get('job_ids') or ['?'])[-1]})"))
-        elif state in ("failed", "cancelled"):
-            reason = status.get("error") or status.get("reason") or state
+        elif run.state in store.ACTIVE:
+            decisions.append(Decision(v, "skip", f"{run.state} (job {run.job_id or '?'})"))
+        elif run.state is store.State.LOST:
+            decisions.append(Decision(v, "submit", f"lost: {run.reason}"))
+        elif run.state in (store.State.FAILED, store.State.CANCELLED):
+            reason = run.reason or run.state
             decisions.append(Decision(v, "submit", f"retry: {reason}") if retry_failed
-                             else Decision(v, "skip", f"{state}: {reason} (use --retry-failed)"))
+                             else Decision(v, "skip", f"{run.state}: {reason} (use --retry-failed)"))
         else:
             decisions.append(Decision(v, "submit", "new"))
     return decisions
 
 
-def _still_active(status: dict[str, Any]) -> bool:
-    """Whether the run's last job may still be running (a lost job counts as failed)."""
-    if status.get("executor") == "slurm":
-        ids = [str(j) for j in status.get("job_ids") or []][-1:]
-        if not ids:
-            return True
-        # the snapshot may predate the job: only its "still there" is taken without asking again
-        return ids[0] in queued_slurm_ids() or bool(alive_slurm_jobs(ids))
-    pid = status.get("launcher_pid") or status.get("pid")
-    if pid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, 0)
-            return True
-        return False
-    return True
-
-
-def sacct_state(job_id: str) -> tuple[str, str] | None:
-    """(state, reason) of a SLURM job from accounting, e.g. ("CANCELLED", "cancelled by 0")."""
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State,Reason,ExitCode"],
-                             capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = [l for l in out.splitlines() if l.strip()]
-    if not lines:
-        return None
-    state, reason, code = (lines[-1].split("|") + ["", "", ""])[:3]
-    return state.strip(), f"{state.strip().lower()} (sacct; reason {reason or 'None'}, exit {code})"
-
-
-def effective_status(folder: Path) -> dict[str, Any]:
-    """The run's status from its folder first; for a run whose job is gone without saying so
-    (cancelled, killed, node failure), SLURM accounting's word second."""
-    status = store.read_status(folder)
-    if store.is_done(folder):
-        return status | {"state": "completed"}
-    if status.get("state") in ACTIVE and not _still_active(status):
-        ids = [str(j) for j in status.get("job_ids") or []]
-        found = sacct_state(ids[-1]) if ids and status.get("executor") == "slurm" else None
-        if found:
-            state, reason = found
-            if state.startswith("CANCELLED"):
-                return status | {"state": "cancelled", "error": reason}
-            if not state.startswith(("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING")):
-                return status | {"state": "failed", "error": status.get("error") or reason}
-            return status
-        return status | {"state": "failed", "error": status.get("error") or "job lost: no longer running"}
-    return status
-
-
 def wait(root: Path, variants: list[Variant], poll_s: float = 5.0, progress: bool = True,
-         timeout_s: float | None = None) -> dict[str, str]:
-    """Wait until every run is completed, failed or cancelled; a bar counts them. Returns the
-    final state of each run id."""
+         timeout_s: float | None = None) -> dict[str, store.State]:
+    """Wait until every run is completed, failed, cancelled or lost; a bar counts them. Returns
+    the final state of each run id."""
     from tqdm import tqdm
 
     start = time.time()
     bar = tqdm(total=len(variants), desc="runs finished", disable=not progress, dynamic_ncols=True)
+    folders = [store.run_dir(root, v.run_id) for v in variants]
     while True:
-        states = {v.run_id: effective_status(store.run_dir(root, v.run_id)).get("state", "pending")
-                  for v in variants}
-        done = sum(s in store.FINAL_STATES for s in states.values())
+        states = {v.run_id: run.state for v, run in zip(variants, store.run_states(folders))}
+        done = sum(s in store.FINAL for s in states.values())
         bar.n = done
         counts: dict[str, int] = {}
         for s in states.values():
@@ -283,7 +198,9 @@ def slurm_executor(folder: Path, r: Resources) -> submitit.AutoExecutor:
 
 
 def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOptions,
-           log: Any = print) -> LaunchReport:
+           log: Any = print, record: dict[str, Any] | None = None) -> LaunchReport:
+    """Submit the variants not yet done; ``record``: the study-level fields of the index
+    (``study.spec.record.study_record``; None: the spec's, without profile or --set)."""
     if opts.executor not in EXECUTORS:
         raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
     if opts.dry_run:  # reads only: no lock file, no run folder
@@ -294,19 +211,36 @@ def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOpt
         todo = report.submitted
         if not todo:
             return report
-        store.write_index(root, spec.study, variants, spec=str(spec.path))
+        store.write_index(root, spec.study, variants,
+                          **(record if record is not None else study_record(spec, variants)))
         folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config), todo)))
         logs = store.study_dir(root, spec.study) / "logs"
-        jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue) for v in todo]
+        parallel, threads = _local_share(opts) if opts.executor == "local" else (1, None)
+        jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue, threads) for v in todo]
         if opts.executor == "slurm":
             _submit_slurm(report, todo, jobs, folders, logs, opts.resources, log)
             return report
         # marked while the lock is held: a second launch that takes the lock next skips them
+        host = socket.gethostname()
         _each(lambda v: store.update_status(folders[v.run_id], state="submitted", executor=opts.executor,
-                                            launcher_pid=os.getpid(), error=None, reason=None), todo)
+                                            launcher_pid=os.getpid(), launcher_host=host, error=None,
+                                            reason=None), todo)
     # local and debug run outside the lock: their runs are marked submitted by a live launcher
-    _run_here(report, todo, jobs, folders, logs, opts, log)
+    _run_here(report, todo, jobs, folders, logs, opts, parallel, log)
     return report
+
+
+def _local_share(opts: LaunchOptions) -> tuple[int, int]:
+    """(jobs at once, torch threads of each) for the local executor: at most --max-parallel,
+    and as many as the GPUs allow; the cores split between them (oversubscribed cores make
+    torch's thread pools spin against each other)."""
+    import torch
+
+    parallel = max(1, opts.max_parallel)
+    visible = torch.cuda.device_count()
+    if opts.resources.gpus and visible:
+        parallel = min(parallel, max(1, visible // opts.resources.gpus))
+    return parallel, max(1, (os.cpu_count() or 1) // parallel)
 
 
 def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
@@ -321,10 +255,7 @@ def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob],
 
         def record(item: tuple[int, Any]) -> None:
             i, job = item
-            folder = folders[todo[i].run_id]
-            status = store.read_status(folder)
-            store.update_status(folder, state="submitted", executor="slurm",
-                                job_ids=list(status.get("job_ids") or []) + [str(job.job_id)],
+            store.append_job_id(folders[todo[i].run_id], str(job.job_id), state="submitted", executor="slurm",
                                 log=str(job.paths.stderr), error=None, reason=None)
 
         _each(record, list(zip(chunk, submitted)))
@@ -334,13 +265,13 @@ def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob],
 
 
 def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
-              logs: Path, opts: LaunchOptions, log: Any) -> None:
+              logs: Path, opts: LaunchOptions, parallel: int, log: Any) -> None:
     if opts.executor == "debug":
-        ex = submitit.AutoExecutor(folder=logs / "debug", cluster="debug")
+        debug = submitit.AutoExecutor(folder=logs / "debug", cluster="debug")
         for v, job in zip(todo, jobs):
             log(f"[{v.index}] {v.name} ({v.run_id})")
             try:
-                ex.submit(job).result()
+                debug.submit(job).result()
             except Exception as e:  # a failed variant never stops the others
                 report.failed[v.run_id] = f"{type(e).__name__}: {e}"
                 log(f"  failed: {report.failed[v.run_id]}")
@@ -350,11 +281,6 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
     gpus = opts.resources.gpus
     import torch
     visible = list(range(torch.cuda.device_count()))
-    parallel = max(1, opts.max_parallel)
-    if gpus and visible:
-        parallel = min(parallel, max(1, len(visible) // gpus))
-    # Oversubscribed cores make torch's thread pools spin against each other: split them.
-    os.environ[THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // parallel))
     pending = list(zip(todo, jobs))
     running: list[tuple[Variant, Any, list[int]]] = []
     free = list(visible)
@@ -365,9 +291,7 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
             ex.update_parameters(timeout_min=opts.resources.timeout_min, gpus_per_node=len(mine),
                                  tasks_per_node=1, visible_gpus=tuple(mine))
             handle = ex.submit(job)
-            previous = list(store.read_status(folders[v.run_id]).get("job_ids") or [])
-            store.update_status(folders[v.run_id], job_ids=previous + [str(handle.job_id)],
-                                log=str(handle.paths.stderr))
+            store.append_job_id(folders[v.run_id], str(handle.job_id), log=str(handle.paths.stderr))
             report.job_ids[v.run_id] = str(handle.job_id)
             running.append((v, handle, mine))
             log(f"[{v.index}] {v.name} ({v.run_id}) started as job {handle.job_id}")

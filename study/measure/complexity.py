@@ -40,21 +40,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from study.config import MODEL_PRESETS, ModelConfig, model_preset
+from study.config import ModelConfig, autoencoder_args, model_preset
+from study.models import registry
 from study.models.autoencoder import build_autoencoder, build_encoder
 from study.paper import paper_table
 
-MODELS = tuple(MODEL_PRESETS)
+MODELS = tuple(registry.PRESETS)
 PRECISIONS = ("fp32", "bf16")
 BASELINE = "SD-VAE"
-# Our preset names -> the `encoder` column of the paper's Table 3 (VAE-Small is not in it).
-PAPER_NAMES = {
-    "SD-VAE": "VAE (SD-VAE encoder)",
-    "LiteVAE-S": "LiteVAE-S",
-    "LiteVAE-B": "LiteVAE-B",
-    "LiteVAE-M": "LiteVAE-M",
-    "LiteVAE-L": "LiteVAE-L",
-}
+COMPLEXITY_TABLE = "3"
 KEYS = ("model", "encoder_params", "decoder_params", "encoder_gmacs", "throughput_img_s",
         "peak_mem_mb", "device", "resolution", "batch")
 
@@ -71,7 +65,7 @@ def count_parameters(*modules: nn.Module) -> int:
 
 
 def model_config(name: str) -> ModelConfig:
-    if name not in MODEL_PRESETS:
+    if name not in registry.PRESETS:
         raise ComplexityError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
     return model_preset(name).model
 
@@ -79,7 +73,7 @@ def model_config(name: str) -> ModelConfig:
 def parameter_counts(model_cfg: ModelConfig) -> tuple[int, int]:
     """(encoder params incl. quant conv, decoder params incl. post-quant conv)."""
     with torch.device("meta"):
-        model = build_autoencoder(model_cfg)
+        model = build_autoencoder(autoencoder_args(model_cfg))
     return count_parameters(*model.encoder_modules()), count_parameters(*model.decoder_modules())
 
 
@@ -87,7 +81,7 @@ def encoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
     """Multiply-accumulates of encoding one resolution x resolution image (FLOPs / 2)."""
     _check_resolution(resolution)
     with torch.device("meta"):
-        model = build_autoencoder(model_cfg)
+        model = build_autoencoder(autoencoder_args(model_cfg))
         x = torch.empty(1, 3, resolution, resolution)
         with FlopCounterMode(display=False) as counter:
             model.encode(x)
@@ -217,9 +211,10 @@ def time_encoder(encoder: nn.Module, x: torch.Tensor, repeats: int, warmup: int,
 
 def encoder_path(model_cfg: ModelConfig) -> nn.Module:
     """What ``Autoencoder.encode`` runs, without building the decoder: encoder [+ quant conv]."""
-    encoder = build_encoder(model_cfg)
-    if model_cfg.quant_conv:
-        nz = model_cfg.latent_channels
+    args = autoencoder_args(model_cfg)
+    encoder = build_encoder(args.encoder, args.latent_channels)
+    if args.quant_conv:
+        nz = args.latent_channels
         return nn.Sequential(encoder, nn.Conv2d(2 * nz, 2 * nz, 1))
     return encoder
 
@@ -257,7 +252,7 @@ def measure_model(cfg: ModelConfig, name: str, resolution: int = 256, batch: int
 
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    encoder = encoder_path(cfg).to(dev, memory_format=memory_format).eval()
+    encoder = encoder_path(cfg).to(dev).to(memory_format=memory_format).eval()
     x = (torch.rand(batch, 3, resolution, resolution, device=dev) * 2 - 1).contiguous(
         memory_format=memory_format)
     peak = peak_memory_mb(encoder, x, precision)     # also a warm-up pass
@@ -295,10 +290,12 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------------
 # Table 3 with the paper's numbers beside ours
 # --------------------------------------------------------------------------------------------
-def _paper_rows() -> dict[str, dict[str, Any]]:
-    table = paper_table("3")
+def paper_rows() -> dict[str, dict[str, Any]]:
+    """Preset name -> its row of the paper's Table 3 (the registry's label finds it)."""
+    table = paper_table(COMPLEXITY_TABLE)
     by_encoder = {row["encoder"]: row for row in table.to_dict("records")}
-    return {ours: by_encoder[theirs] for ours, theirs in PAPER_NAMES.items() if theirs in by_encoder}
+    return {ours: by_encoder[label] for ours, label in registry.paper_labels(COMPLEXITY_TABLE).items()
+            if label in by_encoder}
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -317,7 +314,7 @@ def _ratio(a: Any, b: Any) -> float | None:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Table 3 as a Markdown table: ours | paper for parameters, GMACs, throughput and memory,
     and throughput / memory relative to SD-VAE (ours from the same run | the paper's)."""
-    paper = _paper_rows()
+    paper = paper_rows()
     ours_base = next((r for r in rows if r["model"] == BASELINE), None)
     paper_base = paper.get(BASELINE, {})
     header = ["model", "enc. params M", "paper", "dec. params M", "GMACs", "paper",
@@ -346,17 +343,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                      "one Quadro RTX 6000; GMACs at 256x256 (reported as GFLOPS).")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":   # a convenience; the command line is `run_study.py complexity`
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Table 3: encoder complexity")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--json", action="store_true")
-    a = parser.parse_args()
-    result = complexity_rows(a.models, a.resolution, a.batch, a.device, a.precision)
-    print(to_json(result) if a.json else format_table(result))

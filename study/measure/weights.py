@@ -1,6 +1,6 @@
 """Weights the metrics need, staged for offline compute nodes.
 
-Three files are downloaded by the libraries the metrics use, at first use, from the internet:
+Four files are downloaded by the libraries the metrics and losses use, at first use, from the internet:
 
 ============  =============================================  ===========================
 name          file                                           used by
@@ -8,6 +8,7 @@ name          file                                           used by
 inception     weights-inception-2015-12-05-6726825d.pth      rFID (torch-fidelity, pool3)
 alexnet       alexnet-owt-7be5be79.pth                       LPIPS, net="alex" (eval)
 vgg16         vgg16-397923af.pth                             LPIPS, net="vgg" (training loss)
+vgg19         vgg19-dcbb9e9d.pth                             ESRGAN perceptual loss (Table 14)
 ============  =============================================  ===========================
 
 Compute nodes usually have no network, so ``python run_study.py weights fetch [--dir D]`` downloads
@@ -26,9 +27,14 @@ Hashes: the full sha256 of each file is pinned below. torch hub names its files 
 hex digits of the sha256>.pth`` (torchvision's ``check_hash`` verifies that prefix); torch-fidelity
 follows the convention for its Inception file but does not check it. The full digests were
 established from several independent public projects that pin the same files, and each agrees
-with the prefix in the file name; we verify the full digest.
+with the prefix in the file name; we verify the full digest. One exception: for ``vgg19`` (the
+ESRGAN perceptual loss, a training loss, not an evaluation metric) no full digest could be
+established offline, so its entry pins the 8-digit prefix of torch hub's file name and is verified
+exactly as torchvision's own ``check_hash`` verifies it (``WeightFile.matches``); replace it with the
+full digest once one is at hand (``sha256sum vgg19-dcbb9e9d.pth`` of a fetched copy).
 
-Custom files (``$LITEVAE_INCEPTION_WEIGHTS``, ``$LITEVAE_ALEXNET_WEIGHTS``, ``$LITEVAE_VGG16_WEIGHTS``):
+Custom files (``$LITEVAE_INCEPTION_WEIGHTS``, ``$LITEVAE_ALEXNET_WEIGHTS``, ``$LITEVAE_VGG16_WEIGHTS``,
+``$LITEVAE_VGG19_WEIGHTS``):
 a path used as-is instead of the staged file, e.g. weights converted by hand, or the randomly
 initialised Inception the tests build. Such a file is not checked against the pinned digest; its own
 sha256 goes into the evaluation protocol, so its records never share an id with official ones.
@@ -64,6 +70,11 @@ class WeightFile:
     def override_env(self) -> str:
         return f"LITEVAE_{self.name.upper()}_WEIGHTS"
 
+    def matches(self, digest: str) -> bool:
+        """A full pin (64 hex digits) must equal ``digest``; a prefix pin (torch hub's 8 digits in
+        the file name) must start it, which is what torchvision's ``check_hash`` checks."""
+        return digest == self.sha256 if len(self.sha256) == 64 else digest.startswith(self.sha256)
+
 
 REGISTRY: dict[str, WeightFile] = {w.name: w for w in (
     WeightFile(
@@ -85,6 +96,13 @@ REGISTRY: dict[str, WeightFile] = {w.name: w for w in (
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", 553_433_881,
         "LPIPS backbone, net='vgg' (training loss; evaluation with eval.lpips_net=vgg)"),
+    WeightFile(
+        "vgg19", "vgg19-dcbb9e9d.pth",
+        # torchvision.models.VGG19_Weights.IMAGENET1K_V1.url; a prefix pin (see the module docstring);
+        # size: torchvision's meta _file_size, 548.051 MiB, in bytes to that rounding
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "dcbb9e9d", 574_673_125,
+        "ESRGAN perceptual loss, VGG19 conv5_4 before activation (loss.perceptual=esrgan)"),
 )}
 
 # The lpips package's net name -> the registry entry of its torchvision backbone.
@@ -165,7 +183,7 @@ def check(directory: str | Path | None = None, names: Iterable[str] | None = Non
         if not path.is_file():
             state = "missing"
         else:
-            state = "present" if sha256_file(path) == w.sha256 else "corrupt"
+            state = "present" if w.matches(sha256_file(path)) else "corrupt"
         rows.append(Entry(name, path, state))
     return rows
 
@@ -233,7 +251,7 @@ def fetch(directory: str | Path | None = None, names: Iterable[str] | None = Non
             raise KeyError(f"unknown weights {name!r}; known: {', '.join(registry)}")
         w = registry[name]
         path = folder / w.filename
-        if path.is_file() and sha256_file(path) == w.sha256:
+        if path.is_file() and w.matches(sha256_file(path)):
             results.append(FetchResult(name, path, "present"))
             continue
         try:
@@ -271,7 +289,7 @@ def _download(w: WeightFile, path: Path, timeout: float, progress: bool, opener:
                              f"here, or copy {w.filename} into {path.parent}, or point "
                              f"${WEIGHTS_ENV} at a staged copy)") from None
         got = digest.hexdigest()
-        if got != w.sha256:
+        if not w.matches(got):
             raise FetchError(f"downloaded {w.url} but its sha256 is {got}, expected {w.sha256}; "
                              "the file was discarded")
         os.replace(tmp, path)
@@ -314,7 +332,7 @@ def copy_into(src: str | Path, directory: str | Path | None = None) -> list[Fetc
         candidate = src / w.filename
         if not candidate.is_file():
             continue
-        if sha256_file(candidate) != w.sha256:
+        if not w.matches(sha256_file(candidate)):
             results.append(FetchResult(name, folder / w.filename, "failed",
                                        f"{candidate}: sha256 is not the pinned {w.sha256}"))
             continue
@@ -355,7 +373,7 @@ def resolve(name: str, directory: str | Path | None = None) -> Resolved:
             f"{w.filename} not found in {folder} (needed for {w.used_by}); "
             f"run `{FETCH_HINT}{flag}` where there is network access", name=name, path=path)
     got = sha256_file(path)
-    if got != w.sha256:
+    if not w.matches(got):
         raise CorruptWeightsError(
             f"{path} is corrupt (sha256 {got[:16]}..., expected {w.sha256[:16]}...); "
             f"delete it and run `{FETCH_HINT}{flag}`", name=name, path=path)

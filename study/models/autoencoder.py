@@ -4,21 +4,25 @@ Gaussian posterior over an nz x H/8 x W/8 latent, and the SD decoder (Sec. 3, Eq
     x in [-1, 1] --encoder--> (mean, log-variance) --[1x1 quant conv]--> q(z|x)
     z ~ q(z|x) (or its mean) --[1x1 post-quant conv]--> decoder --> x_hat
 
-The 1x1 quant / post-quant convs of LDM are optional (``ModelConfig.quant_conv``): Table 17 shows
-they hurt LiteVAE, so its presets leave them out; the SD-VAE presets keep them, as LDM does.
+The 1x1 quant / post-quant convs of LDM are optional (``AutoencoderArgs.quant_conv``): Table 17
+shows they hurt LiteVAE, so its presets leave them out; the SD-VAE presets keep them, as LDM does.
+
+The builders take plain arguments (arguments.py): ``build_autoencoder(registry.preset_args(
+"LiteVAE-B"))`` is the paper's LiteVAE-B; ``study.config.autoencoder_args`` composes them from an
+experiment's config.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from study.config import ModelConfig
-from study.models.litevae import (LITEVAE_PRESETS, EncoderConfigError, InputShapeError,
-                                  LiteVAEEncoder, check_input)
-from study.models.sdvae import SD_ENCODER_WIDTHS, SDDecoder, SDEncoder
+from study.models.arguments import AutoencoderArgs, DecoderArgs, EncoderArgs, LiteVAEArgs, SDEncoderArgs
+from study.models.litevae import EncoderConfigError, InputShapeError, LiteVAEEncoder, check_input
+from study.models.registry import preset_args
+from study.models.sdvae import SDDecoder, SDEncoder
 
 __all__ = ["Autoencoder", "DiagonalGaussian", "EncoderConfigError", "InputShapeError",
-           "build_autoencoder", "build_encoder", "build_decoder"]
+           "build_autoencoder", "build_encoder", "build_decoder", "build_preset"]
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
@@ -76,7 +80,9 @@ class Autoencoder(nn.Module):
     @property
     def last_layer(self) -> Tensor:
         """The decoder's final conv weight (the adaptive adversarial weight of Eq. 2 uses it)."""
-        return self.decoder.conv_out.weight
+        weight = self.decoder.conv_out.weight
+        assert isinstance(weight, Tensor)
+        return weight
 
     def encoder_modules(self) -> list[nn.Module]:
         """What runs in ``encode``: the encoder and the quant conv (counted as encoder params)."""
@@ -87,33 +93,32 @@ class Autoencoder(nn.Module):
         return [self.post_quant_conv, self.decoder]
 
 
-def build_encoder(model_cfg: ModelConfig) -> nn.Module:
-    """The encoder ``model_cfg.encoder`` describes, with 2 * latent_channels outputs."""
-    enc, nz = model_cfg.encoder, model_cfg.latent_channels
-    if enc.kind == "litevae":
-        if enc.preset not in LITEVAE_PRESETS:
-            raise EncoderConfigError(f"unknown LiteVAE preset {enc.preset!r}; allowed: "
-                                     + ", ".join(LITEVAE_PRESETS))
-        return LiteVAEEncoder(nz, LITEVAE_PRESETS[enc.preset], levels=tuple(enc.levels),
-                              wavelet=enc.wavelet, aggregator=enc.aggregator,
-                              shared_extractors=enc.shared_extractors,
-                              num_res_blocks=enc.num_res_blocks, dropout=enc.dropout)
-    if enc.kind == "sdvae":
-        if enc.sd_width not in SD_ENCODER_WIDTHS:
-            raise EncoderConfigError(f"unknown SD encoder width {enc.sd_width!r}; allowed: "
-                                     + ", ".join(SD_ENCODER_WIDTHS))
-        channels, mult = SD_ENCODER_WIDTHS[enc.sd_width]
-        return SDEncoder(nz, channels, mult, dropout=enc.dropout)
-    raise EncoderConfigError(f"unknown encoder kind {enc.kind!r}; allowed: litevae, sdvae")
+def build_encoder(args: EncoderArgs, latent_channels: int) -> nn.Module:
+    """The encoder ``args`` describe, with 2 * latent_channels outputs (mean, log-variance)."""
+    if isinstance(args, LiteVAEArgs):
+        return LiteVAEEncoder(latent_channels, args.widths, levels=tuple(args.levels),
+                              wavelet=args.wavelet, aggregator=args.aggregator,
+                              shared_extractors=args.shared_extractors,
+                              num_res_blocks=args.num_res_blocks, dropout=args.dropout)
+    if isinstance(args, SDEncoderArgs):
+        return SDEncoder(latent_channels, args.channels, tuple(args.channel_mult),
+                         args.num_res_blocks, dropout=args.dropout)
+    raise EncoderConfigError(f"no encoder is built from {type(args).__name__}; "
+                             "allowed: LiteVAEArgs, SDEncoderArgs")
 
 
-def build_decoder(model_cfg: ModelConfig) -> SDDecoder:
-    dec = model_cfg.decoder
-    return SDDecoder(model_cfg.latent_channels, dec.channels, tuple(dec.channel_mult),
-                     dec.blocks_per_level, dec.mid_attention, dec.norm)
+def build_decoder(args: DecoderArgs, latent_channels: int) -> SDDecoder:
+    return SDDecoder(latent_channels, args.channels, tuple(args.channel_mult),
+                     args.blocks_per_level, args.mid_attention, args.norm)
 
 
-def build_autoencoder(model_cfg: ModelConfig) -> Autoencoder:
-    """The autoencoder a ``ModelConfig`` describes (see study.config.MODEL_PRESETS)."""
-    return Autoencoder(build_encoder(model_cfg), build_decoder(model_cfg),
-                       model_cfg.latent_channels, model_cfg.quant_conv)
+def build_autoencoder(args: AutoencoderArgs) -> Autoencoder:
+    """The autoencoder ``args`` describe (``study.config.autoencoder_args`` composes them)."""
+    nz = args.latent_channels
+    return Autoencoder(build_encoder(args.encoder, nz), build_decoder(args.decoder, nz), nz,
+                       args.quant_conv)
+
+
+def build_preset(name: str, latent_channels: int = 4) -> Autoencoder:
+    """The paper's model ``name`` (a key of ``registry.PRESETS``) with the SD decoder."""
+    return build_autoencoder(preset_args(name, latent_channels))

@@ -1,4 +1,5 @@
-"""The LiteVAE encoder (Sec. 3.1-3.2, Fig. 2; presets from Tables 23 and 24).
+"""The LiteVAE encoder (Sec. 3.1-3.2, Fig. 2; the widths of its sizes S/B/M/L, Tables 23 and 24,
+are in registry.py).
 
     x in [-1, 1] --Haar DWT--> for each level l: [LL_l, details_l] / 2^l   (12 channels, H/2^l)
                  --F_l (feature-extraction UNet)--> 12 channels, H/2^l
@@ -19,12 +20,11 @@ wavelet family (Haar in the paper).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from study.models.arguments import LiteVAEWidths
 from study.models.blocks import ResBlock, group_norm, norm_silu
 from study.models.vit import ViTAggregator
 from study.models.wavelets import DWT
@@ -45,25 +45,6 @@ def check_input(x: Tensor, factor: int = DOWNSAMPLING) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % factor or x.shape[-1] % factor:
         raise InputShapeError(f"expected N x 3 x H x W with H, W multiples of {factor}, "
                               f"got {tuple(x.shape)}")
-
-
-# --------------------------------------------------------------------------------------------
-# presets, Tables 23 and 24
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LiteVAEPreset:
-    extractor_channels: int
-    extractor_mult: tuple[int, ...]
-    aggregator_channels: int
-    aggregator_mult: tuple[int, ...]
-
-
-LITEVAE_PRESETS = {
-    "S": LiteVAEPreset(16, (1, 2, 2), 16, (1, 2, 2)),
-    "B": LiteVAEPreset(32, (1, 2, 3), 32, (1, 2, 3)),
-    "M": LiteVAEPreset(64, (1, 2, 4), 32, (1, 2, 3)),
-    "L": LiteVAEPreset(64, (1, 2, 4), 64, (1, 2, 4)),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +92,7 @@ class FeatureUNet(nn.Module):
 class LiteVAEEncoder(nn.Module):
     """Image (N, 3, H, W) -> moments (N, 2*nz, H/8, W/8) (Fig. 2).
 
+    ``widths``: F_l and F_agg channels and multipliers (``registry.litevae_widths("B")``).
     ``levels``: the Haar levels that feed the encoder (default 1, 2, 3; Table 21 uses 2, 3).
     ``shared_extractors``: one F shared by every level instead of one per level (Table 19).
     ``aggregator``: "unet" (the paper) or "vit" (Table 20; see vit.py).
@@ -118,7 +100,7 @@ class LiteVAEEncoder(nn.Module):
     extension so that level l is exactly H/2^l.
     """
 
-    def __init__(self, latent_channels: int = 4, preset: LiteVAEPreset = LITEVAE_PRESETS["B"],
+    def __init__(self, latent_channels: int, widths: LiteVAEWidths,
                  levels: tuple[int, ...] = (1, 2, 3), wavelet: str = "haar",
                  aggregator: str = "unet", shared_extractors: bool = False,
                  num_res_blocks: int = 2, dropout: float = 0.0):
@@ -131,8 +113,8 @@ class LiteVAEEncoder(nn.Module):
                        mode="zero" if wavelet == "haar" else "periodization")
 
         def extractor() -> FeatureUNet:
-            return FeatureUNet(BANDS_PER_LEVEL, BANDS_PER_LEVEL, preset.extractor_channels,
-                               preset.extractor_mult, num_res_blocks, dropout)
+            return FeatureUNet(BANDS_PER_LEVEL, BANDS_PER_LEVEL, widths.extractor_channels,
+                               widths.extractor_mult, num_res_blocks, dropout)
 
         self.shared_extractors = shared_extractors
         self.extractors = nn.ModuleList(
@@ -141,7 +123,7 @@ class LiteVAEEncoder(nn.Module):
         agg_in = BANDS_PER_LEVEL * len(self.levels)
         if aggregator == "unet":
             self.aggregator: nn.Module = FeatureUNet(
-                agg_in, 2 * latent_channels, preset.aggregator_channels, preset.aggregator_mult,
+                agg_in, 2 * latent_channels, widths.aggregator_channels, widths.aggregator_mult,
                 num_res_blocks, dropout)
         elif aggregator == "vit":
             self.aggregator = ViTAggregator(agg_in, 2 * latent_channels)

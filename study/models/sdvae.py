@@ -9,11 +9,11 @@ it; 135.59 G multiply-accumulates at 256x256, the paper's "GFLOPS"):
     conv to 2*nz.
 
 VAE-Small (Table 2b, about 6.75 M; paper gap, its widths are not given): the same structure with
-base width 64 and multipliers (1, 1, 3, 4), i.e. level widths 64 / 64 / 192 / 256, which gives
-6,733,776 parameters with the quant conv (nz = 4): within 0.25 % of LiteVAE-B's 6.75 M, the model
-it is compared with. Every width is a multiple of 32, so GroupNorm(32) holds throughout. (A
-uniform narrowing of (1, 2, 4, 4) cannot hit 6.75 M with GroupNorm-friendly widths: base 56
-gives 6.56 M.)
+base width 64 and multipliers (1, 1, 3, 4), i.e. level widths 64 / 64 / 192 / 256 (both encoders'
+widths are entries of registry.py), which gives 6,733,776 parameters with the quant conv
+(nz = 4): within 0.25 % of LiteVAE-B's 6.75 M, the model it is compared with. Every width is a
+multiple of 32, so GroupNorm(32) holds throughout. (A uniform narrowing of (1, 2, 4, 4) cannot
+hit 6.75 M with GroupNorm-friendly widths: base 56 gives 6.56 M.)
 
 Decoder (49.49 M parameters, nz = 4: 49,490,179 without the 1x1 post-quant conv, 49,490,199 with):
     3x3 conv nz -> ch*4 (512); mid: ResBlock -> attention -> ResBlock; for the multipliers in
@@ -31,14 +31,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.models.blocks import (AttentionBlock, Norm, ResBlock, check_norm, norm_conv,
-                                 norm_silu)
-
-# Encoder widths by EncoderConfig.sd_width: (base channels, channel multipliers).
-SD_ENCODER_WIDTHS = {
-    "full": (128, (1, 2, 4, 4)),      # LDM KL-f8
-    "small": (64, (1, 1, 3, 4)),      # VAE-Small, our choice (see the module docstring)
-}
+from study.models.blocks import AttentionBlock, Norm, ResBlock, check_norm, norm_conv, norm_silu
 
 
 class Downsample(nn.Module):

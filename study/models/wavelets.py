@@ -153,7 +153,7 @@ class DWT(nn.Module):
         """[(LL_l, bands_l) for l = 1..levels]: LL_l is (N,C,h_l,w_l), bands_l (N,C,3,h_l,w_l)."""
         out = []
         for _ in range(self.levels):
-            if self.fast_haar:
+            if self.step is None:   # the Haar fast path
                 if self.mode == "periodization" and (x.shape[-2] % 2 or x.shape[-1] % 2):
                     raise UnknownWavelet("the Haar fast path supports periodization on even sizes only")
                 x, bands = haar_step(x)

@@ -2,8 +2,11 @@
 seeds and a profile; each variant with its resolved config, stable id and readable name.
 
 Order of application for one variant: config defaults, the base file, ``set``, the row's axis
-values (or the named variant's overrides), the profile, the seed. Two variants with the same
-resolved config are one run: the later one is dropped and named as an alias of the first.
+values (or the named variant's overrides), the profile, the command line's ``--set``, the seed.
+The seeds are the study's ``seeds`` list, unless the profile or ``--set`` names a ``seed``: that
+one replaces the list (``--set seed=77`` runs every variant once, with seed 77). Two variants
+with the same resolved config are one run: the later one is dropped and named as an alias of
+the first.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from study import config as C
-from study.spec.studyfile import PRESET_KEY, StudySpec, StudySpecError, resolve, with_profile
+from study.spec.studyfile import PRESET_KEY, SEED_KEY, StudySpec, StudySpecError, resolve, with_profile
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,6 @@ class Variant:
     config: C.ExperimentConfig
     source: str                   # "grid", "variant" (named) or "base"
     aliases: tuple[str, ...] = field(default=())
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/s{self.seed}"
 
 
 def format_value(value: Any) -> str:
@@ -80,8 +79,12 @@ def _varied(spec: StudySpec) -> list[str]:
 
 def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | None = None) -> list[Variant]:
     """Every concrete variant of the study (times seeds), in a stable order. ``extra`` overrides
-    (from the command line's --set) apply after the profile."""
+    (from the command line's --set) apply after the profile; a ``seed`` in either replaces the
+    study's seeds list."""
     profile_overrides = resolve(with_profile(spec, profile)) | resolve(extra or {})
+    seeds = spec.seeds
+    if SEED_KEY in profile_overrides:
+        seeds = (profile_overrides.pop(SEED_KEY),)
     fixed = resolve(spec.base) | resolve(spec.set)
     varied = _varied(spec)
     shorts = short_keys(varied)
@@ -111,7 +114,7 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
         if name in names:
             raise StudySpecError(spec.path, where, name, "variant names distinct from the grid's names")
         names.add(name)
-        for seed in spec.seeds:
+        for seed in seeds:
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
             rid = C.run_id(cfg)
             if rid in by_id:

@@ -12,7 +12,6 @@ applied before the other keys of its mapping.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ STUDY_NAME = re.compile(r"^[a-z0-9_-]+$")
 TOP_KEYS = ("study", "description", "paper", "base", "set", "grid", "zip", "variants", "exclude",
             "seeds", "profiles", "resources")
 PRESET_KEY = "preset"
+SEED_KEY = "seed"  # set by the top-level `seeds` list (or a profile / --set, which replace it)
 
 
 class StudySpecError(ValueError):
@@ -119,16 +119,34 @@ _StrictLoader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def read_yaml(path: Path) -> Any:
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text (YAML's encoding; the locale's does not matter), or StudySpecError
+    naming the file and the line of the first byte that is not UTF-8 (a binary file, or text
+    saved in Latin-1 or another legacy encoding)."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise StudySpecError(path, "<file>", str(path), f"a readable study file ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark, if any, is not part of the text
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise StudySpecError(path, f"line {line}", f"byte 0x{data[e.start]:02x}, not UTF-8 text",
+                             "a UTF-8 text file (a binary file, or text in another encoding such "
+                             "as Latin-1: save it as UTF-8)") from None
+
+
+def read_yaml(path: Path) -> Any:
+    text = _read_text(path)
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKey as e:
         raise StudySpecError(path, str(e.key), f"a second {e.key!r} at line {e.line}",
                              "each key once per mapping") from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
+        line = text[:e.position].count("\n") + 1
+        raise StudySpecError(path, f"line {line}", f"character {chr(e.character)!r}",
+                             "printable YAML text (no control characters)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "<file>"
@@ -184,11 +202,14 @@ def check_value(path: Path, where: str, key: str, value: Any) -> Any:
                                  + (C.suggest(value, C.MODEL_PRESETS) if isinstance(value, str) else ""))
         return value
     try:
-        return C.coerce(key, value, _KEYS[key])
+        coerced = C.coerce(key, value, _KEYS[key])
     except C.ConfigError as e:
         # e.key is ``key`` or a path below it (``train.stages[0].steps``): where + the rest
         sub = e.key[len(key):] if e.key.startswith(key) else f".{e.key}"
         raise StudySpecError(path, where + sub, e.value, e.allowed) from None
+    if key == SEED_KEY and coerced < 0:  # as the `seeds` list requires
+        raise StudySpecError(path, where, value, "a non-negative integer")
+    return coerced
 
 
 def _overrides(path: Path, where: str, mapping: Any) -> dict[str, Any]:
@@ -215,10 +236,26 @@ def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # the study file
 # --------------------------------------------------------------------------------------------
+def _refuse_seed(path: Path, where: str, key: str) -> None:
+    """``seed`` is the one key a study sets through its top-level ``seeds`` list: an override of
+    it in ``set``, the base file, a variant or an axis would be replaced by that list."""
+    if key == SEED_KEY:
+        raise StudySpecError(path, where, key, "config keys other than `seed` here; the study's seeds "
+                             "are its top-level `seeds` list (e.g. seeds: [0, 1, 2])")
+
+
+def _overrides_without_seed(path: Path, where: str, mapping: Any) -> dict[str, Any]:
+    out = _overrides(path, where, mapping)
+    if SEED_KEY in out:
+        _refuse_seed(path, f"{where}.{SEED_KEY}", SEED_KEY)
+    return out
+
+
 def _axis(path: Path, where: str, key: Any, values: Any, distinct: bool = True) -> tuple[str, list[Any]]:
     if not isinstance(key, str):
         raise StudySpecError(path, f"{where}.{key}", key, "a dotted config key")
     _check_key(path, f"{where}.{key}", key)
+    _refuse_seed(path, f"{where}.{key}", key)
     if not isinstance(values, list):
         raise StudySpecError(path, f"{where}.{key}", values, "a list of values for the axis")
     if not values:
@@ -236,13 +273,7 @@ def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study file; every problem is a StudySpecError."""
     path = Path(path)
     doc = read_yaml(path)
-    if not isinstance(doc, dict):
-        raise StudySpecError(path, "<top>", doc, "a mapping with keys " + ", ".join(TOP_KEYS))
-    for key in doc:
-        if key not in TOP_KEYS:
-            raise StudySpecError(path, str(key), doc[key], "top-level keys " + ", ".join(TOP_KEYS)
-                                 + C.suggest(str(key), TOP_KEYS))
-
+    _check_top(path, doc)
     study = doc.get("study")
     if not isinstance(study, str) or not STUDY_NAME.match(study):
         raise StudySpecError(path, "study", study, "a name of lowercase letters, digits, '_' and '-'")
@@ -250,43 +281,76 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(description, str):
         raise StudySpecError(path, "description", description, "a string")
 
-    base: dict[str, Any] = {}
-    if "base" in doc:
-        if not isinstance(doc["base"], str):
-            raise StudySpecError(path, "base", doc["base"], "a path to a base experiment file")
-        base_path = (path.parent / doc["base"]).resolve()
-        if not base_path.is_file():
-            raise StudySpecError(path, "base", doc["base"], f"an existing file (looked at {base_path})")
-        base_doc = read_yaml(base_path)
-        base = _overrides(base_path, "base", base_doc if base_doc is not None else {})
+    base = _base(path, doc["base"]) if "base" in doc else {}
+    fixed = _overrides_without_seed(path, "set", doc.get("set") or {}) if "set" in doc else {}
+    grid = _grid(path, doc["grid"]) if "grid" in doc else {}
+    zips = _zips(path, doc["zip"]) if "zip" in doc else []
+    _check_axes_vary_once(path, grid, zips, fixed)
+    variants = _variants(path, doc["variants"]) if "variants" in doc else {}
+    axis_values = grid | {k: v for group in zips for k, v in group.items()}
+    exclude = _exclude(path, doc["exclude"], axis_values) if "exclude" in doc else []
+    seeds = _seeds(path, doc["seeds"]) if "seeds" in doc else (0,)
+    profiles = _profiles(path, doc["profiles"]) if "profiles" in doc else {}
+    resources = _resources(path, doc["resources"]) if "resources" in doc else Resources()
+    paper = _paper(path, doc["paper"]) if "paper" in doc else None
+    if not grid and not zips and not variants and ("grid" in doc or "zip" in doc):
+        raise StudySpecError(path, "grid", {}, "at least one axis or named variant")
+    return StudySpec(path=path, study=study, description=description, paper=paper, base=base,
+                     set=fixed, grid=grid, zip=zips, variants=variants, exclude=exclude, seeds=seeds,
+                     profiles=profiles, resources=resources)
 
-    fixed = _overrides(path, "set", doc.get("set") or {}) if "set" in doc else {}
 
-    grid: dict[str, list[Any]] = {}
-    if "grid" in doc:
-        if not isinstance(doc["grid"], dict) or not doc["grid"]:
-            raise StudySpecError(path, "grid", doc["grid"], "a non-empty mapping of axis -> list of values")
-        for key, values in doc["grid"].items():
-            key, values = _axis(path, "grid", key, values)
-            grid[key] = values
+def _check_top(path: Path, doc: Any) -> None:
+    if not isinstance(doc, dict):
+        raise StudySpecError(path, "<top>", doc, "a mapping with keys " + ", ".join(TOP_KEYS))
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise StudySpecError(path, str(key), doc[key], "top-level keys " + ", ".join(TOP_KEYS)
+                                 + C.suggest(str(key), TOP_KEYS))
 
-    zips: list[dict[str, list[Any]]] = []
-    if "zip" in doc:
-        if not isinstance(doc["zip"], list) or not doc["zip"]:
-            raise StudySpecError(path, "zip", doc["zip"], "a non-empty list of mappings of axis -> values")
-        for i, group in enumerate(doc["zip"]):
-            where = f"zip[{i}]"
-            if not isinstance(group, dict) or not group:
-                raise StudySpecError(path, where, group, "a non-empty mapping of axis -> list of values")
-            checked = dict(_axis(path, where, k, v, distinct=False) for k, v in group.items())
-            lengths = {k: len(v) for k, v in checked.items()}
-            if len(set(lengths.values())) > 1:
-                raise StudySpecError(path, where, lengths, "axes of equal length (they vary in lock-step)")
-            rows = list(zip(*checked.values()))
-            for j, row in enumerate(rows):
-                if row in rows[:j]:
-                    raise StudySpecError(path, f"{where}[{j}]", dict(zip(checked, row)), "distinct rows")
-            zips.append(checked)
+
+def _base(path: Path, raw: Any) -> dict[str, Any]:
+    """The base experiment file's overrides (its path relative to the study file)."""
+    if not isinstance(raw, str):
+        raise StudySpecError(path, "base", raw, "a path to a base experiment file")
+    base_path = (path.parent / raw).resolve()
+    if not base_path.is_file():
+        raise StudySpecError(path, "base", raw, f"an existing file (looked at {base_path})")
+    base_doc = read_yaml(base_path)
+    return _overrides_without_seed(base_path, "base", base_doc if base_doc is not None else {})
+
+
+def _grid(path: Path, raw: Any) -> dict[str, list[Any]]:
+    if not isinstance(raw, dict) or not raw:
+        raise StudySpecError(path, "grid", raw, "a non-empty mapping of axis -> list of values")
+    return dict(_axis(path, "grid", key, values) for key, values in raw.items())
+
+
+def _zips(path: Path, raw: Any) -> list[dict[str, list[Any]]]:
+    """Groups of axes varied in lock-step: equal lengths, distinct rows."""
+    if not isinstance(raw, list) or not raw:
+        raise StudySpecError(path, "zip", raw, "a non-empty list of mappings of axis -> values")
+    zips = []
+    for i, group in enumerate(raw):
+        where = f"zip[{i}]"
+        if not isinstance(group, dict) or not group:
+            raise StudySpecError(path, where, group, "a non-empty mapping of axis -> list of values")
+        checked = dict(_axis(path, where, k, v, distinct=False) for k, v in group.items())
+        lengths = {k: len(v) for k, v in checked.items()}
+        if len(set(lengths.values())) > 1:
+            raise StudySpecError(path, where, lengths, "axes of equal length (they vary in lock-step)")
+        rows = list(zip(*checked.values()))
+        for j, row in enumerate(rows):
+            if row in rows[:j]:
+                raise StudySpecError(path, f"{where}[{j}]", dict(zip(checked, row)), "distinct rows")
+        zips.append(checked)
+    return zips
+
+
+def _check_axes_vary_once(path: Path, grid: dict[str, list[Any]], zips: list[dict[str, list[Any]]],
+                          fixed: dict[str, Any]) -> None:
+    """Each axis in one place only: not in the grid and a zip group, not in two groups, not
+    also fixed under ``set``."""
     seen_axes: list[str] = list(grid)
     for i, group in enumerate(zips):
         for key in group:
@@ -297,74 +361,70 @@ def load_spec(path: str | Path) -> StudySpec:
         if key in fixed:
             raise StudySpecError(path, f"grid.{key}", key, "a key not also fixed under `set`")
 
-    variants: dict[str, dict[str, Any]] = {}
-    if "variants" in doc:
-        if not isinstance(doc["variants"], dict) or not doc["variants"]:
-            raise StudySpecError(path, "variants", doc["variants"], "a non-empty mapping of name -> overrides")
-        for name, overrides in doc["variants"].items():
-            if not isinstance(name, str) or not STUDY_NAME.match(name):
-                raise StudySpecError(path, f"variants.{name}", name,
-                                     "a variant name of lowercase letters, digits, '_' and '-'")
-            variants[name] = _overrides(path, f"variants.{name}", overrides or {})
 
-    axis_values = {k: v for k, v in grid.items()} | {k: v for g in zips for k, v in g.items()}
-    exclude: list[dict[str, Any]] = []
-    if "exclude" in doc:
-        if not isinstance(doc["exclude"], list) or not doc["exclude"]:
-            raise StudySpecError(path, "exclude", doc["exclude"], "a non-empty list of mappings axis -> value")
-        for i, entry in enumerate(doc["exclude"]):
-            where = f"exclude[{i}]"
-            if not isinstance(entry, dict) or not entry:
-                raise StudySpecError(path, where, entry, "a non-empty mapping of axis -> value")
-            checked = {}
-            for key, value in entry.items():
-                if key not in axis_values:
-                    allowed = "an axis of grid or zip: " + (", ".join(axis_values) or "(none)")
-                    raise StudySpecError(path, f"{where}.{key}", key,
-                                         allowed + C.suggest(str(key), axis_values))
-                value = check_value(path, f"{where}.{key}", key, value)
-                if value not in axis_values[key]:
-                    raise StudySpecError(path, f"{where}.{key}", value,
-                                         "one of the axis values " + ", ".join(map(repr, axis_values[key])))
-                checked[key] = value
-            exclude.append(checked)
+def _variants(path: Path, raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict) or not raw:
+        raise StudySpecError(path, "variants", raw, "a non-empty mapping of name -> overrides")
+    variants = {}
+    for name, overrides in raw.items():
+        if not isinstance(name, str) or not STUDY_NAME.match(name):
+            raise StudySpecError(path, f"variants.{name}", name,
+                                 "a variant name of lowercase letters, digits, '_' and '-'")
+        variants[name] = _overrides_without_seed(path, f"variants.{name}", overrides or {})
+    return variants
 
-    seeds: tuple[int, ...] = (0,)
-    if "seeds" in doc:
-        raw = doc["seeds"]
-        if (not isinstance(raw, list) or not raw
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)):
-            raise StudySpecError(path, "seeds", raw, "a non-empty list of non-negative integers")
-        if len(set(raw)) != len(raw):
-            raise StudySpecError(path, "seeds", raw, "distinct seeds")
-        seeds = tuple(raw)
 
-    profiles: dict[str, dict[str, Any]] = {}
-    if "profiles" in doc:
-        if not isinstance(doc["profiles"], dict):
-            raise StudySpecError(path, "profiles", doc["profiles"], "a mapping of profile name -> overrides")
-        for name, overrides in doc["profiles"].items():
-            if not isinstance(name, str) or not STUDY_NAME.match(name):
-                raise StudySpecError(path, f"profiles.{name}", name, "a profile name of [a-z0-9_-]")
-            profiles[name] = _overrides(path, f"profiles.{name}", overrides or {})
+def _exclude(path: Path, raw: Any, axis_values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Exclusions: each a mapping of axes of grid or zip to one of their values."""
+    if not isinstance(raw, list) or not raw:
+        raise StudySpecError(path, "exclude", raw, "a non-empty list of mappings axis -> value")
+    exclude = []
+    for i, entry in enumerate(raw):
+        where = f"exclude[{i}]"
+        if not isinstance(entry, dict) or not entry:
+            raise StudySpecError(path, where, entry, "a non-empty mapping of axis -> value")
+        checked = {}
+        for key, value in entry.items():
+            if key not in axis_values:
+                allowed = "an axis of grid or zip: " + (", ".join(axis_values) or "(none)")
+                raise StudySpecError(path, f"{where}.{key}", key, allowed + C.suggest(str(key), axis_values))
+            value = check_value(path, f"{where}.{key}", key, value)
+            if value not in axis_values[key]:
+                raise StudySpecError(path, f"{where}.{key}", value,
+                                     "one of the axis values " + ", ".join(map(repr, axis_values[key])))
+            checked[key] = value
+        exclude.append(checked)
+    return exclude
 
-    resources = Resources()
-    if "resources" in doc:
-        try:
-            resources = C.coerce("resources", doc["resources"], Resources)
-        except C.ConfigError as e:
-            raise StudySpecError(path, e.key, e.value, e.allowed) from None
-        _check_resources(path, resources)
 
-    paper = None
-    if "paper" in doc:
-        paper = _paper(path, doc["paper"])
+def _seeds(path: Path, raw: Any) -> tuple[int, ...]:
+    if (not isinstance(raw, list) or not raw
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)):
+        raise StudySpecError(path, "seeds", raw, "a non-empty list of non-negative integers")
+    if len(set(raw)) != len(raw):
+        raise StudySpecError(path, "seeds", raw, "distinct seeds")
+    return tuple(raw)
 
-    if not grid and not zips and not variants and ("grid" in doc or "zip" in doc):
-        raise StudySpecError(path, "grid", {}, "at least one axis or named variant")
-    return StudySpec(path=path, study=study, description=description, paper=paper, base=base,
-                     set=fixed, grid=grid, zip=zips, variants=variants, exclude=exclude, seeds=seeds,
-                     profiles=profiles, resources=resources)
+
+def _profiles(path: Path, raw: Any) -> dict[str, dict[str, Any]]:
+    """Named override sets chosen with --profile (a ``seed`` in one replaces the seeds list)."""
+    if not isinstance(raw, dict):
+        raise StudySpecError(path, "profiles", raw, "a mapping of profile name -> overrides")
+    profiles = {}
+    for name, overrides in raw.items():
+        if not isinstance(name, str) or not STUDY_NAME.match(name):
+            raise StudySpecError(path, f"profiles.{name}", name, "a profile name of [a-z0-9_-]")
+        profiles[name] = _overrides(path, f"profiles.{name}", overrides or {})
+    return profiles
+
+
+def _resources(path: Path, raw: Any) -> Resources:
+    try:
+        resources = C.coerce("resources", raw, Resources)
+    except C.ConfigError as e:
+        raise StudySpecError(path, e.key, e.value, e.allowed) from None
+    _check_resources(path, resources)
+    return resources
 
 
 def resource_problem(r: Resources) -> tuple[str, Any, str] | None:
@@ -411,10 +471,6 @@ def with_profile(spec: StudySpec, profile: str | None) -> dict[str, Any]:
         raise StudySpecError(spec.path, "profiles", profile,
                              "a profile of this study: " + (", ".join(spec.profiles) or "(none defined)"))
     return spec.profiles[profile]
-
-
-def replace(spec: StudySpec, **changes: Any) -> StudySpec:
-    return dataclasses.replace(spec, **changes)
 
 
 def parse_sets(path: Path, items: list[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The run store: one folder per run, atomic records, and `collect` into one tidy DataFrame.
+"""Run folders: where a run's records live, its config, its status and the records of its job.
 
 Layout (DESIGN.md, "Identity and storage", a contract)::
 
@@ -12,35 +12,30 @@ Layout (DESIGN.md, "Identity and storage", a contract)::
     results/<study>/index.json           the variants a launch planned
     results/<study>/results.csv          what `collect` gathered
 
-Every record is written to a temporary file in the same folder, flushed, fsynced and renamed
-over the target, so a reader sees the old or the new record, never half of one; a kill -9 at any
-point leaves no torn file. ``metrics.jsonl`` is append-only; a torn last line (a kill during an
-append) is skipped by the reader. A record that cannot be parsed is reported by path and skipped.
+Every record is written atomically (``study/store/files.py``). ``status.json`` is what a run's
+writers (the launcher, the job) said last; what state a run is in, given that record and the
+scheduler, is ``study/store/state.py``'s one rule. The launcher and the job both write the
+status, so every update is a read-modify-write under the folder's lock.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-import pandas as pd
 import yaml
 
 from study import config as C
+from study.store.files import read_json, write_json_atomic, write_text_atomic
+
+__all__ = ["RESULTS_ENV", "append_job_id", "init_run", "is_done", "locked", "mark_done", "read_config",
+           "read_evals", "read_index", "read_status", "results_root", "run_dir", "study_dir",
+           "update_status", "variant_record", "write_complexity", "write_eval", "write_index"]
 
 RESULTS_ENV = "LITEVAE_RESULTS"
-STATES = ("pending", "submitted", "running", "requeued", "completed", "failed", "cancelled")
-FINAL_STATES = ("completed", "failed", "cancelled")
-
-
-class CorruptRecord(UserWarning):
-    """A record that could not be read: reported by path, skipped."""
 
 
 def results_root(root: str | Path | None = None) -> Path:
@@ -54,75 +49,6 @@ def run_dir(root: Path, run_id: str) -> Path:
 
 def study_dir(root: Path, study: str) -> Path:
     return root / study
-
-
-# --------------------------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------------------------
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n").encode())
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def read_json(path: Path) -> Any | None:
-    """The parsed record, None when absent; a corrupt file warns with its path and gives None."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        warnings.warn(f"corrupt record skipped: {path} ({e})", CorruptRecord, stacklevel=2)
-        return None
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one line; a torn last line from a crash is skipped by ``read_jsonl``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    with open(path, "ab") as f:
-        f.write(line)
-        f.flush()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for i, line in enumerate(lines):
-        try:
-            out.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            if i != len(lines) - 1:  # a torn last line is expected after a kill; others are not
-                warnings.warn(f"corrupt line {i + 1} skipped: {path}", CorruptRecord, stacklevel=2)
-    return out
-
-
-def truncate_jsonl(path: Path, keep: int) -> None:
-    """Keep the records whose ``step`` <= ``keep`` (on resume, drop what the checkpoint lost)."""
-    records = [r for r in read_jsonl(path) if r.get("step", 0) <= keep]
-    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +75,8 @@ def read_config(folder: Path) -> C.ExperimentConfig:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def locked(folder: Path) -> Iterator[None]:
+    """The folder's lock (flock on ``.lock``), held for a read-modify-write of its status."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -165,9 +92,25 @@ def read_status(folder: Path) -> dict[str, Any]:
 
 def update_status(folder: Path, **fields: Any) -> dict[str, Any]:
     """Read-modify-write status.json under a file lock (the launcher and the job both write)."""
-    with _locked(folder):
+    with locked(folder):
         status = read_status(folder)
         status.update(fields, updated=time.time())
+        write_json_atomic(folder / "status.json", status)
+    return status
+
+
+def append_job_id(folder: Path, job_id: str | None, *, new_attempt: bool = False, **fields: Any) -> dict[str, Any]:
+    """Record the run's job: ``job_id`` appended to ``job_ids`` unless already there (a requeued
+    SLURM job keeps its id; a local job and its launcher both record it), ``attempts`` counted
+    up when ``new_attempt`` (the job starts the run's code), ``fields`` merged; one locked write."""
+    with locked(folder):
+        status = read_status(folder)
+        job_ids = [str(j) for j in status.get("job_ids") or []]
+        if job_id is not None and str(job_id) not in job_ids:
+            job_ids.append(str(job_id))
+        if new_attempt:
+            fields["attempts"] = int(status.get("attempts", 0)) + 1
+        status.update(fields, job_ids=job_ids, updated=time.time())
         write_json_atomic(folder / "status.json", status)
     return status
 
@@ -207,57 +150,30 @@ def is_done(folder: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 # studies
 # --------------------------------------------------------------------------------------------
-def variant_record(v: Any) -> dict[str, Any]:
+def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
+    """One variant of a study's index (``v``: a ``study.spec.grid.Variant``): its name, aliases,
+    run id, seed and axes; what its config trains and evaluates on (``dataset``; ``resolution``,
+    the one its numbers are measured at: eval.resolution, else data.resolution; ``latent``, H/8 x
+    W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with."""
+    cfg = v.config
+    res = cfg.eval.resolution or cfg.data.resolution
     return {"index": v.index, "name": v.name, "run_id": v.run_id, "seed": v.seed, "source": v.source,
             "axes": {k: list(x) if isinstance(x, tuple) else x for k, x in v.axes.items()},
-            "aliases": list(v.aliases)}
+            "aliases": list(v.aliases), "dataset": cfg.data.name, "resolution": res,
+            "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}", "paper_row": paper_row}
 
 
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
+    """results/<study>/index.json: the study's variants and ``meta``, what the report needs of the
+    study file (``study.spec.record.study_record``: description, spec, profile, seeds, order,
+    paper). A variant's ``paper_row`` is its label in ``meta["paper"]["rows"]``."""
+    rows = (meta.get("paper") or {}).get("rows") or {}
     path = study_dir(root, study) / "index.json"
-    write_json_atomic(path, {"study": study, **meta, "variants": [variant_record(v) for v in variants]})
+    write_json_atomic(path, {"study": study, **meta,
+                             "variants": [variant_record(v, rows.get(v.name)) for v in variants]})
     return path
 
 
 def read_index(root: Path, study: str) -> dict[str, Any] | None:
+    """results/<study>/index.json (None: not written yet)."""
     return read_json(study_dir(root, study) / "index.json")
-
-
-def collect(root: Path, study: str, variants: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (variant, seed, eval protocol): the varied axes as columns, every metric as a
-    column, status and failure reason kept. A run without an evaluation still has its row."""
-    rows: list[dict[str, Any]] = []
-    for v in variants:
-        folder = run_dir(root, v["run_id"])
-        status = read_json(folder / "status.json") or {"state": "missing" if not folder.exists() else "pending"}
-        base = {"study": study, "index": v["index"], "name": v["name"], "run_id": v["run_id"],
-                "seed": v["seed"], **{k: _cell(x) for k, x in v["axes"].items()},
-                "state": "completed" if (folder / "DONE").exists() else status.get("state"),
-                "reason": status.get("error") or status.get("reason"),
-                "attempts": status.get("attempts", 0), "step": status.get("step")}
-        complexity = read_json(folder / "complexity.json") or {}
-        for key in ("encoder_params", "decoder_params", "encoder_gmacs", "throughput_img_s", "peak_mem_mb"):
-            if key in complexity:
-                base[key] = complexity[key]
-        evals = read_evals(folder)
-        if not evals:
-            rows.append(base | {"eval_id": None})
-            continue
-        for eval_id, record in evals.items():
-            row = base | {"eval_id": eval_id}
-            for metric, value in (record.get("metrics") or {}).items():
-                row[metric] = value
-            for metric, reason in (record.get("unavailable") or {}).items():
-                row[f"{metric}_unavailable"] = reason
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _cell(value: Any) -> Any:
-    return "-".join(map(str, value)) if isinstance(value, list) else value
-
-
-def write_results(root: Path, study: str, frame: pd.DataFrame) -> Path:
-    path = study_dir(root, study) / "results.csv"
-    write_text_atomic(path, frame.to_csv(index=False))
-    return path

@@ -171,6 +171,35 @@ def list_images(root: str | Path) -> list[str]:
     return files
 
 
+def read_list(list_file: str | Path, root: str | Path, where: str) -> list[str]:
+    """The relative image paths of a split list (one a line; blank lines and ``#`` comments
+    skipped), in the list's order, each checked to exist below ``root``. ``where`` names the
+    config key in errors."""
+    path = Path(list_file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{where}: cannot read the split list {path} ({type(err).__name__}: {err})") from err
+    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise DataError(f"{where}: the split list {path} names no image")
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such image folder (for the split list {path})")
+    for name in (n for n in names if Path(n).is_absolute() or ".." in Path(n).parts):
+        raise DataError(f"{where}: {path} lists {name!r}; paths must be relative to {folder}")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing or len(set(names)) != len(names):
+        raise DataError(f"{where}: {len(missing)} of the {len(names)} files that {path} lists are not in {folder}, "
+                        f"e.g. {', '.join(missing[:3])}" if missing else f"{where}: {path} names some files twice")
+    return names
+
+
+def image_files(root: str | Path, list_file: str | Path = "", where: str = "data.list") -> list[str]:
+    """The images of a set: those a split list names, else every image below ``root``."""
+    return read_list(list_file, root, where) if str(list_file) else list_images(root)
+
+
 def decode_image(path: str | Path) -> np.ndarray:
     """The image at ``path`` as uint8 H x W x 3 RGB; a DataError naming the file if unreadable."""
     try:
@@ -182,7 +211,7 @@ def decode_image(path: str | Path) -> np.ndarray:
 
 def _split(cfg: DataConfig, resolution: int) -> tuple[Path, list[str], list[str]]:
     """(folder, training files, held-out files in split-hash order)."""
-    files = list_images(cfg.path)
+    files = image_files(cfg.path, cfg.list)
     folder = Path(cfg.path).expanduser()
     check_resolution(resolution, str(folder))
     heldout = sorted((f for f in files if is_heldout(f, cfg.val_fraction)), key=lambda f: (split_hash(f), f))

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from study import config as C
 from study import store
+from study.measure import metrics
 from study.training import losses
 from study.training.data import eval_set, train_set
 from study.models.autoencoder import build_autoencoder
@@ -54,9 +55,10 @@ class Reconstruct(nn.Module):
         super().__init__()
         self.autoencoder = autoencoder
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor):
-        posterior = self.autoencoder.encode(x)
-        return self.autoencoder.decode(posterior.mean + posterior.std * noise), posterior
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        ae: Any = self.autoencoder  # study.models.autoencoder.Autoencoder: encode, decode
+        posterior = ae.encode(x)
+        return ae.decode(posterior.mean + posterior.std * noise), posterior
 
 
 @dataclass
@@ -143,7 +145,7 @@ class BatchStream:
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
-def _unwrap(m: nn.Module | None) -> nn.Module | None:
+def _unwrap(m: nn.Module) -> nn.Module:
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 
@@ -180,11 +182,11 @@ def _validation_set(data: C.DataConfig, resolution: int, num_images: int):
 
 
 @torch.no_grad()
-def validate_psnr(ae: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device,
+def validate_psnr(model: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device,
                   num_images: int) -> float:
-    """PSNR (dB, uint8-quantised, per image then averaged) of posterior-mean reconstructions
-    of held-out crops."""
-    ae = _unwrap(ae)
+    """PSNR (dB; study.measure.metrics.psnr: uint8-quantised, per image, then averaged) of
+    posterior-mean reconstructions of held-out crops."""
+    ae: Any = _unwrap(model)  # study.models.autoencoder.Autoencoder: encode, decode
     was_training = ae.training
     ae.eval()
     ds = _validation_set(cfg.data, resolution, num_images)
@@ -192,12 +194,124 @@ def validate_psnr(ae: nn.Module, cfg: C.ExperimentConfig, resolution: int, devic
     for start in range(0, len(ds), 16):
         x = torch.stack([ds[i] for i in range(start, min(start + 16, len(ds)))]).to(device)
         x_hat = ae.decode(ae.encode(x).mode())
-        a = ((x.clamp(-1, 1) + 1) * 127.5).round()
-        b = ((x_hat.float().clamp(-1, 1) + 1) * 127.5).round()
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-        values.append(10 * torch.log10(255.0**2 / mse))
+        values.append(metrics.psnr(metrics.to_uint8(x), metrics.to_uint8(x_hat)))
     ae.train(was_training)
     return float(torch.cat(values).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# the steps
+# --------------------------------------------------------------------------------------------
+def resume(folder: Path, ae: nn.Module, disc: nn.Module | None, opt_ae: torch.optim.Optimizer,
+           opt_d: torch.optim.Optimizer | None) -> int:
+    """Load the run's last checkpoint into the networks, the optimisers and the RNGs; the step
+    to continue from (0 without a checkpoint)."""
+    state = load_checkpoint(folder)
+    if state is None:
+        return 0
+    ae.load_state_dict(state["autoencoder"])
+    if disc is not None and opt_d is not None:
+        disc.load_state_dict(state["discriminator"])
+        opt_d.load_state_dict(state["opt_discriminator"])
+    opt_ae.load_state_dict(state["opt_autoencoder"])
+    torch.set_rng_state(state["rng_cpu"])
+    if state["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["step"])
+
+
+def _distribute(model: nn.Module, disc: nn.Module | None, ctx: Context) -> tuple[nn.Module, nn.Module | None]:
+    """Both networks DDP-wrapped when the run spans several processes, else as they are."""
+    if ctx.world == 1:
+        return model, disc
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids) if disc is not None else None
+    return model, disc
+
+
+def autoencoder_step(cfg: C.ExperimentConfig, model: nn.Module, disc: nn.Module | None,
+                     opt_ae: torch.optim.Optimizer, x: torch.Tensor, noise: torch.Tensor, *, step: int,
+                     perceptual: nn.Module | None, last_layer: torch.Tensor,
+                     bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One update of the autoencoder on Eq. 1's loss; the discriminator (when on at ``step``)
+    judges the reconstructions frozen and unwrapped, so it takes no gradient and no DDP
+    reduction. Returns (reconstructions, total loss, the loss terms)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        x_hat, posterior = model(x, noise)
+        fake_logits = None
+        if disc is not None and step >= cfg.loss.discriminator_start:
+            judge = _unwrap(disc)
+            judge.requires_grad_(False)
+            fake_logits = judge(x_hat)
+        total_loss, terms = losses.autoencoder_loss(
+            cfg.loss, x, x_hat, posterior, fake_logits=fake_logits, lpips_model=perceptual,
+            last_layer=last_layer, step=step)
+    if not torch.isfinite(total_loss):
+        raise NonFiniteLoss(f"non-finite loss at step {step}")
+    opt_ae.zero_grad(set_to_none=True)
+    total_loss.backward()
+    opt_ae.step()
+    return x_hat, total_loss, terms
+
+
+@dataclass(frozen=True)
+class DiscriminatorStep:
+    """What one discriminator update saw: its loss and its logits on each half (detached)."""
+
+    loss: torch.Tensor
+    real_logits: list[torch.Tensor]
+    fake_logits: list[torch.Tensor]
+
+
+def discriminator_step(cfg: C.LossConfig, disc: nn.Module, opt_d: torch.optim.Optimizer,
+                       x: torch.Tensor, x_hat: torch.Tensor, *, step: int,
+                       bf16: bool = False) -> DiscriminatorStep:
+    """One update of the discriminator, as LDM makes it: the real images and the (detached)
+    reconstructions go through it in separate forward passes, so no batch statistic (PatchGAN's
+    BatchNorm in train mode, the StyleGAN discriminator's minibatch standard deviation) mixes
+    the two halves. The two losses are summed and take one backward: under DDP each parameter's
+    gradient from both passes reaches its accumulator in that one backward, so the reducer
+    averages it across ranks once, as for a single forward."""
+    _unwrap(disc).requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        real_logits = disc(x)
+        fake_logits = disc(x_hat.detach())
+        loss = losses.discriminator_loss(cfg, real_logits, fake_logits)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"non-finite loss at step {step}")
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return DiscriminatorStep(loss.detach(), [t.detach() for t in real_logits],
+                             [t.detach() for t in fake_logits])
+
+
+def _log(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, loss: torch.Tensor,
+         terms: dict[str, Any], rate: float, bar: tqdm) -> None:
+    """The step's losses (the global batch's mean under DDP) to metrics.jsonl and the status."""
+    logged = {"loss": loss.detach(), **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
+    if ctx.world > 1:  # the global batch's mean, as one process would log it
+        values = torch.stack([v.float().reshape(()) for v in logged.values()])
+        dist.all_reduce(values)
+        logged = dict(zip(logged, values / ctx.world))
+    record = {"step": step, "images_per_s": rate, "resolution": stage_at(cfg, step - 1).resolution,
+              **{k: float(v) for k, v in logged.items()}}
+    bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.1f}")
+    if ctx.main:
+        store.append_jsonl(folder / "metrics.jsonl", record)
+        store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"],
+                            heartbeat=time.time())
+
+
+def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
+    """Validation PSNR at ``step`` when it is due (main process only), recorded."""
+    if not (ctx.main and (step % cfg.train.val_every == 0 or step == cfg.train.steps)):
+        return None
+    psnr = validate_psnr(ae, cfg, stage_at(cfg, step - 1).resolution, ctx.device, cfg.train.val_images)
+    store.append_jsonl(folder / "metrics.jsonl", {"step": step, "val_psnr": psnr})
+    store.update_status(folder, psnr=psnr)
+    return psnr
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,38 +331,22 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     bf16 = use_bf16(cfg, device)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
-    ae = build_autoencoder(cfg.model).to(device, memory_format=fmt)
+    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device, memory_format=fmt)
     disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
     disc = disc.to(device, memory_format=fmt) if disc is not None else None
     perceptual = None
     if cfg.loss.lpips_weight > 0:
         from study.measure.weights import load_lpips  # fails before the first step when weights are missing
         perceptual = load_lpips("vgg", device)
-    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
-    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=tuple(cfg.train.betas))
+    betas = (cfg.train.betas[0], cfg.train.betas[1])
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=betas)
+    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas)
              if disc is not None else None)
 
-    step = 0
-    state = load_checkpoint(folder)
-    if state is not None:
-        ae.load_state_dict(state["autoencoder"])
-        if disc is not None:
-            disc.load_state_dict(state["discriminator"])
-            opt_d.load_state_dict(state["opt_discriminator"])
-        opt_ae.load_state_dict(state["opt_autoencoder"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        step = state["step"]
+    step = resume(folder, ae, disc, opt_ae, opt_d)
     if ctx.main:
         store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
-
-    model = Reconstruct(ae)
-    if ctx.world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids) if disc is not None else None
-    last_layer = ae.last_layer
+    model, disc = _distribute(Reconstruct(ae), disc, ctx)
 
     stream = BatchStream(cfg, ctx)
     total = cfg.train.steps
@@ -266,62 +364,20 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
         x = stream.batch(step).to(device, memory_format=fmt)
         latent = (cfg.model.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
         noise = posterior_noise(cfg.seed, step, stream.indices(step), latent, device)
-        gan_on = disc is not None and step >= cfg.loss.discriminator_start
-
-        # the autoencoder's step (Eq. 1); the discriminator is frozen while it judges x_hat
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            x_hat, posterior = model(x, noise)
-            fake_logits = None
-            if gan_on:
-                _unwrap(disc).requires_grad_(False)
-                fake_logits = _unwrap(disc)(x_hat)
-            total_loss, terms = losses.autoencoder_loss(
-                cfg.loss, x, x_hat, posterior, fake_logits=fake_logits, lpips_model=perceptual,
-                last_layer=last_layer, step=step)
-        if not torch.isfinite(total_loss):
-            raise NonFiniteLoss(f"non-finite loss at step {step}")
-        opt_ae.zero_grad(set_to_none=True)
-        total_loss.backward()
-        opt_ae.step()
-
-        # the discriminator's step: real and fake in one forward (one DDP reduction)
-        if gan_on:
-            _unwrap(disc).requires_grad_(True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = disc(torch.cat([x, x_hat.detach()]))
-                n = x.shape[0]
-                d_loss = losses.discriminator_loss(cfg.loss, [l[:n] for l in logits], [l[n:] for l in logits])
-            if not torch.isfinite(d_loss):
-                raise NonFiniteLoss(f"non-finite loss at step {step}")
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            terms["discriminator"] = d_loss.detach()
+        x_hat, total_loss, terms = autoencoder_step(cfg, model, disc, opt_ae, x, noise, step=step,
+                                                    perceptual=perceptual, last_layer=ae.last_layer, bf16=bf16)
+        if disc is not None and opt_d is not None and step >= cfg.loss.discriminator_start:
+            terms["discriminator"] = discriminator_step(cfg.loss, disc, opt_d, x, x_hat, step=step, bf16=bf16).loss
         step += 1
         seen += x.shape[0] * ctx.world
         bar.update(1)
 
         if step % cfg.train.log_every == 0 or step == total:
-            rate = seen / max(time.perf_counter() - tic, 1e-9)
-            logged = {"loss": total_loss.detach(), **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
-            if ctx.world > 1:  # the global batch's mean, as one process would log it
-                values = torch.stack([v.float().reshape(()) for v in logged.values()])
-                dist.all_reduce(values)
-                logged = dict(zip(logged, values / ctx.world))
-            record = {"step": step, "images_per_s": rate, "resolution": stage_at(cfg, step - 1).resolution,
-                      **{k: float(v) for k, v in logged.items()}}
-            bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.1f}")
-            if ctx.main:
-                store.append_jsonl(folder / "metrics.jsonl", record)
-                store.update_status(folder, step=step, total_steps=total, loss=record["loss"],
-                                    heartbeat=time.time())
+            _log(cfg, folder, ctx, step, total_loss, terms, seen / max(time.perf_counter() - tic, 1e-9), bar)
             tic, seen = time.perf_counter(), 0
-        if step % cfg.train.val_every == 0 or step == total:
-            if ctx.main:
-                psnr = validate_psnr(ae, cfg, stage_at(cfg, step - 1).resolution, device, cfg.train.val_images)
-                store.append_jsonl(folder / "metrics.jsonl", {"step": step, "val_psnr": psnr})
-                store.update_status(folder, psnr=psnr)
-                summary["val_psnr"] = psnr
+        psnr = _validate(cfg, folder, ctx, step, ae)
+        if psnr is not None:
+            summary["val_psnr"] = psnr
         if step % cfg.train.checkpoint_every == 0 or step == total:
             if ctx.main:
                 save_checkpoint(folder, step, ae, disc, opt_ae, opt_d)
@@ -332,10 +388,22 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     return summary
 
 
+class MissingCheckpoint(FileNotFoundError):
+    """A run has no checkpoint to load (e.g. a complexity-only run, ``train.steps: 0``): its
+    model was never trained, so there is nothing to evaluate."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        super().__init__(f"run {folder} has no checkpoint: expected {folder / CHECKPOINT} (a run with "
+                         f"train.steps 0 trains nothing, so it cannot be evaluated)")
+
+
 def load_trained(folder: Path, cfg: C.ExperimentConfig, device: torch.device) -> nn.Module:
-    """The autoencoder of a run's last checkpoint, in eval mode."""
-    ae = build_autoencoder(cfg.model)
+    """The autoencoder of a run's last checkpoint, in eval mode; MissingCheckpoint when the run
+    has none (never random weights)."""
     state = load_checkpoint(folder)
-    if state is not None:
-        ae.load_state_dict(state["autoencoder"])
+    if state is None:
+        raise MissingCheckpoint(folder)
+    ae = build_autoencoder(C.autoencoder_args(cfg.model))
+    ae.load_state_dict(state["autoencoder"])
     return ae.to(device).eval()

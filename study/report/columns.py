@@ -1,0 +1,48 @@
+"""What a table shows: its columns, where each value comes from, and which direction is better.
+
+A reconstruction table shows rFID, LPIPS, PSNR and SSIM (plus the encoder's parameters where the
+paper counts the whole encoder: Tables 1, 2a, 2b); Table 3 shows parameters, multiply-accumulates,
+throughput and peak memory, its parameter difference in percent of the paper's count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str                 # our value: a column of the collected frame
+    label: str
+    lower_is_better: bool
+    digits: int
+    paper: str | None        # the paper's value: a column of its reference CSV
+    scale: float = 1.0       # our value * scale is in the paper's unit
+    relative: bool = False   # the difference in percent of the paper's value
+
+    @property
+    def heading(self) -> str:
+        return f"{self.label} {'↓' if self.lower_is_better else '↑'}"
+
+
+METRIC_COLUMNS = (
+    Column("rfid", "rFID", True, 2, "rfid"),
+    Column("lpips", "LPIPS", True, 3, "lpips"),
+    Column("psnr", "PSNR", False, 2, "psnr"),
+    Column("ssim", "SSIM", False, 3, "ssim"),
+)
+PARAMS_COLUMN = Column("encoder_params", "Params (M)", True, 3, "params_m", scale=1e-6, relative=True)
+GMACS_COLUMN = Column("encoder_gmacs", "GMACs", True, 2, "gmacs_256")
+THROUGHPUT_COLUMN = Column("throughput_img_s", "Throughput (img/s)", False, 1, "throughput_img_s")
+MEMORY_COLUMN = Column("peak_mem_mb", "Memory (MB)", True, 0, "gpu_memory_mb")
+COMPLEXITY_COLUMNS = (PARAMS_COLUMN, GMACS_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN)
+
+COMPLEXITY_TABLE = "3"
+# Tables whose parameter column counts the whole encoder (Table 20 counts the aggregator only).
+ENCODER_PARAM_TABLES = ("1", "2a", "2b")
+
+
+def columns_for(table: str | None) -> tuple[Column, ...]:
+    """The columns of a study's table, by the paper table it reproduces (None: no paper table)."""
+    if table == COMPLEXITY_TABLE:
+        return COMPLEXITY_COLUMNS
+    return METRIC_COLUMNS + ((PARAMS_COLUMN,) if table in ENCODER_PARAM_TABLES else ())

@@ -1,0 +1,50 @@
+"""What a study's index records of the study file, so that the report needs nothing else.
+
+``study_record(spec, variants, profile, sets)`` is the top level of ``results/<study>/index.json``
+(``study.store.write_index`` adds the study's name and one record per variant):
+
+- ``description``, ``spec`` (the study file's path), ``profile``, ``set`` (the --set overrides);
+- ``seeds``: the planned seeds; ``order``: every variant name, aliases included, in the study's
+  order (grid rows, then the named variants as written);
+- ``paper``: the paper table (``table``), variant name -> its row label (``rows``), and per
+  labelled name the setting that picks its row where a label repeats (``settings``: dataset,
+  resolution, latent). Those settings are the study's own configs without a profile: the
+  paper's, even when a profile collapses them (Table 1 under ``smoke``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+from study import store
+from study.spec.grid import Variant, expand
+from study.spec.studyfile import StudySpec
+
+SETTING = ("dataset", "resolution", "latent")  # what picks a paper row where its label repeats
+
+
+def study_record(spec: StudySpec, variants: list[Variant], profile: str | None = None,
+                 sets: Iterable[str] = ()) -> dict[str, Any]:
+    """The index's study-level fields for ``variants`` (the expansion with ``profile`` and
+    ``sets`` applied); pass them to ``store.write_index`` as keywords."""
+    return {"description": spec.description, "spec": str(spec.path), "profile": profile, "set": list(sets),
+            "seeds": list(spec.seeds), "order": variant_order(spec, variants), "paper": paper_record(spec)}
+
+
+def variant_order(spec: StudySpec, variants: list[Variant]) -> list[str]:
+    """Every variant name, aliases included: grid rows first, then named variants as written."""
+    names = list(dict.fromkeys([v.name for v in variants] + [a for v in variants for a in v.aliases]))
+    return [n for n in names if n not in spec.variants] + [n for n in spec.variants if n in names]
+
+
+def paper_record(spec: StudySpec) -> dict[str, Any] | None:
+    """The study's paper reference with the paper's setting of every labelled variant name."""
+    if spec.paper is None:
+        return None
+    settings: dict[str, dict[str, Any]] = {}
+    if spec.paper.rows:
+        for v in expand(spec):  # no profile: the paper's settings tell repeated labels apart
+            record = store.variant_record(v)
+            for name in (v.name, *v.aliases):
+                settings.setdefault(name, {k: record[k] for k in SETTING})
+    return dataclasses.asdict(spec.paper) | {"settings": {n: settings[n] for n in spec.paper.rows if n in settings}}

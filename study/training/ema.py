@@ -1,0 +1,66 @@
+"""An exponential moving average of a model's weights (`train.ema_decay`, off by default).
+
+LDL (Table 15) compares the current model's reconstruction with an EMA model's; when the EMA is on,
+evaluation can also use the EMA weights. After each optimiser step, for every parameter w:
+
+    ema <- decay * ema + (1 - decay) * w
+
+computed exactly in that form (two products, one sum), so a test can check it bitwise. The average
+starts as a copy of the model at construction (paper gap: LDL's code starts it from the model too;
+no warm-up or bias correction). Buffers (none in our autoencoders, which use GroupNorm) are copied
+from the model, not averaged, as running statistics are already averages. The copy has no
+gradients, is in eval mode, and lives on the model's device. Under DDP, pass the unwrapped module.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class EMAStateError(ValueError):
+    """A checkpoint's EMA state that does not fit this EMA (another decay or other parameters)."""
+
+
+class EMA:
+    """The moving average of ``module``'s parameters, a deep copy updated in place."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.module = copy.deepcopy(module)
+        self.module.requires_grad_(False)
+        self.module.eval()
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        """One step of ``ema <- decay * ema + (1 - decay) * w`` for every parameter of ``module``."""
+        ours = dict(self.module.named_parameters())
+        theirs = dict(module.named_parameters())
+        if ours.keys() != theirs.keys():
+            raise EMAStateError("the module's parameters are not those the EMA was built from")
+        for name, w in theirs.items():
+            e = ours[name]
+            e.copy_(self.decay * e + (1.0 - self.decay) * w.detach())
+        for b_ema, b in zip(self.module.buffers(), module.buffers()):
+            b_ema.copy_(b)
+        self.num_updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """For the checkpoint: the averaged weights, the decay and the update count."""
+        return {"decay": self.decay, "num_updates": self.num_updates, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's EMA bitwise; another decay is an error (a resumed run must not
+        average with a different rate than the run it continues)."""
+        if float(state["decay"]) != self.decay:
+            raise EMAStateError(f"checkpoint EMA decay {state['decay']} != configured {self.decay}")
+        try:
+            self.module.load_state_dict(state["module"], strict=True)
+        except RuntimeError as e:
+            raise EMAStateError(f"the checkpoint's EMA weights do not fit the model: {e}") from None
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,94 @@
+"""The evaluation set: a folder apart from the training data, or the training data's hold-out.
+
+The LDM protocol the paper follows (LITEVAE.md, "Evaluation protocol") evaluates on a validation
+set that training never saw: the 50k ImageNet validation images, or a dataset's published split
+(FFHQ's last 10k, CelebA-HQ's test list). ``eval.path`` names that folder, ``eval.list``
+optionally a split file of paths relative to it, and ``eval.name`` the set in the protocol id.
+Without ``eval.path`` the evaluation falls back to the training source's own hold-out
+(``data.val_fraction`` of a folder, the held-out strips of the sample photos), which is also
+what validation PSNR during training always uses.
+
+Images: shorter side resized to the resolution (PIL bicubic), the center crop, no flip, the
+first ``eval.num_images`` files in the order of their path's sha256 (a stable, uniformly spread
+subset; ``all`` takes every file). Asking for more images than the set holds is a ``DataError``
+naming both numbers, raised before any training step (``check_size``).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from study.config import DataConfig, EvalConfig
+from study.training import data as D
+
+_FORMAT = 1
+
+
+def _ordered(files: list[str]) -> list[str]:
+    return sorted(files, key=lambda f: (D.split_hash(f), f))
+
+
+def _files(ev: EvalConfig) -> list[str]:
+    return _ordered(D.image_files(ev.path, ev.list, where="eval.list"))
+
+
+def _where(ev: EvalConfig) -> str:
+    return f"the evaluation set {ev.name!r} ({ev.path}{', list ' + ev.list if ev.list else ''})"
+
+
+def set_size(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
+    """How many images the evaluation set holds (without decoding any)."""
+    if ev.path:
+        return len(_files(ev))
+    if data.kind == "folder":
+        return len(D._split(data, resolution)[2])
+    return len(D.eval_crops(resolution))
+
+
+def resolve_count(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
+    """``eval.num_images`` as a number, checked against the set; DataError naming both."""
+    size = set_size(data, ev, resolution)
+    if ev.num_images == "all":
+        return size
+    if ev.num_images > size:
+        where = _where(ev) if ev.path else (
+            f"the held-out split of {data.path} (data.val_fraction={data.val_fraction})"
+            if data.kind == "folder" else f"the held-out strips of {D._SAMPLES_WHERE}")
+        raise D.DataError(f"eval.num_images is {ev.num_images} but {where} holds {size} images "
+                          f"at {resolution}x{resolution}; lower eval.num_images or use 'all'")
+    return int(ev.num_images)
+
+
+def check_size(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
+    """The check a job (and a launch, where the folder is reachable) makes before training."""
+    return resolve_count(data, ev, resolution)
+
+
+def evaluation_set(data: DataConfig, ev: EvalConfig, resolution: int) -> Dataset:
+    """The images an evaluation reads (float 3 x R x R in [-1, 1], center crops)."""
+    n = resolve_count(data, ev, resolution)
+    if not ev.path:
+        return D.eval_set(data, resolution, n)
+    D.check_resolution(resolution, str(ev.path))
+    return D.FolderEval(Path(ev.path).expanduser(), _files(ev)[:n], resolution)
+
+
+def fingerprint(data: DataConfig, ev: EvalConfig, resolution: int) -> str:
+    """What the evaluation images are, as one line for the protocol's hash: the set's name and a
+    digest of its file list (not its location), the order and crop rules, the resolution."""
+    if not ev.path:
+        return D.dataset_fingerprint(data, resolution)
+    files = _files(ev)
+    digest = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()[:16]
+    return (f"eval-v{_FORMAT} folder name={ev.name} split={'list' if ev.list else 'all files'} "
+            f"files={len(files)} sha256={digest} order=split-hash "
+            f"crop=shorter-side-bicubic+center resolution={resolution}")
+
+
+def describe(data: DataConfig, ev: EvalConfig) -> dict[str, str | None]:
+    """The set's identity for the protocol record: name and split, never its path."""
+    if ev.path:
+        return {"name": ev.name, "split": "list" if ev.list else "all files", "source": "eval.path"}
+    return {"name": data.name, "split": "held-out", "source": "data (training source's hold-out)"}

@@ -1,0 +1,407 @@
+"""The evaluation job: rFID, PSNR, SSIM and LPIPS of a trained autoencoder under an explicit,
+hashed protocol, one record per (run, protocol).
+
+The protocol (``protocol(cfg)``) is everything that decides what a number means: the dataset and
+split (the data module's fingerprint), the image count, the resolution, the resize and crop, the
+quantisation, the posterior mean or a sample, each metric's definition, the sha256 of the weights
+each metric loads and the library versions. ``protocol_id`` hashes it; ``evaluate`` writes one
+record per (run, protocol id) to ``results/runs/<run>/eval/<protocol_id>.json``, so a new protocol
+adds a record beside the old ones and never retrains, and an old record is never mistaken for a
+new one. The originals' Inception statistics are cached per reference id (the protocol fields
+that change them) under ``results/cache/fid_ref/<reference_id>.npz``. The metrics themselves are
+study/measure/metrics.py; docs/evaluation.md states the whole protocol.
+
+Metrics whose weights are missing or corrupt are recorded in ``unavailable`` with the reason,
+never as numbers; the others still run.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from study import config as C
+from study import store
+from study.measure import metrics as M
+from study.measure import weights as W
+from study.training.data import dataset_fingerprint, eval_set
+from study.training.loop import MissingCheckpoint, load_trained
+
+PROTOCOL_VERSION = 1
+SAMPLE_SEED = 0
+Loader = Callable[[Path, C.ExperimentConfig, torch.device], torch.nn.Module]
+
+
+# --------------------------------------------------------------------------------------------
+# the protocol
+# --------------------------------------------------------------------------------------------
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def eval_resolution(cfg: C.ExperimentConfig) -> int:
+    """``eval.resolution``, else ``data.resolution`` (EvalConfig's documented default)."""
+    return cfg.eval.resolution or cfg.data.resolution
+
+
+def protocol(cfg: C.ExperimentConfig, *, fingerprint: str | None = None) -> dict[str, Any]:
+    """The evaluation protocol of ``cfg`` as plain JSON data (its hash is ``protocol_id``).
+
+    ``fingerprint`` stands in for ``study.training.data.dataset_fingerprint`` when the images
+    come from elsewhere (``evaluate(dataset=...)``)."""
+    ev, data = cfg.eval, cfg.data
+    resolution = eval_resolution(cfg)
+    if fingerprint is None:
+        fingerprint = dataset_fingerprint(data, resolution)
+    p: dict[str, Any] = {
+        "version": PROTOCOL_VERSION,
+        "dataset": {"kind": data.kind, "name": data.name, "split": "held-out",
+                    "val_fraction": data.val_fraction if data.kind == "folder" else None,
+                    "fingerprint": fingerprint},
+        "num_images": ev.num_images,
+        "resolution": resolution,
+        "resize": "shorter side to the resolution, PIL bicubic" if data.kind == "folder"
+                  else "square grid crops resized to the resolution, PIL bicubic",
+        "crop": "center" if data.kind == "folder" else "held-out grid (see dataset.fingerprint)",
+        "quantisation": "uint8 round((clamp(x,-1,1)+1)*127.5), originals and reconstructions",
+        "posterior": ev.posterior,
+        "metrics": sorted(ev.metrics),
+        "versions": {"torch": ".".join(torch.__version__.split("+")[0].split(".")[:2])},
+    }
+    if ev.posterior == "sample":
+        p["sample_seed"] = SAMPLE_SEED
+    _add_metric_definitions(p, ev)
+    return p
+
+
+def _add_metric_definitions(p: dict[str, Any], ev: C.EvalConfig) -> None:
+    """Each wanted metric's definition, with the digests of the weights it loads and the
+    versions of the packages that compute it."""
+    metrics = p["metrics"]
+    if "rfid" in metrics:
+        p["rfid"] = {"extractor": f"torch-fidelity {M.FID_EXTRACTOR}", "features": f"pool3 ({M.FID_LAYER})",
+                     "weights_sha256": W.expected_sha256("inception"),
+                     "statistics": "float64 mean and unbiased covariance; all originals vs all "
+                                   "reconstructions"}
+        p["versions"]["torch-fidelity"] = _version("torch-fidelity")
+    if "lpips" in metrics:
+        backbone = W.LPIPS_BACKBONES[ev.lpips_net]
+        linear = W.lpips_linear_path(ev.lpips_net)
+        p["lpips"] = {"net": ev.lpips_net, "version": "0.1",
+                      "backbone_sha256": W.expected_sha256(backbone),
+                      "linear_sha256": W.sha256_file(linear) if linear.is_file() else None,
+                      "input": "uint8-quantised images scaled to [-1, 1]", "reduce": "mean over images"}
+        p["versions"]["lpips"] = _version("lpips")
+        p["versions"]["torchvision"] = _version("torchvision")
+    if "psnr" in metrics:
+        p["psnr"] = "uint8 [0, 255]; per image 10*log10(255^2/MSE over CxHxW); mean over images"
+    if "ssim" in metrics:
+        p["ssim"] = {"window": f"gaussian {M.SSIM_WINDOW}x{M.SSIM_WINDOW} sigma {M.SSIM_SIGMA}",
+                     "k1": M.SSIM_K1, "k2": M.SSIM_K2, "data_range": 255, "covariance": "population",
+                     "reduce": "mean over valid window positions, channels, images"}
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(C.canonical_json(obj).encode()).hexdigest()[:12]
+
+
+def protocol_id(p: dict[str, Any]) -> str:
+    """12 hex digits of the sha256 of the protocol's canonical JSON."""
+    return _hash(p)
+
+
+def reference_id(p: dict[str, Any], num_images: int) -> str:
+    """The key of the originals' cached Inception statistics: the protocol fields that change
+    them (dataset, count, resolution, resize, crop, quantisation, extractor and its weights,
+    versions), not the posterior or the other metrics, so runs and protocols share them."""
+    keep = {k: p[k] for k in ("version", "dataset", "resolution", "resize", "crop", "quantisation", "rfid")}
+    keep["num_images"] = num_images
+    keep["versions"] = {k: v for k, v in p["versions"].items() if k in ("torch", "torch-fidelity")}
+    return _hash(keep)
+
+
+# --------------------------------------------------------------------------------------------
+# the reference statistics cache
+# --------------------------------------------------------------------------------------------
+def _load_reference(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached (mu, sigma) at ``path`` (named by its reference id), or None when absent,
+    unreadable or made for another reference."""
+    try:
+        with np.load(path) as z:
+            if str(z["reference_id"]) != path.stem or int(z["n"]) != n:
+                return None
+            return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _save_reference(path: Path, n: int, mu: np.ndarray, sigma: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, n=np.int64(n), reference_id=np.str_(path.stem))
+    store.write_bytes_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# what the metrics need, and their running values
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Instruments:
+    """The networks the wanted metrics need, loaded once, and what could not be loaded."""
+
+    extractor: torch.nn.Module | None = None
+    lpips_model: torch.nn.Module | None = None
+    reference: tuple[np.ndarray, np.ndarray] | None = None  # the originals' cached statistics
+    reference_path: Path | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    missing_weights: list[str] = field(default_factory=list)
+
+
+def _instruments(ev: C.EvalConfig, p: dict[str, Any], n: int, device: torch.device,
+                 weights_dir: str | Path | None, cache_dir: Path) -> _Instruments:
+    inst = _Instruments()
+    if "rfid" in ev.metrics:
+        if n < 2:
+            inst.unavailable["rfid"] = "unavailable: rFID needs at least 2 images"
+        else:
+            try:
+                inst.extractor = M.inception_extractor(W.resolve("inception", weights_dir).path, device)
+            except W.MissingWeightsError as e:
+                inst.unavailable["rfid"] = f"unavailable: {e}"
+                inst.missing_weights.append("inception")
+        if inst.extractor is not None:
+            inst.reference_path = cache_dir / f"{reference_id(p, n)}.npz"
+            inst.reference = _load_reference(inst.reference_path, n)
+    if "lpips" in ev.metrics:
+        try:
+            inst.lpips_model = W.load_lpips(ev.lpips_net, device, weights_dir)
+        except W.MissingWeightsError as e:
+            inst.unavailable["lpips"] = f"unavailable: {e}"
+            inst.missing_weights.append(W.LPIPS_BACKBONES[ev.lpips_net])
+    return inst
+
+
+class _Tally:
+    """Per-image PSNR, SSIM and LPIPS and the Inception statistics of both sets, accumulated
+    over the batches of the eval set."""
+
+    def __init__(self, wanted: Iterable[str], inst: _Instruments):
+        self.wanted, self.inst = set(wanted), inst
+        self.values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
+        measuring = inst.extractor is not None
+        self.real = M.FeatureStats() if measuring and inst.reference is None else None
+        self.fake = M.FeatureStats() if measuring else None
+
+    def update(self, a: Tensor, b: Tensor) -> None:
+        """Originals ``a`` and reconstructions ``b``, uint8 N x 3 x H x W."""
+        if "psnr" in self.wanted:
+            self.values["psnr"].append(M.psnr(a, b).cpu())
+        if "ssim" in self.wanted:
+            self.values["ssim"].append(M.ssim(a, b).cpu())
+        if self.inst.lpips_model is not None:
+            self.values["lpips"].append(M.lpips_distance(self.inst.lpips_model, a, b).cpu())
+        if self.inst.extractor is not None:
+            if self.real is not None:
+                self.real.update(M.inception_features(self.inst.extractor, a))
+            if self.fake is not None:
+                self.fake.update(M.inception_features(self.inst.extractor, b))
+
+    def means(self) -> dict[str, float]:
+        return {name: float(torch.cat(v).mean()) for name, v in self.values.items() if v}
+
+    def rfid(self, n: int) -> tuple[float | None, str | None]:
+        """(rFID, how the reference statistics were had: "computed" and cached, or "reused"),
+        or (None, None) when rFID is not measured."""
+        inst = self.inst
+        if self.fake is None or inst.reference_path is None:
+            return None, None
+        how = "reused"
+        if inst.reference is None:
+            assert self.real is not None
+            inst.reference = (self.real.mean(), self.real.cov())
+            _save_reference(inst.reference_path, n, *inst.reference)
+            how = "computed"
+        return M.frechet_distance(*inst.reference, self.fake.mean(), self.fake.cov()), how
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode inside the block; the caller's mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _reconstruct(autoencoder: torch.nn.Module, x: Tensor,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """(originals, reconstructions) as uint8: the posterior mean decoded, or a sample drawn
+    from ``generator``."""
+    ae: Any = autoencoder  # study.models.autoencoder.Autoencoder: encode, decode
+    posterior = ae.encode(x)
+    z = posterior.mode() if generator is None else posterior.sample(generator)
+    return M.to_uint8(x), M.to_uint8(ae.decode(z))
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate one run
+# --------------------------------------------------------------------------------------------
+def _content_fingerprint(ds: Dataset) -> str:
+    """A stand-in dataset fingerprint for datasets passed in directly: the sha256 of the images'
+    uint8 pixels (cheap for the small sets tests and benchmarks use)."""
+    h = hashlib.sha256()
+    n = len(ds)  # type: ignore[arg-type]
+    for i in range(n):
+        img = ds[i]
+        h.update(str(tuple(img.shape)).encode())
+        h.update((img if img.dtype == torch.uint8 else M.to_uint8(img)).contiguous().numpy().tobytes())
+    return f"in-memory n={n} uint8-sha256={h.hexdigest()[:16]}"
+
+
+def _still_unavailable(record: dict[str, Any], directory: Any) -> bool:
+    """True when every weights file the record lacked is still missing (so reusing it is right);
+    False when one has been staged since, and the record should be completed."""
+    for name in record.get("missing_weights") or []:
+        try:
+            W.resolve(name, directory)
+            return False
+        except (W.MissingWeightsError, KeyError):
+            pass
+    return True
+
+
+def evaluate(autoencoder: torch.nn.Module, cfg: C.ExperimentConfig, run_folder: str | Path,
+             device: Any = "cpu", progress: bool = True, *, force: bool = False,
+             dataset: Dataset | None = None, weights_dir: str | Path | None = None,
+             cache_dir: str | Path | None = None, num_workers: int | None = None) -> dict[str, Any]:
+    """Evaluate ``autoencoder`` on the eval set of ``cfg`` under ``protocol(cfg)`` and write the
+    record to ``run_folder/eval/<protocol_id>.json``.
+
+    An existing record of the same protocol id is returned as is (``force`` recomputes), unless
+    it lacks a metric whose weights have been staged since. ``dataset`` replaces
+    ``study.training.data.eval_set`` (float 3 x H x W in [-1, 1]; its pixels are hashed into the
+    protocol). ``cache_dir`` holds the originals' Inception statistics (default
+    ``<results>/cache/fid_ref``, where ``<results>`` is the parent of the ``runs`` folder). The
+    returned dict is the record plus ``"reused": bool`` (not stored)."""
+    start = time.time()
+    run_folder, device, ev = Path(run_folder), torch.device(device), cfg.eval
+    p = protocol(cfg, fingerprint=_content_fingerprint(dataset) if dataset is not None else None)
+    pid = protocol_id(p)
+    existing = store.read_evals(run_folder).get(pid)
+    if (existing is not None and not force and existing.get("protocol") == p
+            and _still_unavailable(existing, weights_dir)):
+        return {**existing, "reused": True}
+
+    if dataset is None:
+        dataset = eval_set(cfg.data, eval_resolution(cfg), ev.num_images)
+    n = len(dataset)  # type: ignore[arg-type]
+    cache = Path(cache_dir) if cache_dir else run_folder.parent.parent / "cache" / "fid_ref"
+    inst = _instruments(ev, p, n, device, weights_dir, cache)
+    if num_workers is None:
+        num_workers = min(cfg.train.num_workers, os.cpu_count() or 1) if device.type == "cuda" else 0
+    loader = DataLoader(dataset, batch_size=ev.batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    generator = torch.Generator(device).manual_seed(SAMPLE_SEED) if ev.posterior == "sample" else None
+
+    tally = _Tally(ev.metrics, inst)
+    with _eval_mode(autoencoder), torch.no_grad():
+        for x in M.with_progress(loader, n, progress, f"eval {run_folder.name}"):
+            tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator))
+    results = tally.means()
+    rfid, reference_cache = tally.rfid(n)
+    if rfid is not None:
+        results["rfid"] = rfid
+
+    record = {
+        "protocol_id": pid, "protocol": p,
+        "metrics": {k: results[k] for k in sorted(results)},
+        "unavailable": inst.unavailable, "missing_weights": inst.missing_weights,
+        "num_images": n, "created": time.time(), "seconds": round(time.time() - start, 3),
+        "device": str(device), "batch_size": ev.batch_size, "reference_cache": reference_cache,
+    }
+    store.write_eval(run_folder, pid, record)
+    return {**record, "reused": False}
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate the runs of a study again (the `evaluate SPEC` command)
+# --------------------------------------------------------------------------------------------
+def parse_protocol_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (YAML values) -> ``{"eval.KEY": value}``. Only ``eval.*`` keys are
+    allowed: anything else would change what was trained, i.e. be another run."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    keys = {k for k in C.config_keys() if k.startswith("eval.")}
+    for item in items:
+        if "=" not in item:
+            raise C.ConfigError("--protocol", item, "KEY=VALUE, e.g. num_images=1000")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        key = key if key.startswith("eval.") else f"eval.{key}"
+        if key not in keys:
+            raise C.ConfigError(f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys))
+                                + C.suggest(key, keys))
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+def evaluate_study(variants: list[Any], root: Path, *, overrides: dict[str, Any] | None = None,
+                   device: Any = None, force: bool = False, progress: bool = True,
+                   load: Loader | None = None,
+                   echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate every completed run of ``variants`` (objects with ``run_id``, ``name``, ``config``)
+    under its config's eval section with ``overrides`` applied; one summary row per variant.
+    Runs that are not completed are skipped (a half-trained model must not get a record that a
+    later evaluation of the finished model would reuse), and so are runs that train nothing
+    (``train.steps`` 0: Table 3 measures encoders); a completed run without a checkpoint is a
+    "failed" row with the reason. ``load`` (folder, config, device) -> the trained autoencoder;
+    default ``study.training.loop.load_trained``."""
+    load = load or load_trained
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for v in variants:
+        folder = store.run_dir(root, v.run_id)
+        row: dict[str, Any] = {"run_id": v.run_id, "name": v.name}
+        cfg = C.validate(C.apply_overrides(v.config, overrides or {}))
+        if not store.is_done(folder):
+            rows.append(row | {"state": "skipped", "reason": "run not completed"})
+        elif cfg.train.steps == 0:
+            rows.append(row | {"state": "skipped", "reason": "nothing trained (train.steps 0)"})
+        else:
+            try:
+                autoencoder = load(folder, cfg, device)
+            except MissingCheckpoint as e:
+                rows.append(row | {"state": "failed", "reason": str(e)})
+            else:
+                record = evaluate(autoencoder, cfg, folder, device, progress=progress, force=force)
+                rows.append(row | {"state": "reused" if record["reused"] else "evaluated",
+                                   "protocol_id": record["protocol_id"], "metrics": record["metrics"],
+                                   "unavailable": record["unavailable"]})
+        if echo:
+            echo(format_row(rows[-1]))
+    return rows
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One line per run of ``evaluate_study``'s rows."""
+    if row["state"] in ("skipped", "failed"):
+        return f"{row['name']} ({row['run_id']}): {row['state']}, {row['reason']}"
+    parts = [f"{k}={v:.4g}" for k, v in row["metrics"].items()]
+    parts += [f"{k}: {v}" for k, v in row["unavailable"].items()]
+    return f"{row['name']} ({row['run_id']}) eval/{row['protocol_id']}.json [{row['state']}]: " + "; ".join(parts)

@@ -1,0 +1,78 @@
+"""Reconstructions of image files as PNGs, through the evaluation protocol's pixels.
+
+Each image goes the way an evaluation image goes (study/training/data.py's ``FolderEval``):
+decoded to RGB, shorter side resized to the resolution (PIL bicubic), the center R x R crop, to
+[-1, 1]; then the autoencoder's posterior mean is decoded and quantised as the metrics quantise
+it, ``round((clamp(x, -1, 1) + 1) * 127.5)`` (study/measure/metrics.py's ``to_uint8``).
+
+Names: an input file ``a/b/cat.jpg`` is written as ``OUT/cat.png``; every image below an input
+folder ``imgs/`` keeps its path relative to that folder, ``imgs/x/y.jpg`` -> ``OUT/x/y.png``.
+Two inputs that would write one output name are a ``ReconstructError`` before anything is
+written.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from study.measure.metrics import to_uint8
+from study.models.autoencoder import Autoencoder
+from study.training.data import IMAGE_SUFFIXES, FolderEval, check_resolution, list_images
+
+
+class ReconstructError(ValueError):
+    """An input that is neither an image file nor a folder, or two inputs with one output name."""
+
+
+def plan_outputs(inputs: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, str, Path]]:
+    """(folder, file relative to it, output PNG) for every input image, in input order."""
+    out = Path(out_dir)
+    planned: list[tuple[Path, str, Path]] = []
+    seen: dict[Path, Path] = {}
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            pairs = [(path, rel) for rel in list_images(path)]
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ReconstructError(f"{path}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
+            pairs = [(path.parent, path.name)]
+        else:
+            raise ReconstructError(f"{path}: no such image file or folder")
+        for folder, rel in pairs:
+            target = out / Path(rel).with_suffix(".png")
+            source = folder / rel
+            if target in seen:
+                raise ReconstructError(f"{seen[target]} and {source} would both be written to {target}")
+            seen[target] = source
+            planned.append((folder, rel, target))
+    if not planned:
+        raise ReconstructError("no input images given")
+    return planned
+
+
+@torch.no_grad()
+def reconstruct_files(autoencoder: Autoencoder, inputs: Sequence[str | Path], out_dir: str | Path,
+                      resolution: int, device: torch.device | str = "cpu") -> list[Path]:
+    """Write the reconstruction of every input image (files, or folders searched recursively)
+    as a resolution x resolution PNG under ``out_dir``; returns the paths written, in order."""
+    check_resolution(resolution, "reconstruct --resolution")
+    planned = plan_outputs(inputs, out_dir)
+    was_training = autoencoder.training
+    autoencoder.eval()
+    written = []
+    try:
+        for folder, rel, target in planned:
+            x = FolderEval(folder, [rel], resolution)[0].unsqueeze(0).to(device)
+            x_hat = autoencoder.decode(autoencoder.encode(x).mean)
+            pixels = to_uint8(x_hat)[0].permute(1, 2, 0).cpu().numpy()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(pixels)).save(target)
+            written.append(target)
+    finally:
+        autoencoder.train(was_training)
+    return written

@@ -1,0 +1,50 @@
+"""Weights fixtures for tests/test_metrics.py and tests/test_evaluate.py (a pytest plugin they
+name in ``pytest_plugins``).
+
+The Inception file is generated locally (torch-fidelity's architecture, random init with the
+convolutions re-initialised Kaiming, so pool3 features vary with the image; see
+study.measure.weights.make_random_inception); the LPIPS backbone is a randomly initialised
+torchvision AlexNet. Both are passed in as custom files ($LITEVAE_INCEPTION_WEIGHTS,
+$LITEVAE_ALEXNET_WEIGHTS).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from study.measure import weights as W
+
+
+@pytest.fixture(scope="session")
+def inception_file(tmp_path_factory) -> Path:
+    return W.make_random_inception(tmp_path_factory.mktemp("weights") / "inception-random.pth", seed=0)
+
+
+@pytest.fixture(scope="session")
+def alexnet_file(tmp_path_factory) -> Path:
+    import torchvision
+
+    torch.manual_seed(0)
+    features = torchvision.models.alexnet(weights=None).features
+    path = tmp_path_factory.mktemp("weights") / "alexnet-random.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch) -> Path:
+    """An empty weights directory and no custom files: nothing can be loaded."""
+    folder = tmp_path / "empty-weights"
+    folder.mkdir()
+    monkeypatch.setenv(W.WEIGHTS_ENV, str(folder))
+    for w in W.REGISTRY.values():
+        monkeypatch.delenv(w.override_env, raising=False)
+    return folder
+
+
+@pytest.fixture
+def test_weights(no_weights, monkeypatch, inception_file, alexnet_file) -> None:
+    monkeypatch.setenv(W.REGISTRY["inception"].override_env, str(inception_file))
+    monkeypatch.setenv(W.REGISTRY["alexnet"].override_env, str(alexnet_file))
