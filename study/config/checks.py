@@ -1,0 +1,74 @@
+"""Checks across fields that no single field's type can express; each raises ConfigError naming
+the key, the value and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+
+from study.config.overrides import get_value
+from study.config.sections import METRICS, ConfigError, ExperimentConfig, Stage
+
+
+# --------------------------------------------------------------------------------------------
+# checks across fields
+# --------------------------------------------------------------------------------------------
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Checks no single field's type can express; raises ConfigError naming the key."""
+    enc, dec, train, data = cfg.model.encoder, cfg.model.decoder, cfg.train, cfg.data
+    if not enc.levels or len(set(enc.levels)) != len(enc.levels) or not set(enc.levels) <= {1, 2, 3}:
+        raise ConfigError("model.encoder.levels", list(enc.levels),
+                          "a non-empty list of distinct levels from 1, 2, 3")
+    if list(enc.levels) != sorted(enc.levels):
+        raise ConfigError("model.encoder.levels", list(enc.levels), "levels in increasing order")
+    for key in ("model.latent_channels", "model.encoder.num_res_blocks", "model.decoder.channels",
+                "model.decoder.blocks_per_level", "train.batch_size",
+                "train.checkpoint_every", "train.log_every", "train.val_every",
+                "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
+        if get_value(cfg, key) < 1:
+            raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
+    if train.steps < 0:
+        raise ConfigError("train.steps", train.steps, "an integer >= 0 (0: measure complexity only, no training)")
+    if not dec.channel_mult or min(dec.channel_mult) < 1:
+        raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult),
+                          "a non-empty list of integers >= 1")
+    if 2 ** (len(dec.channel_mult) - 1) != 8:
+        raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult),
+                          "4 levels (the decoder upsamples by 8 = 2^(levels-1))")
+    if dec.channels % 8:
+        raise ConfigError("model.decoder.channels", dec.channels, "a multiple of 8 (GroupNorm groups)")
+    if cfg.loss.gaussian_kernel % 2 == 0:
+        raise ConfigError("loss.gaussian_kernel", cfg.loss.gaussian_kernel, "an odd integer")
+    if not 0.0 < data.val_fraction < 1.0:
+        raise ConfigError("data.val_fraction", data.val_fraction, "a number in (0, 1)")
+    if len(train.betas) != 2 or not all(0.0 <= b < 1.0 for b in train.betas):
+        raise ConfigError("train.betas", list(train.betas), "two numbers in [0, 1)")
+    for key in ("data.resolution", "eval.resolution"):
+        res = get_value(cfg, key)
+        if res is not None and (res < 8 or res % 8):
+            raise ConfigError(key, res, "a positive multiple of 8 (the latent is H/8)")
+    for i, stage in enumerate(train.stages):
+        if stage.resolution < 8 or stage.resolution % 8:
+            raise ConfigError(f"train.stages[{i}].resolution", stage.resolution, "a positive multiple of 8")
+        if stage.steps < 1:
+            raise ConfigError(f"train.stages[{i}].steps", stage.steps, "an integer >= 1")
+    if train.stages and sum(s.steps for s in train.stages) != train.steps:
+        raise ConfigError("train.stages", [dataclasses.asdict(s) for s in train.stages],
+                          f"stages whose steps add up to train.steps ({train.steps})")
+    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
+    if unknown or len(set(cfg.eval.metrics)) != len(cfg.eval.metrics):
+        raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(METRICS))
+    if cfg.eval.num_images != "all" and cfg.eval.num_images < 1:
+        raise ConfigError("eval.num_images", cfg.eval.num_images, "an integer >= 1, or 'all'")
+    if cfg.eval.path and not cfg.eval.name:
+        raise ConfigError("eval.name", cfg.eval.name, "the evaluation set's name when eval.path is set")
+    if cfg.eval.list and not cfg.eval.path:
+        raise ConfigError("eval.list", cfg.eval.list, "a split list only together with eval.path")
+    if data.list and data.kind != "folder":
+        raise ConfigError("data.list", data.list, "a split list only when data.kind is 'folder'")
+    if data.kind == "folder" and not data.path:
+        raise ConfigError("data.path", data.path, "the image folder's path when data.kind is 'folder'")
+    return cfg
+
+
+def stages(cfg: ExperimentConfig) -> tuple[Stage, ...]:
+    """The resolution stages of a run (one stage at data.resolution when none are set)."""
+    return cfg.train.stages or (Stage(cfg.data.resolution, cfg.train.steps),)

@@ -1,0 +1,156 @@
+"""Overrides: a dotted key (``model.decoder.norm``) and a value, checked against the field's type
+and coerced so that equal values compare and hash equal (1 == 1.0 for a float, lists as tuples)."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from study.config.sections import MODEL_PRESETS, ConfigError, ExperimentConfig
+
+
+# --------------------------------------------------------------------------------------------
+# overrides: dotted key -> typed value
+# --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # resolving string annotations is slow; classes are fixed
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> dict[str, Any]:
+    """Every settable dotted key below ``cls`` with its type."""
+    return dict(_config_keys(cls, prefix))
+
+
+@functools.lru_cache(maxsize=None)
+def _config_keys(cls: type, prefix: str) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.update(_config_keys(tp, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = tp
+    return keys
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean X?)' when a choice is close to ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_type(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"a list of {describe_type(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(_hints(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp))
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp``, or ConfigError. Integral numbers given for a float become
+    floats, lists become tuples, so equal values always compare (and hash) equal."""
+    origin = get_origin(tp)
+    def bad() -> ConfigError:  # built only when raised: describing the type is not free
+        return ConfigError(key, value, describe_type(tp))
+
+    if origin is Literal:
+        if value in get_args(tp) and type(value) in {type(a) for a in get_args(tp)}:
+            return value
+        raise bad()
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return coerce(key, value, option)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        (item,) = [a for a in get_args(tp) if a is not Ellipsis]
+        return tuple(coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already coerced (a study file's values are checked twice)
+            return value
+        if not isinstance(value, dict):
+            raise bad()
+        hints = _hints(tp)
+        for k in value:
+            if k not in hints:
+                raise ConfigError(f"{key}.{k}", value[k], "keys " + ", ".join(hints) + suggest(str(k), hints))
+        missing = [k for k, f in ((f.name, f) for f in dataclasses.fields(tp))
+                   if k not in value and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"{key}.{missing[0]}", None, describe_type(hints[missing[0]]))
+        return tp(**{k: coerce(f"{key}.{k}", v, hints[k]) for k, v in value.items()})
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if isinstance(value, float) and not value.is_integer():
+            raise bad()
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A copy of ``cfg`` with each dotted key set to its (type-checked) value."""
+    keys = _config_keys(ExperimentConfig, "")
+    changes: dict[str, Any] = {}  # nested {section: {field: value}}: one replace per section
+    for key, value in overrides.items():
+        if key not in keys:
+            raise ConfigError(key, value, "a key of the experiment config" + suggest(key, keys))
+        *sections, name = key.split(".")
+        node = changes
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = coerce(key, value, keys[key])
+    return _set(cfg, changes)
+
+
+def _set(obj: Any, changes: dict[str, Any]) -> Any:
+    """A copy of dataclass ``obj`` with nested ``changes`` (a dict marks a section)."""
+    return dataclasses.replace(obj, **{name: _set(getattr(obj, name), v) if isinstance(v, dict) else v
+                                       for name, v in changes.items()})
+
+
+def get_value(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def model_preset(name: str) -> ExperimentConfig:
+    """The default experiment with the named model preset applied."""
+    if name not in MODEL_PRESETS:
+        raise ConfigError("preset", name, ", ".join(MODEL_PRESETS))
+    return apply_overrides(ExperimentConfig(), MODEL_PRESETS[name])

@@ -1,0 +1,221 @@
+"""The typed experiment config: one dataclass per section, the paper's defaults.
+
+Every field a study file can set is a field here, addressed by a dotted key such as
+``model.decoder.norm``. Defaults follow LiteVAE (Sadat et al., NeurIPS 2024, arXiv 2405.14477);
+where the paper is silent the default is the project's choice and the field's comment says
+"paper gap" and what was chosen, usually the LDM KL-f8 recipe the paper says it follows.
+
+A field whose metadata says ``identity=False`` (log and checkpoint intervals, paths, worker
+counts) does not change what is trained, so it is left out of the run id (see ``identity``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from study.models import registry
+from study.models.arguments import AutoencoderArgs, DecoderArgs, EncoderArgs, LiteVAEArgs
+
+
+class ConfigError(ValueError):
+    """A bad override: ``key`` (dotted path), ``value`` and ``allowed`` say what and why."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: got {value!r}; allowed: {allowed}")
+
+
+def _not_identity(default: Any) -> Any:
+    """A field that does not change what is trained (left out of the run id)."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata={"identity": False})
+    return field(default=default, metadata={"identity": False})
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncoderConfig:
+    kind: Literal["litevae", "sdvae"] = "litevae"
+    # LiteVAE presets of Tables 23/24 (used when kind == litevae).
+    preset: Literal["S", "B", "M", "L"] = "B"
+    # Which Haar levels feed the encoder: all three, or e.g. (2, 3) as in Table 21.
+    levels: tuple[int, ...] = (1, 2, 3)
+    # Haar by default (the paper); other pywt families go through pytorch-wavelets.
+    wavelet: str = "haar"
+    # Feature aggregation: the UNet of the paper, or a ViT (Table 20).
+    aggregator: Literal["unet", "vit"] = "unet"
+    # One feature extractor shared by every level (Table 19) instead of one per level.
+    shared_extractors: bool = False
+    # Residual blocks per channel multiplier in F_l and F_agg: 2 reproduces Tables 2/3 exactly.
+    num_res_blocks: int = 2
+    dropout: float = 0.0
+    # SD-VAE encoder width (used when kind == sdvae): "full" is LDM KL-f8 (34.16 M, Table 3),
+    # "small" is VAE-Small of Table 2b (about 6.75 M; paper gap: its widths are not given).
+    sd_width: Literal["full", "small"] = "full"
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    # Table 4: GroupNorm (LDM) or self-modulated convolution (Eq. 3).
+    norm: Literal["groupnorm", "smc"] = "groupnorm"
+    # LDM KL-f8 decoder: 128 channels, multipliers (1, 2, 4, 4), 3 residual blocks per level,
+    # 49.49 M parameters. A smoke run narrows it.
+    channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    blocks_per_level: int = 3
+    mid_attention: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Latent channels nz: the paper uses 4 and 12 (the ablation baseline is 16x16x12 at 128).
+    latent_channels: int = 4
+    # 1x1 quant / post-quant convs around the latent (Table 17: they hurt LiteVAE, off).
+    quant_conv: bool = False
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# loss
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossConfig:
+    # Eq. 1: L1 + LPIPS + KL + adversarial. Paper gap: no weights given; LDM KL-f8 values.
+    l1_weight: float = 1.0
+    lpips_weight: float = 1.0
+    kl_weight: float = 1e-6
+    # Table 10: the UNet discriminator of Schonfeld et al. (2020); none disables the GAN.
+    discriminator: Literal["none", "patchgan", "stylegan", "unet"] = "unet"
+    # Paper gap: the discriminator's size is not given; its first layer's width (LDM's PatchGAN
+    # has 64 filters; the StyleGAN and UNet discriminators double it per level from there).
+    discriminator_channels: int = 64
+    # Table 16: hinge and logistic work equally well; hinge is LDM's.
+    adversarial_loss: Literal["hinge", "logistic"] = "hinge"
+    # Table 8: LiteVAE uses a constant weight instead of the adaptive weight of Esser et al.
+    adversarial_weight_mode: Literal["constant", "adaptive"] = "constant"
+    # Paper gap: LDM's disc_weight 0.5 (a constant here, the adaptive ratio's factor otherwise).
+    adversarial_weight: float = 0.5
+    # Paper gap: LDM starts the discriminator at step 50001.
+    discriminator_start: int = 50_001
+    # Table 9: Charbonnier loss on the level-1 Haar detail bands (paper gap: weight 0.1).
+    wavelet_weight: float = 0.1
+    charbonnier_eps: float = 1e-3
+    # Table 9: L1 between x - G(x) and x_hat - G(x_hat) (paper gap: weight 0.1, 5x5, sigma 1).
+    gaussian_weight: float = 0.1
+    gaussian_kernel: int = 5
+    gaussian_sigma: float = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# train / data / eval
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    """One resolution stage: train ``steps`` steps at ``resolution`` (Table 5: 128 then 256)."""
+
+    resolution: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Paper: 100k steps for ImageNet-256 and FFHQ (200k for ImageNet-128). 0: no training, the
+    # run only measures its model's complexity (Table 3).
+    steps: int = 100_000
+    # Empty: one stage of ``steps`` at data.resolution. Otherwise the stages run in order and
+    # their steps must add up to ``steps`` (Table 5: [{128, 100000}, {256, 50000}]).
+    stages: tuple[Stage, ...] = ()
+    # Paper: batch 16 (on two GPUs), Adam lr 1e-4, betas (0.5, 0.9), for both networks.
+    batch_size: int = 16
+    lr: float = 1e-4
+    betas: tuple[float, ...] = (0.5, 0.9)
+    discriminator_lr: float = 1e-4
+    # auto: bf16 autocast on CUDA, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    checkpoint_every: int = _not_identity(1000)
+    log_every: int = _not_identity(50)
+    val_every: int = _not_identity(1000)
+    val_images: int = _not_identity(64)
+    num_workers: int = _not_identity(4)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # samples: random crops of the photographs shipped inside scikit-image (no download);
+    # folder: an image folder (recursive; jpg, png, webp) at ``path``.
+    kind: Literal["samples", "folder"] = "samples"
+    # The dataset's name is part of the run id; its path is not (moving it does not retrain).
+    # With a split list, let the name say which split (e.g. "ffhq-train60k").
+    name: str = "samples"
+    path: str = _not_identity("")
+    # Optional text file of image paths relative to ``path``, one a line (the usual split files,
+    # e.g. FFHQ's first 60k, CelebA-HQ's train list); empty: every image below ``path``.
+    list: str = _not_identity("")
+    resolution: int = 256
+    hflip: bool = True
+    # Fraction of the images held out for validation and evaluation (deterministic split).
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation protocol: not part of the run id; it has an id of its own."""
+
+    # The evaluation set, apart from the training data (LDM: the ImageNet validation folder).
+    # Empty path: the training folder's own hold-out (data.val_fraction), or the held-out strips
+    # of the sample photos. ``name`` names the set in the protocol id, with a digest of its file
+    # list; its location is not part of it (moving the folder changes nothing).
+    path: str = ""
+    list: str = ""
+    name: str = ""
+    # LDM convention: the 50k validation images, shorter side resized, center crop. "all": the
+    # whole evaluation set.
+    num_images: int | Literal["all"] = 50_000
+    # None: data.resolution.
+    resolution: int | None = None
+    metrics: tuple[str, ...] = ("rfid", "psnr", "ssim", "lpips")
+    # Reconstructions are decoded from the posterior mean (LDM) or a sample.
+    posterior: Literal["mean", "sample"] = "mean"
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    batch_size: int = _not_identity(32)
+
+
+METRICS = ("rfid", "psnr", "ssim", "lpips")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# named presets (Tables 2, 3) and the model builders' arguments, from study.models.registry
+# --------------------------------------------------------------------------------------------
+def _preset_overrides(p: registry.Preset) -> dict[str, Any]:
+    """What ``preset: NAME`` sets: encoder kind and size; quant convs only where kept (SD-VAE, as LDM)."""
+    size_key = "model.encoder.preset" if p.kind == "litevae" else "model.encoder.sd_width"
+    return {"model.encoder.kind": p.kind, size_key: p.size} | ({"model.quant_conv": True} if p.quant_conv else {})
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {name: _preset_overrides(p) for name, p in registry.PRESETS.items()}
+
+
+def autoencoder_args(model: ModelConfig) -> AutoencoderArgs:
+    """What ``models.autoencoder.build_autoencoder`` takes: the size's widths from the registry, options on top."""
+    enc, dec = model.encoder, model.decoder
+    encoder: EncoderArgs = (
+        dataclasses.replace(registry.sd_encoder_args(enc.sd_width), dropout=enc.dropout) if enc.kind == "sdvae"
+        else LiteVAEArgs(registry.litevae_widths(enc.preset), levels=tuple(enc.levels), wavelet=enc.wavelet,
+                         aggregator=enc.aggregator, shared_extractors=enc.shared_extractors,
+                         num_res_blocks=enc.num_res_blocks, dropout=enc.dropout))
+    decoder = DecoderArgs(dec.channels, tuple(dec.channel_mult), dec.blocks_per_level, dec.mid_attention, dec.norm)
+    return AutoencoderArgs(encoder, model.latent_channels, model.quant_conv, decoder)
