@@ -9,10 +9,12 @@
     python run_study.py complexity [...]      Table 3: params, MACs, throughput, memory
     python run_study.py evaluate SPEC [--protocol KEY=VALUE ...]  re-evaluate runs, no retraining
     python run_study.py weights fetch|check [--dir D]  stage metric weights for offline nodes
+    python run_study.py reconstruct SOURCE INPUT... --out DIR  PNG reconstructions (run, SPEC VARIANT, checkpoint)
 
 Exit codes: 0 success, 2 bad input (nothing launched, nothing written), 1 a failure at run time.
 ``--json`` prints one JSON document on stdout and nothing else there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +34,7 @@ class UsageError(Exception):
 
 def _spec_and_variants(args: argparse.Namespace):
     from study.spec.grid import expand
-    from study.spec.studyfile import load_spec
-
-    from study.spec.studyfile import parse_sets
+    from study.spec.studyfile import load_spec, parse_sets
 
     spec = load_spec(args.spec)
     extra = parse_sets(spec.path, getattr(args, "set", None) or [])
@@ -51,21 +51,55 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     spec, variants = _spec_and_variants(args)
     if args.json:
-        print(json.dumps({"study": spec.study, "spec": str(spec.path), "profile": args.profile,
-                          "count": len(variants),
-                          "variants": [{"index": v.index, "id": v.run_id, "name": v.name, "seed": v.seed,
-                                        "source": v.source, "aliases": list(v.aliases),
-                                        "axes": {k: _jsonable(x) for k, x in v.axes.items()}}
-                                       for v in variants]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "study": spec.study,
+                    "spec": str(spec.path),
+                    "profile": args.profile,
+                    "count": len(variants),
+                    "variants": [
+                        {
+                            "index": v.index,
+                            "id": v.run_id,
+                            "name": v.name,
+                            "seed": v.seed,
+                            "source": v.source,
+                            "aliases": list(v.aliases),
+                            "axes": {k: _jsonable(x) for k, x in v.axes.items()},
+                            **_data_sets(v.config),
+                        }
+                        for v in variants
+                    ],
+                },
+                indent=1,
+            )
+        )
         return 0
     print(f"study {spec.study}: {len(variants)} run(s)" + (f", profile {args.profile}" if args.profile else ""))
     if spec.description:
         print(f"  {spec.description}")
-    rows = [[str(v.index), v.run_id, v.name, str(v.seed),
-             " ".join(f"{k}={format_value(x)}" for k, x in v.axes.items()) or v.source]
-            for v in variants]
+    rows = [
+        [
+            str(v.index),
+            v.run_id,
+            v.name,
+            str(v.seed),
+            " ".join(f"{k}={format_value(x)}" for k, x in v.axes.items()) or v.source,
+        ]
+        for v in variants
+    ]
     print(_table(["#", "id", "name", "seed", "axes"], rows))
     return 0
+
+
+def _data_sets(cfg: Any) -> dict[str, Any]:
+    """What a variant trains and evaluates on, for ``plan --json``: names, paths, split lists."""
+    d, e = cfg.data, cfg.eval
+    return {
+        "data": {"kind": d.kind, "name": d.name, "path": d.path, "list": d.list},
+        "eval": {"path": e.path, "list": e.list, "name": e.name, "num_images": e.num_images},
+    }
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -78,18 +112,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for v, run in zip(variants, store.run_states([store.run_dir(root, v.run_id) for v in variants])):
         status = run.record
-        rows.append({"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "state": run.state.value,
-                     "job_id": run.job_id, "attempts": run.attempts,
-                     "step": run.step, "total_steps": v.config.train.steps,
-                     "loss": status.get("loss"), "psnr": status.get("psnr"), "reason": run.reason,
-                     "heartbeat": status.get("heartbeat"), "log": status.get("log")})
+        rows.append(
+            {
+                "index": v.index,
+                "name": v.name,
+                "id": v.run_id,
+                "seed": v.seed,
+                "state": run.state.value,
+                "job_id": run.job_id,
+                "attempts": run.attempts,
+                "step": run.step,
+                "total_steps": v.config.train.steps,
+                "loss": status.get("loss"),
+                "psnr": status.get("psnr"),
+                "reason": run.reason,
+                "heartbeat": status.get("heartbeat"),
+                "log": status.get("log"),
+            }
+        )
     if args.json:
         print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
         return 0
-    print(_table(["#", "name", "id", "state", "job", "att", "step", "loss", "psnr", "reason"],
-                 [[str(r["index"]), r["name"], r["id"], r["state"], str(r["job_id"] or "-"), str(r["attempts"]),
-                   f"{r['step'] or 0}/{r['total_steps']}", _num(r["loss"]), _num(r["psnr"]),
-                   (r["reason"] or "")[:60]] for r in rows]))
+    print(
+        _table(
+            ["#", "name", "id", "state", "job", "att", "step", "loss", "psnr", "reason"],
+            [
+                [
+                    str(r["index"]),
+                    r["name"],
+                    r["id"],
+                    r["state"],
+                    str(r["job_id"] or "-"),
+                    str(r["attempts"]),
+                    f"{r['step'] or 0}/{r['total_steps']}",
+                    _num(r["loss"]),
+                    _num(r["psnr"]),
+                    (r["reason"] or "")[:60],
+                ]
+                for r in rows
+            ],
+        )
+    )
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -155,12 +218,27 @@ def _launch_options(args: argparse.Namespace, spec):
     from study.launch.launcher import LaunchOptions, merge_resources
 
     sbatch = tuple(spec.resources.sbatch) + tuple(args.sbatch or ())
-    resources = merge_resources(spec.resources, partition=args.partition, account=args.account,
-                                qos=args.qos, gpus=args.gpus, cpus_per_gpu=args.cpus, mem_gb=args.mem_gb,
-                                timeout_min=args.time, constraint=args.constraint, sbatch=sbatch,
-                                array_parallelism=args.array_parallelism, max_requeue=args.max_requeue)
-    return LaunchOptions(executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
-                         max_parallel=args.max_parallel, resources=resources)
+    resources = merge_resources(
+        spec.resources,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        gpus=args.gpus,
+        cpus_per_gpu=args.cpus,
+        mem_gb=args.mem_gb,
+        timeout_min=args.time,
+        constraint=args.constraint,
+        sbatch=sbatch,
+        array_parallelism=args.array_parallelism,
+        max_requeue=args.max_requeue,
+    )
+    return LaunchOptions(
+        executor=args.executor,
+        dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
+        max_parallel=args.max_parallel,
+        resources=resources,
+    )
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -174,11 +252,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
     for d in report.decisions:
         verb = ("would submit" if args.dry_run else "submit") if d.action == "submit" else "skip"
         job = report.job_ids.get(d.variant.run_id)
-        print(f"[{d.variant.index}] {d.variant.name} ({d.variant.run_id}): {verb}, {d.why}"
-              + (f", job {job}" if job else ""))
+        print(
+            f"[{d.variant.index}] {d.variant.name} ({d.variant.run_id}): {verb}, {d.why}"
+            + (f", job {job}" if job else "")
+        )
     n = len(report.submitted)
-    print(f"{'dry run: ' if args.dry_run else ''}{n} of {len(variants)} run(s) "
-          f"{'to submit' if args.dry_run else 'submitted'} with the {opts.executor} executor")
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{n} of {len(variants)} run(s) "
+        f"{'to submit' if args.dry_run else 'submitted'} with the {opts.executor} executor"
+    )
     return 1 if report.failed else 0
 
 
@@ -200,8 +282,9 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     from study.measure import complexity
 
     device = args.device or ("cuda" if _cuda() else "cpu")
-    rows = complexity.complexity_rows(args.models, resolution=args.resolution, batch=args.batch,
-                                      device=device, precision=args.precision)
+    rows = complexity.complexity_rows(
+        args.models, resolution=args.resolution, batch=args.batch, device=device, precision=args.precision
+    )
     print(json.dumps(rows, indent=1) if args.json else complexity.format_table(rows))
     return 0
 
@@ -216,14 +299,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = store.results_root(args.results)
     started = time.time()
     result = launch.launch(spec, variants, root, opts, record=_study_record(args, spec, variants))
-    print(f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; "
-          f"{len(variants) - len(result.submitted)} skipped")
+    print(
+        f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; "
+        f"{len(variants) - len(result.submitted)} skipped"
+    )
     if opts.dry_run:
         return 0
     states = launch.wait(root, variants, poll_s=args.poll, progress=True)
     _write_index(args, spec, variants, root)  # also when every variant was skipped
-    store.write_results(root, spec.study, store.collect(root, spec.study,
-                                                        store.read_index(root, spec.study)["variants"]))
+    store.write_results(
+        root, spec.study, store.collect(root, spec.study, store.read_index(root, spec.study)["variants"])
+    )
     path, table = _report(args, spec.study, root, **{"wall time": f"{time.time() - started:.0f} s"})
     print(table)
     print(f"\nreport: {path}")
@@ -236,8 +322,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_default(args: argparse.Namespace) -> int:
     """The embedded default: run ablations/smoke.yaml on this machine, in process."""
     print(f"The embedded default study: {DEFAULT_STUDY.relative_to(ROOT)} (sample photos, CPU)")
-    args = parser().parse_args(["run", str(DEFAULT_STUDY), "--executor", "debug"]
-                               + (["--results", args.results] if args.results else []))
+    args = parser().parse_args(
+        ["run", str(DEFAULT_STUDY), "--executor", "debug"] + (["--results", args.results] if args.results else [])
+    )
     return cmd_run(args)
 
 
@@ -272,9 +359,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec, variants = _spec_and_variants(args)
     root = store.results_root(args.results)
     try:
-        rows = evaluate.evaluate_study(variants, root, overrides=overrides, device=args.device,
-                                      force=args.force, progress=not args.json,
-                                      echo=None if args.json else print)
+        rows = evaluate.evaluate_study(
+            variants,
+            root,
+            overrides=overrides,
+            device=args.device,
+            force=args.force,
+            progress=not args.json,
+            echo=None if args.json else print,
+        )
     except DataError as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -285,23 +378,110 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if any(r["state"] == "failed" for r in rows) else 0
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Reconstructions of image files as PNGs (study/training/reconstruct.py) by a run, a study's
+    variant or a checkpoint; prints the folder written. Bad input of any kind: exit 2."""
+    import torch
+
+    from study.training.data import DataError
+    from study.training.pretrained import CheckpointError
+    from study.training.reconstruct import ReconstructError, reconstruct_files
+
+    device = torch.device(args.device or ("cuda" if _cuda() else "cpu"))
+    try:
+        ae, resolution, inputs = _reconstruction_model(args, device)
+        written = reconstruct_files(ae, inputs, args.out, resolution, device)
+    except (CheckpointError, ReconstructError, DataError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"{len(written)} reconstruction(s) at {resolution}x{resolution} in {args.out}")
+    return 0
+
+
+def _reconstruction_model(args: argparse.Namespace, device: Any) -> tuple[Any, int, list[str]]:
+    """(autoencoder, resolution, inputs) for SOURCE: ``SPEC VARIANT``, a run folder or id, or a
+    checkpoint path (the model from --preset and --set)."""
+    from study import config as C
+    from study import store
+    from study.models.autoencoder import build_autoencoder
+    from study.spec.studyfile import parse_sets, resolve
+    from study.training import loop, pretrained
+
+    source, inputs, root = args.source, list(args.inputs), store.results_root(args.results)
+    path = Path(source).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        if len(inputs) < 2:
+            raise UsageError(f"reconstruct {source}: give a variant of the study, then the inputs")
+        name, inputs = inputs[0], inputs[1:]
+        args.spec = source
+        _, variants = _spec_and_variants(args)
+        found = [v for v in variants if name in (v.name, v.run_id, *v.aliases)]
+        if not found:
+            raise UsageError(f"{source}: no variant {name!r}; variants: " + ", ".join(v.name for v in variants))
+        folder, cfg = store.run_dir(root, found[0].run_id), found[0].config
+    elif path.is_dir() and (path / "config.yaml").is_file():  # a run folder
+        folder, cfg = path, store.read_config(path)
+    elif path.exists():  # a checkpoint: the model is described by --preset and --set
+        sets = parse_sets(Path("--set"), args.set or [])
+        cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), resolve({"preset": args.preset}) | resolve(sets)))
+        ae = build_autoencoder(C.autoencoder_args(cfg.model))
+        pretrained.apply_init(ae, path)
+        return ae.to(device).eval(), args.resolution or 256, inputs
+    elif (store.run_dir(root, source) / "config.yaml").is_file():
+        folder = store.run_dir(root, source)
+        cfg = store.read_config(folder)
+    else:
+        raise UsageError(f"{source}: neither a study file, a checkpoint nor a run under {root / 'runs'}")
+    return loop.load_trained(folder, cfg, device), args.resolution or cfg.data.resolution, inputs
+
+
 def add_eval_commands(sub: Any, with_spec: Any) -> None:
+    from study.config import MODEL_PRESETS
+
     sp = sub.add_parser("weights", help="stage metric weights for offline compute nodes")
     sp.add_argument("action", choices=["fetch", "check"])
     sp.add_argument("--dir", help="weights directory (default $LITEVAE_WEIGHTS_DIR, else torch hub's cache)")
-    sp.add_argument("--only", nargs="+", choices=["inception", "alexnet", "vgg16", "vgg19"], help="fetch: these files only")
+    sp.add_argument(
+        "--only", nargs="+", choices=["inception", "alexnet", "vgg16", "vgg19"], help="fetch: these files only"
+    )
     sp.add_argument("--timeout", type=float, default=60.0, help="fetch: network timeout in seconds")
-    sp.add_argument("--from", dest="source", metavar="FOLDER",
-                    help="fetch: copy (and verify) files downloaded elsewhere instead of downloading")
+    sp.add_argument(
+        "--from",
+        dest="source",
+        metavar="FOLDER",
+        help="fetch: copy (and verify) files downloaded elsewhere instead of downloading",
+    )
     sp.set_defaults(func=cmd_weights)
     sp = with_spec("evaluate", "evaluate the completed runs under an eval protocol (no retraining)")
-    sp.add_argument("--protocol", nargs="+", metavar="KEY=VALUE",
-                    help="eval.* overrides, e.g. num_images=1000 posterior=sample lpips_net=vgg")
+    sp.add_argument(
+        "--protocol",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="eval.* overrides, e.g. num_images=1000 posterior=sample lpips_net=vgg",
+    )
     sp.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     sp.add_argument("--force", action="store_true", help="recompute even if a record of the protocol exists")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
+    sp = sub.add_parser("reconstruct", help="reconstructions of image files as PNGs")
+    sp.add_argument("source", help="a run id or folder, a study file (then a variant name), or a checkpoint")
+    sp.add_argument("inputs", nargs="+", help="image files or folders (after VARIANT for a study file)")
+    sp.add_argument("--out", required=True, help="folder for the PNGs")
+    sp.add_argument("--resolution", type=int, help="default: the run's data.resolution, else 256")
+    sp.add_argument("--profile", help="a study file's profile")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config override (repeatable)")
+    sp.add_argument(
+        "--preset",
+        default="SD-VAE",
+        choices=list(MODEL_PRESETS),
+        help="a checkpoint's model (default SD-VAE, 4 latent channels)",
+    )
+    sp.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
+    sp.set_defaults(func=cmd_reconstruct)
+
+
 # ---- end of evaluation and weights ---------------------------------------------------------
+
 
 # --------------------------------------------------------------------------------------------
 def _num(x: Any) -> str:
@@ -310,8 +490,7 @@ def _num(x: Any) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
 
@@ -325,8 +504,12 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
         sp.add_argument("spec", help="a study file, e.g. ablations/smoke.yaml")
         sp.add_argument("--profile", help="a profile of the study file, e.g. smoke")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config key for every variant, after the profile (repeatable)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a config key for every variant, after the profile (repeatable)",
+        )
         sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
         return sp
 
@@ -354,6 +537,7 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_launch)
 
     from study.config import MODEL_PRESETS
+
     sp = sub.add_parser("complexity", help="Table 3: params, MACs, throughput, memory")
     sp.add_argument("--models", nargs="+", default=list(MODEL_PRESETS), choices=list(MODEL_PRESETS))
     sp.add_argument("--resolution", type=int, default=256)
@@ -387,6 +571,7 @@ def add_launch_options(sp: argparse.ArgumentParser) -> None:
 
 def _cuda() -> bool:
     import torch
+
     return torch.cuda.is_available()
 
 

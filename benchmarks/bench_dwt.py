@@ -8,6 +8,7 @@ Both transforms see the same input and the same upstream gradient (a fixed rando
 output). Timed passes alternate between the two, so a change in machine load affects both alike;
 we print the median per pass and the ratio of medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,25 +45,27 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    print(f"3-level Haar DWT forward + backward, batch {args.batch} x 3 x {args.resolution}^2, "
-          f"median of {args.repeats}; torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
+    print(
+        f"3-level Haar DWT forward + backward, batch {args.batch} x 3 x {args.resolution}^2, "
+        f"median of {args.repeats}; torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
+    )
     for device in devices:
         x = torch.randn(args.batch, 3, args.resolution, args.resolution, device=device, requires_grad=True)
         reference = DWTForward(J=3, wave="haar", mode="zero").to(device)
         yl, yh = reference(x)
         grads = [torch.randn_like(yl)] + [torch.randn_like(h) for h in yh]
 
-        def ours():
+        def ours(x=x, grads=grads):
             yl, yh = haar_dwt(x, 3)
             torch.autograd.backward([yl, *yh], grads)
 
-        def theirs():
+        def theirs(x=x, grads=grads, reference=reference):
             yl, yh = reference(x)
             torch.autograd.backward([yl, *yh], grads)
 
         runs = {"ours": ours, "pytorch_wavelets": theirs}
         times: dict[str, list[float]] = {k: [] for k in runs}
-        for f in runs.values():      # warm-up
+        for f in runs.values():  # warm-up
             f()
             f()
         for _ in range(args.repeats):
@@ -75,8 +78,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         ratio = med["pytorch_wavelets"] / med["ours"]
-        print(f"{device}: ours {med['ours']:.2f} ms, pytorch_wavelets {med['pytorch_wavelets']:.2f} ms "
-              f"(medians) -> ours is {ratio:.2f}x faster (target >= 2x, stretch >= 4x)")
+        print(
+            f"{device}: ours {med['ours']:.2f} ms, pytorch_wavelets {med['pytorch_wavelets']:.2f} ms "
+            f"(medians) -> ours is {ratio:.2f}x faster (target >= 2x, stretch >= 4x)"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ staged (`run_study.py weights fetch`), else a randomly initialised one of the sa
 (the cost is the same; the FID values are then only good for checking agreement).
 Target: our images/s within 10% of torch-fidelity's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,17 @@ def ours(real, fake, weights_path, device, batch) -> float:
 def torch_fidelity(real, fake, weights_path, device, batch, save_cpu_ram=False) -> float:
     from torch_fidelity import calculate_metrics
 
-    out = calculate_metrics(input1=M.Uint8Images(real), input2=M.Uint8Images(fake), fid=True,
-                            cuda=torch.device(device).type == "cuda", batch_size=batch,
-                            feature_extractor_weights_path=str(weights_path), cache=False, verbose=False,
-                            save_cpu_ram=save_cpu_ram)
+    out = calculate_metrics(
+        input1=M.Uint8Images(real),
+        input2=M.Uint8Images(fake),
+        fid=True,
+        cuda=torch.device(device).type == "cuda",
+        batch_size=batch,
+        feature_extractor_weights_path=str(weights_path),
+        cache=False,
+        verbose=False,
+        save_cpu_ram=save_cpu_ram,
+    )
     return out["frechet_inception_distance"]
 
 
@@ -86,35 +94,41 @@ def main() -> int:
         weights_path = W.make_random_inception(Path(tempfile.mkdtemp()) / "inception-random.pth")
         which = "random-init Inception (real weights not staged; same cost)"
     real, fake = images(args.n, args.res)
-    print(f"rFID throughput: {args.n} + {args.n} images {args.res}x{args.res}, batch {args.batch}, "
-          f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
-          f"{torch.get_num_threads()} threads), torch {torch.__version__}; {which}")
+    print(
+        f"rFID throughput: {args.n} + {args.n} images {args.res}x{args.res}, batch {args.batch}, "
+        f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}; {which}"
+    )
 
     # warm-up (allocator, kernels, file cache), untimed
     warm = slice(0, min(4, args.n))
     ours(real[warm], fake[warm], weights_path, args.device, args.batch)
     torch_fidelity(real[warm], fake[warm], weights_path, args.device, args.batch)
 
-    methods = [("ours", ours), ("torch-fidelity", torch_fidelity),
-               ("torch-fidelity, save_cpu_ram", torch_fidelity_in_process)]
+    methods = [
+        ("ours", ours),
+        ("torch-fidelity", torch_fidelity),
+        ("torch-fidelity, save_cpu_ram", torch_fidelity_in_process),
+    ]
     times = {name: [] for name, _ in methods}
     values = {}
     for r in range(args.repeats):
         order = methods
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             seconds, values[name] = timed(fn, real, fake, weights_path, args.device, args.batch)
             times[name].append(seconds)
     # best of the repeats: on a shared machine the slow outliers are other people's work
     rate = {k: 2 * args.n / min(v) for k, v in times.items()}
     for name in times:
         runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"  {name:<28} {rate[name]:8.2f} images/s   (best of {args.repeats}: {runs} s)   "
-              f"FID {values[name]:.6f}")
+        print(f"  {name:<28} {rate[name]:8.2f} images/s   (best of {args.repeats}: {runs} s)   FID {values[name]:.6f}")
     for other in ("torch-fidelity", "torch-fidelity, save_cpu_ram"):
         ratio = rate["ours"] / rate[other]
         rel = abs(values["ours"] - values[other]) / max(abs(values[other]), 1e-12)
-        print(f"  ours / {other} = {ratio:.3f} ({'within' if ratio >= 0.9 else 'NOT within'} the 10% target); "
-              f"FID relative difference {rel:.1e}")
+        print(
+            f"  ours / {other} = {ratio:.3f} ({'within' if ratio >= 0.9 else 'NOT within'} the 10% target); "
+            f"FID relative difference {rel:.1e}"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ synthetic: a status.json, one eval record, a complexity.json and a DONE marker p
 every tenth run failed (its status carries the reason, no eval). ``--profile`` prints the top of
 a cProfile of each phase. Not a timed test: a benchmark reports, it does not assert.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,13 +50,18 @@ def axis_sizes(n: int) -> list[int]:
 
 def write_study(folder: Path, n: int) -> Path:
     a, b, c, d = axis_sizes(n)
-    doc = {"study": "bench", "description": "a synthetic 4-axis grid for benchmarks/bench_harness.py",
-           "set": {"loss.discriminator": "unet"},
-           "grid": {"train.steps": [1000 * (i + 1) for i in range(a)],
-                    "train.batch_size": [i + 1 for i in range(b)],
-                    "train.lr": [round((i + 1) * 1e-5, 8) for i in range(c)],
-                    "model.latent_channels": [i + 1 for i in range(d)]},
-           "seeds": [0]}
+    doc = {
+        "study": "bench",
+        "description": "a synthetic 4-axis grid for benchmarks/bench_harness.py",
+        "set": {"loss.discriminator": "unet"},
+        "grid": {
+            "train.steps": [1000 * (i + 1) for i in range(a)],
+            "train.batch_size": [i + 1 for i in range(b)],
+            "train.lr": [round((i + 1) * 1e-5, 8) for i in range(c)],
+            "model.latent_channels": [i + 1 for i in range(d)],
+        },
+        "seeds": [0],
+    }
     path = folder / "bench.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -67,17 +73,36 @@ def write_records(root: Path, variants: list) -> None:
         folder = store.run_dir(root, v.run_id)
         (folder / "eval").mkdir(parents=True)
         failed = i % 10 == 9
-        status = {"state": "failed" if failed else "completed", "attempts": 1 + failed,
-                  "job_ids": [f"{1000 + i}_0"], "run_id": v.run_id, "step": v.config.train.steps,
-                  "error": "RuntimeError: CUDA out of memory" if failed else None, "updated": 0.0}
+        status = {
+            "state": "failed" if failed else "completed",
+            "attempts": 1 + failed,
+            "job_ids": [f"{1000 + i}_0"],
+            "run_id": v.run_id,
+            "step": v.config.train.steps,
+            "error": "RuntimeError: CUDA out of memory" if failed else None,
+            "updated": 0.0,
+        }
         (folder / "status.json").write_text(json.dumps(status))
-        (folder / "complexity.json").write_text(json.dumps(
-            {"encoder_params": 6.2e6 + i, "decoder_params": 4.9e7, "encoder_gmacs": 4.0,
-             "throughput_img_s": 300.0, "peak_mem_mb": 900.0}))
+        (folder / "complexity.json").write_text(
+            json.dumps(
+                {
+                    "encoder_params": 6.2e6 + i,
+                    "decoder_params": 4.9e7,
+                    "encoder_gmacs": 4.0,
+                    "throughput_img_s": 300.0,
+                    "peak_mem_mb": 900.0,
+                }
+            )
+        )
         if not failed:
-            (folder / "eval" / "ev0123456789.json").write_text(json.dumps(
-                {"eval_id": "ev0123456789",
-                 "metrics": {"rfid": 1.0 + i * 1e-4, "psnr": 30.0, "ssim": 0.9, "lpips": 0.1}}))
+            (folder / "eval" / "ev0123456789.json").write_text(
+                json.dumps(
+                    {
+                        "eval_id": "ev0123456789",
+                        "metrics": {"rfid": 1.0 + i * 1e-4, "psnr": 30.0, "ssim": 0.9, "lpips": 0.1},
+                    }
+                )
+            )
             (folder / "DONE").write_text("0\n")
 
 
@@ -111,19 +136,25 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(write_study(tmp, args.variants))
         t_expand, cpu_expand, variants = best_of(args.repeat, lambda: expand(spec))
         assert len(variants) == expected_count(spec) == args.variants, (len(variants), args.variants)
-        print(f"expand  {len(variants):>6} variants: {t_expand:7.3f} s wall, {cpu_expand:6.3f} s cpu  "
-              f"(target < {EXPAND_TARGET_S:.0f} s, ratio {t_expand / EXPAND_TARGET_S:.2f})")
+        print(
+            f"expand  {len(variants):>6} variants: {t_expand:7.3f} s wall, {cpu_expand:6.3f} s cpu  "
+            f"(target < {EXPAND_TARGET_S:.0f} s, ratio {t_expand / EXPAND_TARGET_S:.2f})"
+        )
 
         root = tmp / "results"
         write_records(root, variants)
         records = [store.variant_record(v) for v in variants]
         t_collect, cpu_collect, frame = best_of(args.repeat, lambda: store.collect(root, spec.study, records))
         assert len(frame) == len(variants), len(frame)
-        print(f"collect {len(frame):>6} records:  {t_collect:7.3f} s wall, {cpu_collect:6.3f} s cpu  "
-              f"(target < {COLLECT_TARGET_S:.0f} s, ratio {t_collect / COLLECT_TARGET_S:.2f})")
+        print(
+            f"collect {len(frame):>6} records:  {t_collect:7.3f} s wall, {cpu_collect:6.3f} s cpu  "
+            f"(target < {COLLECT_TARGET_S:.0f} s, ratio {t_collect / COLLECT_TARGET_S:.2f})"
+        )
         failed = int((frame["state"] == "failed").sum())
-        print(f"        ({failed} failed rows with their reason, {frame.shape[1]} columns; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(
+            f"        ({failed} failed rows with their reason, {frame.shape[1]} columns; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
 
         if args.profile:
             print("\n--- expand ---")

@@ -22,6 +22,7 @@ timed too: that is the cost of deciding over 500 queued runs.
 Targets: at most ceil(variants / MaxArraySize) sbatch calls, and under 10 s in all. Prints the
 numbers and the ratios to the targets; a benchmark reports, it does not assert.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,21 @@ from study.spec.studyfile import load_spec  # noqa: E402
 
 TARGET_S = 10.0
 TINY_SET = {  # the variant of tests/launch_helpers.py (never run here: the jobs are held)
-    "model.encoder.preset": "S", "model.latent_channels": 4, "model.decoder.channels": 32,
-    "model.decoder.channel_mult": [1, 1, 2, 2], "model.decoder.blocks_per_level": 1,
-    "model.decoder.mid_attention": False, "loss.lpips_weight": 0.0, "loss.discriminator": "none",
-    "data.kind": "samples", "data.resolution": 32, "train.steps": 8, "train.batch_size": 4,
-    "train.num_workers": 0, "eval.num_images": 8, "eval.metrics": ["psnr", "ssim"],
+    "model.encoder.preset": "S",
+    "model.latent_channels": 4,
+    "model.decoder.channels": 32,
+    "model.decoder.channel_mult": [1, 1, 2, 2],
+    "model.decoder.blocks_per_level": 1,
+    "model.decoder.mid_attention": False,
+    "loss.lpips_weight": 0.0,
+    "loss.discriminator": "none",
+    "data.kind": "samples",
+    "data.resolution": 32,
+    "train.steps": 8,
+    "train.batch_size": 4,
+    "train.num_workers": 0,
+    "eval.num_images": 8,
+    "eval.metrics": ["psnr", "ssim"],
 }
 
 
@@ -79,17 +90,28 @@ def counting_sbatch(folder: Path) -> Path:
         "rc=$?\n"
         "t1=$(date +%s%N)\n"
         f'echo "$(( (t1 - t0) / 1000 )) $*" >> "{log}"\n'
-        "exit $rc\n")
+        "exit $rc\n"
+    )
     shim.chmod(0o755)
     os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
     return log
 
 
 def write_study(folder: Path, n: int, partition: str) -> Path:
-    doc = {"study": "bench_launch", "description": "benchmarks/bench_launch.py: submission only",
-           "set": TINY_SET, "seeds": list(range(n)),
-           "resources": {"gpus": 0, "cpus_per_gpu": 1, "mem_gb": 1, "timeout_min": 10,
-                         "partition": partition, "sbatch": ["--hold"]}}
+    doc = {
+        "study": "bench_launch",
+        "description": "benchmarks/bench_launch.py: submission only",
+        "set": TINY_SET,
+        "seeds": list(range(n)),
+        "resources": {
+            "gpus": 0,
+            "cpus_per_gpu": 1,
+            "mem_gb": 1,
+            "timeout_min": 10,
+            "partition": partition,
+            "sbatch": ["--hold"],
+        },
+    }
     path = folder / "bench_launch.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -123,11 +145,18 @@ def once(n: int, partition: str) -> dict:
         finally:
             if arrays:
                 subprocess.run(["scancel", *sorted(arrays)], check=False, timeout=120)
-        return {"submit_s": submit_s, "sbatch_calls": len(calls), "sbatch_s": sum(int(c[0]) for c in calls) / 1e6,
-                "arrays": report.arrays, "runs_submitted": len(report.submitted),
-                "job_ids": len(set(report.job_ids.values())), "queued_tasks": len(tasks),
-                "relaunch_s": relaunch_s, "relaunch_submitted": len(again.submitted),
-                "relaunch_sbatch_calls": calls_after - len(calls)}
+        return {
+            "submit_s": submit_s,
+            "sbatch_calls": len(calls),
+            "sbatch_s": sum(int(c[0]) for c in calls) / 1e6,
+            "arrays": report.arrays,
+            "runs_submitted": len(report.submitted),
+            "job_ids": len(set(report.job_ids.values())),
+            "queued_tasks": len(tasks),
+            "relaunch_s": relaunch_s,
+            "relaunch_submitted": len(again.submitted),
+            "relaunch_sbatch_calls": calls_after - len(calls),
+        }
 
 
 def main() -> int:
@@ -142,22 +171,32 @@ def main() -> int:
     try:
         sh("scontrol", "ping")
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"the SLURM cluster does not answer ({e}); start it: bash tools/slurm_cluster.sh start")
+        raise SystemExit(f"the SLURM cluster does not answer ({e}); start it: bash tools/slurm_cluster.sh start") from e
     partition, size = default_partition(), launch.max_array_size()
     runs = [once(args.variants, partition) for _ in range(args.repeat)]
     best = min(runs, key=lambda r: r["submit_s"])
     allowed = math.ceil(args.variants / size)
-    print(f"slurm launch of {args.variants} variants (jobs held, then cancelled); partition {partition}, "
-          f"MaxArraySize {size}, {os.cpu_count()} cores; best of {args.repeat}")
-    print(f"  submission (launch() call)   {best['submit_s']:7.2f} s   target < {TARGET_S:.0f} s   "
-          f"ratio {best['submit_s'] / TARGET_S:.2f}")
+    print(
+        f"slurm launch of {args.variants} variants (jobs held, then cancelled); partition {partition}, "
+        f"MaxArraySize {size}, {os.cpu_count()} cores; best of {args.repeat}"
+    )
+    print(
+        f"  submission (launch() call)   {best['submit_s']:7.2f} s   target < {TARGET_S:.0f} s   "
+        f"ratio {best['submit_s'] / TARGET_S:.2f}"
+    )
     print(f"    of which inside sbatch      {best['sbatch_s']:7.2f} s")
-    print(f"  sbatch calls                 {best['sbatch_calls']:7d}     target <= {allowed}   "
-          f"ratio {best['sbatch_calls'] / allowed:.2f}")
-    print(f"  arrays / distinct job ids     {best['arrays']} / {best['job_ids']}; "
-          f"tasks in the queue {best['queued_tasks']}; runs submitted {best['runs_submitted']}")
-    print(f"  relaunch (nothing to submit) {best['relaunch_s']:7.2f} s   "
-          f"submitted {best['relaunch_submitted']}, sbatch calls {best['relaunch_sbatch_calls']}")
+    print(
+        f"  sbatch calls                 {best['sbatch_calls']:7d}     target <= {allowed}   "
+        f"ratio {best['sbatch_calls'] / allowed:.2f}"
+    )
+    print(
+        f"  arrays / distinct job ids     {best['arrays']} / {best['job_ids']}; "
+        f"tasks in the queue {best['queued_tasks']}; runs submitted {best['runs_submitted']}"
+    )
+    print(
+        f"  relaunch (nothing to submit) {best['relaunch_s']:7.2f} s   "
+        f"submitted {best['relaunch_submitted']}, sbatch calls {best['relaunch_sbatch_calls']}"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ On CUDA it also prints the model FLOP utilisation against the card's bf16 peak (
 default 989 for an H100 SXM): 3 x the forward FLOPs of encoder, decoder and discriminator per
 image (forward + backward), times images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,23 @@ from study.training.loop import Context, train  # noqa: E402
 
 def experiment(preset: str, resolution: int, batch: int, steps: int) -> C.ExperimentConfig:
     cfg = C.model_preset(preset)
-    return C.validate(C.apply_overrides(cfg, {
-        "loss.lpips_weight": 0.0, "loss.discriminator": "unet", "loss.discriminator_start": 0,
-        "data.kind": "samples", "data.resolution": resolution, "train.batch_size": batch,
-        "train.steps": steps, "train.log_every": 1, "train.val_every": 10**9,
-        "train.checkpoint_every": 10**9}))
+    return C.validate(
+        C.apply_overrides(
+            cfg,
+            {
+                "loss.lpips_weight": 0.0,
+                "loss.discriminator": "unet",
+                "loss.discriminator_start": 0,
+                "data.kind": "samples",
+                "data.resolution": resolution,
+                "train.batch_size": batch,
+                "train.steps": steps,
+                "train.log_every": 1,
+                "train.val_every": 10**9,
+                "train.checkpoint_every": 10**9,
+            },
+        )
+    )
 
 
 def training_flops_per_image(cfg: C.ExperimentConfig, resolution: int) -> float:
@@ -67,8 +80,10 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the card's dense bf16 peak")
     args = p.parse_args()
     device = torch.device(args.device)
-    print(f"training step, {args.resolution}x{args.resolution}, batch {args.batch}, {device}, "
-          f"torch threads {torch.get_num_threads()}, median of steps {args.warmup + 1}..{args.steps}")
+    print(
+        f"training step, {args.resolution}x{args.resolution}, batch {args.batch}, {device}, "
+        f"torch threads {torch.get_num_threads()}, median of steps {args.warmup + 1}..{args.steps}"
+    )
     rows = {}
     for preset in ("SD-VAE", "LiteVAE-B"):
         cfg = experiment(preset, args.resolution, args.batch, args.steps)
@@ -79,8 +94,10 @@ def main() -> None:
         if device.type == "cuda":
             line += f"   MFU {rate * flops / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:.0f} TFLOP/s bf16"
         print(line)
-    print(f"  LiteVAE-B / SD-VAE training throughput: {rows['LiteVAE-B'] / rows['SD-VAE']:.2f}x "
-          "(the decoder and discriminator are shared, so the encoder's saving is diluted)")
+    print(
+        f"  LiteVAE-B / SD-VAE training throughput: {rows['LiteVAE-B'] / rows['SD-VAE']:.2f}x "
+        "(the decoder and discriminator are shared, so the encoder's saving is diluted)"
+    )
 
 
 if __name__ == "__main__":

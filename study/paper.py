@@ -8,6 +8,7 @@ non-learned DWT encoder, App. B) in ``litevae_results.csv``. ``reference_autoenc
 from the paper: published numbers of the public Stable Diffusion VAEs, each row naming its source,
 for calibrating the evaluation protocol (``reference_autoencoders``).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -18,6 +19,9 @@ import pandas as pd
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 FILES = ("litevae_results.csv", "litevae_complexity.csv", "litevae_generation.csv", "litevae_latent_mmd.csv")
 REFERENCES = "reference_autoencoders.csv"
+# The ``paper.table`` of a protocol check (ablations/protocol_check.yaml): its rows name reference
+# rows as "<model> @ <dataset>", not rows of a LiteVAE table.
+REFERENCE_TABLE = "reference"
 
 
 class UnknownPaperTable(KeyError):

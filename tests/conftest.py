@@ -1,5 +1,6 @@
 """Shared fixtures: the real one-node SLURM cluster (tests/slurm_fixture.py) and an isolated
 results folder per test."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,3 +25,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# `make test-fast` deselects these marks (pyproject.toml): whole modules that train for many
+# steps, need the SLURM cluster, or run paper-table studies end to end; and any test that uses
+# the cluster fixture.
+SLOW_MODULES = {
+    "test_train": "training",
+    "test_train_ema": "training",
+    "test_launch_local": "training",
+    "test_launch_slurm": "slurm",
+    "test_slurm_cluster": "slurm",
+    "test_ablations_e2e": "e2e",
+    "test_eval_sets_e2e": "e2e",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        mark = SLOW_MODULES.get(item.module.__name__.rsplit(".", 1)[-1])
+        if mark:
+            item.add_marker(getattr(pytest.mark, mark))
+        if {"slurm_cluster", "slurm_small_arrays"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slurm)

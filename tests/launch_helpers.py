@@ -5,6 +5,7 @@ A tiny variant (LiteVAE-S with a 32-channel decoder, 32x32 crops of the sample p
 no discriminator, PSNR/SSIM only) trains a step in about 0.3 s on one CPU thread and needs no
 downloaded weights, so a whole job (start, train, evaluate, complexity) takes seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,9 @@ def cli_command(*args: str) -> list[str]:
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cli_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def status_json(spec: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:

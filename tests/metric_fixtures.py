@@ -7,6 +7,7 @@ study.measure.weights.make_random_inception); the LPIPS backbone is a randomly i
 torchvision AlexNet. Both are passed in as custom files ($LITEVAE_INCEPTION_WEIGHTS,
 $LITEVAE_ALEXNET_WEIGHTS).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ The autoencoder is a stand-in with the real interface (encode -> posterior with 
 decode) whose reconstruction is the input plus a deterministic, batch-independent perturbation of
 a chosen size: what is under test is the metric pipeline, not a model.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

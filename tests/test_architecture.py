@@ -1,5 +1,6 @@
 """The import rules of docs/architecture.md, as import-linter contracts in pyproject.toml: they
 hold for the code, and a forbidden import breaks them (so the check can fail)."""
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,14 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 def lint(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run([str(LINT), "--no-cache", "--config", str(cwd / "pyproject.toml")], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(LINT), "--no-cache", "--config", str(cwd / "pyproject.toml")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +40,15 @@ def test_the_code_keeps_every_contract(lint_available):
     assert "broken" not in out.stdout.split("Contracts:")[-1].split("\n")[0].replace("0 broken", "")
 
 
-@pytest.mark.parametrize("module, imports, contract", [
-    ("study/models/_probe.py", "import study.config", "layers"),
-    ("study/measure/_probe.py", "import study.training.loop", "layers"),
-    ("study/report/_probe.py", "import study.spec.grid", "reads records only"),
-    ("study/models/_probe.py", "import pandas", "leaf"),
-])
+@pytest.mark.parametrize(
+    "module, imports, contract",
+    [
+        ("study/models/_probe.py", "import study.config", "layers"),
+        ("study/measure/_probe.py", "import study.training.loop", "layers"),
+        ("study/report/_probe.py", "import study.spec.grid", "reads records only"),
+        ("study/models/_probe.py", "import pandas", "leaf"),
+    ],
+)
 def test_a_forbidden_import_breaks_a_contract(lint_available, tmp_path, module, imports, contract):
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "study", copy / "study", ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,6 +1,7 @@
 """`run_study.py plan ablations/example_sweep.yaml --json`: the count is product x zip length -
 excluded + named variants, times seeds; ids are the same across runs, across a reordering of
 the YAML keys and across spellings of the same numbers (1e-4 / 0.0001, 1 / 1.0)."""
+
 from __future__ import annotations
 
 import itertools
@@ -80,9 +81,19 @@ def cli_plans(tmp_path_factory):
     for name, spec in jobs:
         cwd = tmp / f"cwd-{name}"
         cwd.mkdir()
-        procs.append((name, cwd, subprocess.Popen(
-            [sys.executable, str(REPO / "run_study.py"), "plan", str(spec), "--json"],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        procs.append(
+            (
+                name,
+                cwd,
+                subprocess.Popen(
+                    [sys.executable, str(REPO / "run_study.py"), "plan", str(spec), "--json"],
+                    cwd=cwd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+        )
     out = {}
     for name, cwd, proc in procs:
         stdout, stderr = proc.communicate(timeout=120)
@@ -146,11 +157,14 @@ def test_number_spellings_give_the_same_ids(tmp_path, capsys):
     path_a.write_text(path_a.read_text().replace("__LR__", "1e-4").replace("__KL__", "1e-6"))
     # Reordered, every number spelt differently: 0.0001, 1.0, 0.000001, batch sizes as 32.0.
     b = _reverse_keys(a)
-    b["zip"] = [{k: ([float(x) for x in v] if k == "train.batch_size" else v) for k, v in g.items()}
-                for g in b["zip"]]
+    b["zip"] = [{k: ([float(x) for x in v] if k == "train.batch_size" else v) for k, v in g.items()} for g in b["zip"]]
     path_b = _copy_study(tmp_path / "b", b)
-    path_b.write_text(path_b.read_text().replace("__LR__", "0.0001").replace("__KL__", "0.000001")
-                      .replace("loss.l1_weight: 1\n", "loss.l1_weight: 1.0\n"))
+    path_b.write_text(
+        path_b.read_text()
+        .replace("__LR__", "0.0001")
+        .replace("__KL__", "0.000001")
+        .replace("loss.l1_weight: 1\n", "loss.l1_weight: 1.0\n")
+    )
     assert "1e-4" in path_a.read_text() and "0.0001" in path_b.read_text()
     assert "loss.l1_weight: 1.0" in path_b.read_text() and "32.0" in path_b.read_text()
 
@@ -171,8 +185,11 @@ def test_a_changed_value_changes_the_ids(tmp_path, capsys):
 def test_non_identity_settings_keep_the_ids(tmp_path, capsys):
     original = _plan(capsys, SWEEP)
     doc = yaml.safe_load(SWEEP.read_text())
-    doc = dict(doc, set={**doc["set"], "train.log_every": 7, "data.path": "/elsewhere", "eval.num_images": 10},
-               resources={"gpus": 8, "mem_gb": 500})
+    doc = dict(
+        doc,
+        set={**doc["set"], "train.log_every": 7, "data.path": "/elsewhere", "eval.num_images": 10},
+        resources={"gpus": 8, "mem_gb": 500},
+    )
     again = _plan(capsys, _copy_study(tmp_path, doc))
     assert [v["id"] for v in again["variants"]] == [v["id"] for v in original["variants"]]
 

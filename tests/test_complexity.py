@@ -1,5 +1,6 @@
 """Table 3 measurement: keys and units, MAC scaling, the CPU live-tensor memory tracker, the
 table with the paper's numbers beside ours, named errors."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ def test_models_are_the_six_presets():
 
 def test_paper_rows_are_table3_found_by_the_registry_labels():
     rows = paper_rows()
-    assert set(rows) == set(MODELS) - {"VAE-Small"}          # Table 3 has no VAE-Small
+    assert set(rows) == set(MODELS) - {"VAE-Small"}  # Table 3 has no VAE-Small
     assert rows["SD-VAE"]["encoder"] == "VAE (SD-VAE encoder)"
     assert (rows["SD-VAE"]["params_m"], rows["LiteVAE-B"]["params_m"]) == (34.16, 6.75)
 
@@ -58,24 +59,23 @@ def test_convolutional_macs_scale_with_the_image_area():
 
 
 def test_live_tensor_tracker_counts_the_peak_of_live_storage():
-    x = torch.ones(1000)                          # 4000 bytes, held throughout
+    x = torch.ones(1000)  # 4000 bytes, held throughout
     tracker = LiveTensorTracker()
     tracker.hold(x)
     with tracker:
-        y = x * 2                                 # +4000 -> 8000
-        z = y + 1                                 # +4000 -> 12000 (peak)
-        del y                                     # -4000 -> 8000
-        w = z * 3                                 # +4000 -> 12000
-        v = w.view(10, 100)                       # a view: no new storage
+        y = x * 2  # +4000 -> 8000
+        z = y + 1  # +4000 -> 12000 (peak)
+        del y  # -4000 -> 8000
+        w = z * 3  # +4000 -> 12000
+        v = w.view(10, 100)  # a view: no new storage
         del z, w
-        assert tracker.live == 8000               # x and the storage of v
+        assert tracker.live == 8000  # x and the storage of v
     assert tracker.peak == 12000
     assert v.shape == (10, 100)
 
 
 def test_rows_table_and_json_for_every_model():
-    rows = complexity_rows(list(MODELS), resolution=32, batch=1, device="cpu", precision="fp32",
-                           repeats=1, warmup=0)
+    rows = complexity_rows(list(MODELS), resolution=32, batch=1, device="cpu", precision="fp32", repeats=1, warmup=0)
     assert [r["model"] for r in rows] == list(MODELS)
     doc = json.loads(to_json(rows))
     assert all(set(KEYS) <= set(r) for r in doc)
@@ -85,7 +85,7 @@ def test_rows_table_and_json_for_every_model():
     sd = next(line for line in table.splitlines() if line.startswith("| SD-VAE |"))
     assert "135.59" in sd and "34.16" in sd and "68.0" in sd and "8860" in sd
     small = next(line for line in table.splitlines() if line.startswith("| VAE-Small |"))
-    assert "| - |" in small                      # no paper row for VAE-Small in Table 3
+    assert "| - |" in small  # no paper row for VAE-Small in Table 3
 
 
 def test_named_errors():

@@ -1,5 +1,6 @@
 """Config identity: what changes a run id and what does not; the dict round trip; the presets and
 the model builders' arguments the config derives from the model registry."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,9 @@ SIX = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L", "SD-VAE", "VAE-Small"
 
 def rid(**overrides) -> str:
     """The run id of the default config with dotted overrides (``__`` stands for ``.``)."""
-    return C.run_id(C.validate(C.apply_overrides(C.ExperimentConfig(), {k.replace("__", "."): v
-                                                                          for k, v in overrides.items()})))
+    return C.run_id(
+        C.validate(C.apply_overrides(C.ExperimentConfig(), {k.replace("__", "."): v for k, v in overrides.items()}))
+    )
 
 
 def test_run_id_is_12_hex_digits_and_deterministic():
@@ -33,8 +35,14 @@ def test_run_id_is_12_hex_digits_and_deterministic():
 
 
 def test_key_order_does_not_change_the_id():
-    overrides = {"model.decoder.norm": "smc", "train.lr": 2e-4, "loss.kl_weight": 1e-5, "seed": 3,
-                 "model.encoder.levels": [2, 3], "data.resolution": 128}
+    overrides = {
+        "model.decoder.norm": "smc",
+        "train.lr": 2e-4,
+        "loss.kl_weight": 1e-5,
+        "seed": 3,
+        "model.encoder.levels": [2, 3],
+        "data.resolution": 128,
+    }
     forward = C.apply_overrides(C.ExperimentConfig(), overrides)
     backward = C.apply_overrides(C.ExperimentConfig(), dict(reversed(list(overrides.items()))))
     assert forward == backward
@@ -46,14 +54,17 @@ def test_canonical_json_sorts_keys():
     assert C.canonical_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
 
 
-@pytest.mark.parametrize("key, one, other", [
-    ("loss.l1_weight", 1, 1.0),        # int for a float field
-    ("train.lr", 1e-4, 0.0001),
-    ("loss.kl_weight", 1e-6, 0.000001),
-    ("train.steps", 500, 500.0),      # integral float for an int field
-    ("train.betas", [0.5, 0.9], (0.5, 0.9)),
-    ("loss.gaussian_sigma", 2, 2.0),
-])
+@pytest.mark.parametrize(
+    "key, one, other",
+    [
+        ("loss.l1_weight", 1, 1.0),  # int for a float field
+        ("train.lr", 1e-4, 0.0001),
+        ("loss.kl_weight", 1e-6, 0.000001),
+        ("train.steps", 500, 500.0),  # integral float for an int field
+        ("train.betas", [0.5, 0.9], (0.5, 0.9)),
+        ("loss.gaussian_sigma", 2, 2.0),
+    ],
+)
 def test_number_spellings_are_one_id(key, one, other):
     a = C.apply_overrides(C.ExperimentConfig(), {key: one})
     b = C.apply_overrides(C.ExperimentConfig(), {key: other})
@@ -67,20 +78,38 @@ def test_coerced_types_are_canonical():
     assert C.canonical_json(C.identity(cfg)).count('"l1_weight":1.0') == 1
 
 
-@pytest.mark.parametrize("key, a, b", [
-    ("train.lr", 1e-4, 2e-4), ("seed", 0, 1), ("model.decoder.norm", "groupnorm", "smc"),
-    ("data.name", "samples", "imagenet"), ("data.resolution", 128, 256), ("train.steps", 10, 11),
-    ("model.encoder.levels", [1, 2, 3], [2, 3]), ("loss.discriminator", "unet", "patchgan"),
-])
+@pytest.mark.parametrize(
+    "key, a, b",
+    [
+        ("train.lr", 1e-4, 2e-4),
+        ("seed", 0, 1),
+        ("model.decoder.norm", "groupnorm", "smc"),
+        ("data.name", "samples", "imagenet"),
+        ("data.resolution", 128, 256),
+        ("train.steps", 10, 11),
+        ("model.encoder.levels", [1, 2, 3], [2, 3]),
+        ("loss.discriminator", "unet", "patchgan"),
+    ],
+)
 def test_identity_fields_change_the_id(key, a, b):
     assert rid(**{key.replace(".", "__"): a}) != rid(**{key.replace(".", "__"): b})
 
 
-@pytest.mark.parametrize("key, value", [
-    ("train.log_every", 7), ("train.checkpoint_every", 3), ("train.val_every", 9), ("train.val_images", 2),
-    ("train.num_workers", 0), ("data.path", "/somewhere/else"),
-    ("eval.num_images", 16), ("eval.posterior", "sample"), ("eval.batch_size", 4), ("eval.resolution", 64),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.log_every", 7),
+        ("train.checkpoint_every", 3),
+        ("train.val_every", 9),
+        ("train.val_images", 2),
+        ("train.num_workers", 0),
+        ("data.path", "/somewhere/else"),
+        ("eval.num_images", 16),
+        ("eval.posterior", "sample"),
+        ("eval.batch_size", 4),
+        ("eval.resolution", 64),
+    ],
+)
 def test_non_identity_fields_keep_the_id(key, value):
     cfg = C.apply_overrides(C.ExperimentConfig(), {key: value})
     assert cfg != C.ExperimentConfig()  # the field really changed
@@ -97,9 +126,14 @@ def test_non_identity_fields_are_kept_by_to_dict_and_dropped_from_identity():
 def test_sdvae_ignores_litevae_only_fields():
     sd = {"model.encoder.kind": "sdvae"}
     base = C.run_id(C.apply_overrides(C.ExperimentConfig(), sd))
-    for key, value in [("model.encoder.preset", "S"), ("model.encoder.levels", [2, 3]),
-                       ("model.encoder.aggregator", "vit"), ("model.encoder.wavelet", "db2"),
-                       ("model.encoder.shared_extractors", True), ("model.encoder.num_res_blocks", 3)]:
+    for key, value in [
+        ("model.encoder.preset", "S"),
+        ("model.encoder.levels", [2, 3]),
+        ("model.encoder.aggregator", "vit"),
+        ("model.encoder.wavelet", "db2"),
+        ("model.encoder.shared_extractors", True),
+        ("model.encoder.num_res_blocks", 3),
+    ]:
         cfg = C.apply_overrides(C.ExperimentConfig(), sd | {key: value})
         assert C.run_id(cfg) == base, key
         lite = C.apply_overrides(C.ExperimentConfig(), {key: value})  # litevae: the field counts
@@ -110,8 +144,10 @@ def test_sdvae_ignores_litevae_only_fields():
 
 
 def test_presets_crossed_with_sdvae_are_one_run():
-    ids = {C.run_id(C.apply_overrides(C.model_preset(p), {"model.encoder.kind": "sdvae"}))
-           for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
+    ids = {
+        C.run_id(C.apply_overrides(C.model_preset(p), {"model.encoder.kind": "sdvae"}))
+        for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")
+    }
     assert len(ids) == 1
     lite = {C.run_id(C.model_preset(p)) for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
     assert len(lite) == 4
@@ -119,8 +155,16 @@ def test_presets_crossed_with_sdvae_are_one_run():
 
 def test_disabled_discriminator_ignores_gan_settings():
     off = rid(loss__discriminator="none")
-    assert rid(loss__discriminator="none", loss__adversarial_loss="logistic", loss__adversarial_weight=3,
-               loss__discriminator_start=1, train__discriminator_lr=0.5) == off
+    assert (
+        rid(
+            loss__discriminator="none",
+            loss__adversarial_loss="logistic",
+            loss__adversarial_weight=3,
+            loss__discriminator_start=1,
+            train__discriminator_lr=0.5,
+        )
+        == off
+    )
     assert rid(loss__adversarial_loss="logistic") != rid()
 
 
@@ -131,11 +175,20 @@ ROUND_TRIP = [
     C.ExperimentConfig(),
     C.model_preset("SD-VAE"),
     C.model_preset("VAE-Small"),
-    C.apply_overrides(C.ExperimentConfig(), {
-        "train.steps": 150_000, "train.stages": [{"resolution": 128, "steps": 100_000},
-                                                 {"resolution": 256, "steps": 50_000}],
-        "eval.resolution": 256, "model.encoder.levels": [2, 3], "data.kind": "folder", "data.path": "/d",
-        "eval.metrics": ["psnr"], "train.betas": [0.0, 0.99], "seed": 7}),
+    C.apply_overrides(
+        C.ExperimentConfig(),
+        {
+            "train.steps": 150_000,
+            "train.stages": [{"resolution": 128, "steps": 100_000}, {"resolution": 256, "steps": 50_000}],
+            "eval.resolution": 256,
+            "model.encoder.levels": [2, 3],
+            "data.kind": "folder",
+            "data.path": "/d",
+            "eval.metrics": ["psnr"],
+            "train.betas": [0.0, 0.99],
+            "seed": 7,
+        },
+    ),
 ]
 
 
@@ -169,19 +222,22 @@ def test_from_dict_rejects_unknown_and_invalid():
     assert info.value.key == "data.resolution"
 
 
-_OVERRIDES = st.fixed_dictionaries({}, optional={
-    "model.decoder.norm": st.sampled_from(["groupnorm", "smc"]),
-    "model.encoder.kind": st.sampled_from(["litevae", "sdvae"]),
-    "model.encoder.preset": st.sampled_from(["S", "B", "M", "L"]),
-    "model.encoder.levels": st.sampled_from([[1, 2, 3], [2, 3], [3], [1, 3]]),
-    "loss.discriminator": st.sampled_from(["none", "unet", "patchgan"]),
-    "loss.kl_weight": st.floats(1e-8, 1.0),
-    "train.lr": st.floats(1e-6, 1e-2),
-    "train.steps": st.integers(1, 10**6),
-    "train.log_every": st.integers(1, 1000),
-    "data.resolution": st.integers(1, 64).map(lambda n: 8 * n),
-    "seed": st.integers(0, 2**31),
-})
+_OVERRIDES = st.fixed_dictionaries(
+    {},
+    optional={
+        "model.decoder.norm": st.sampled_from(["groupnorm", "smc"]),
+        "model.encoder.kind": st.sampled_from(["litevae", "sdvae"]),
+        "model.encoder.preset": st.sampled_from(["S", "B", "M", "L"]),
+        "model.encoder.levels": st.sampled_from([[1, 2, 3], [2, 3], [3], [1, 3]]),
+        "loss.discriminator": st.sampled_from(["none", "unet", "patchgan"]),
+        "loss.kl_weight": st.floats(1e-8, 1.0),
+        "train.lr": st.floats(1e-6, 1e-2),
+        "train.steps": st.integers(1, 10**6),
+        "train.log_every": st.integers(1, 1000),
+        "data.resolution": st.integers(1, 64).map(lambda n: 8 * n),
+        "seed": st.integers(0, 2**31),
+    },
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -202,11 +258,20 @@ def test_non_finite_numbers_are_rejected():
             C.apply_overrides(C.ExperimentConfig(), {"train.lr": bad})
 
 
-@pytest.mark.parametrize("key, value", [
-    ("train.steps", "100"), ("train.steps", True), ("train.steps", 1.5), ("data.hflip", 1),
-    ("model.decoder.norm", "batchnorm"), ("model.decoder.norm", 1), ("train.lr", "1e-4"),
-    ("model.encoder.levels", 3), ("eval.resolution", "x"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.steps", "100"),
+        ("train.steps", True),
+        ("train.steps", 1.5),
+        ("data.hflip", 1),
+        ("model.decoder.norm", "batchnorm"),
+        ("model.decoder.norm", 1),
+        ("train.lr", "1e-4"),
+        ("model.encoder.levels", 3),
+        ("eval.resolution", "x"),
+    ],
+)
 def test_coerce_rejects_wrong_types(key, value):
     with pytest.raises(C.ConfigError) as info:
         C.apply_overrides(C.ExperimentConfig(), {key: value})
@@ -229,8 +294,9 @@ def test_config_keys_is_a_fresh_copy():
 
 def test_apply_overrides_leaves_the_input_alone():
     cfg = C.ExperimentConfig()
-    out = C.apply_overrides(cfg, {"model.decoder.norm": "smc", "model.decoder.channels": 64,
-                                  "model.latent_channels": 12})
+    out = C.apply_overrides(
+        cfg, {"model.decoder.norm": "smc", "model.decoder.channels": 64, "model.latent_channels": 12}
+    )
     assert cfg == C.ExperimentConfig()
     assert (out.model.decoder.norm, out.model.decoder.channels, out.model.latent_channels) == ("smc", 64, 12)
     assert out.model.encoder == cfg.model.encoder and out.loss == cfg.loss
@@ -248,21 +314,32 @@ def test_config_presets_compose_the_registry_models(name):
 def test_preset_run_ids_did_not_change():
     """The ids before the registry (run folders of earlier studies stay valid)."""
     assert {n: C.run_id(C.model_preset(n)) for n in SIX} == {
-        "LiteVAE-S": "f710cc5ef41b", "LiteVAE-B": "6e47d7f8241b", "LiteVAE-M": "9f099ff4661d",
-        "LiteVAE-L": "6d4c40dc88fe", "SD-VAE": "0236463175c8", "VAE-Small": "aab5a3a7153b"}
+        "LiteVAE-S": "f710cc5ef41b",
+        "LiteVAE-B": "6e47d7f8241b",
+        "LiteVAE-M": "9f099ff4661d",
+        "LiteVAE-L": "6d4c40dc88fe",
+        "SD-VAE": "0236463175c8",
+        "VAE-Small": "aab5a3a7153b",
+    }
 
 
 def test_config_options_reach_the_builder_arguments():
-    cfg = C.apply_overrides(C.model_preset("LiteVAE-M"), {
-        "model.encoder.levels": [2, 3], "model.encoder.aggregator": "vit", "model.latent_channels": 12,
-        "model.decoder.norm": "smc", "model.quant_conv": True}).model
+    cfg = C.apply_overrides(
+        C.model_preset("LiteVAE-M"),
+        {
+            "model.encoder.levels": [2, 3],
+            "model.encoder.aggregator": "vit",
+            "model.latent_channels": 12,
+            "model.decoder.norm": "smc",
+            "model.quant_conv": True,
+        },
+    ).model
     args = C.autoencoder_args(cfg)
     assert isinstance(args.encoder, LiteVAEArgs)
     assert args.encoder.widths == registry.litevae_widths("M")
     assert (args.encoder.levels, args.encoder.aggregator) == ((2, 3), "vit")
     assert (args.latent_channels, args.quant_conv, args.decoder.norm) == (12, True, "smc")
-    sd = C.autoencoder_args(C.apply_overrides(C.model_preset("VAE-Small"),
-                                              {"model.encoder.dropout": 0.1}).model)
+    sd = C.autoencoder_args(C.apply_overrides(C.model_preset("VAE-Small"), {"model.encoder.dropout": 0.1}).model)
     assert sd.encoder == SDEncoderArgs(64, (1, 1, 3, 4), dropout=0.1)
 
 
@@ -282,8 +359,12 @@ def test_config_sizes_are_the_registry_sizes():
 
 def test_naming_a_model_does_not_load_torch():
     """The config and the registry describe models without importing torch (the CLI's plan)."""
-    code = ("import sys, study.config, study.models.registry; "
-            "assert 'torch' not in sys.modules, 'torch loaded'")
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                         capture_output=True, text=True, timeout=60)
+    code = "import sys, study.config, study.models.registry; assert 'torch' not in sys.modules, 'torch loaded'"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr

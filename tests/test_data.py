@@ -1,4 +1,5 @@
 """The image-folder and sample-photo datasets: splits, determinism, crops, flips, errors, skips."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from study.training import data as D
 from study.config import DataConfig
+from study.training import data as D
 
 R = 16
 
@@ -81,11 +82,11 @@ def test_folder_stream_is_a_pure_function_of_seed_and_index(tmp_path):
         write(tmp_path, name, rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
     cfg = folder_cfg(tmp_path)
     a, b, other = D.train_set(cfg, R, 7), D.train_set(cfg, R, 7), D.train_set(cfg, R, 8)
-    for i in (0, 3, 4, 1001):                              # len is 4: indices past it are valid
+    for i in (0, 3, 4, 1001):  # len is 4: indices past it are valid
         assert torch.equal(a[i], b[i])
     assert any(not torch.equal(a[i], other[i]) for i in range(8))
-    assert not torch.equal(a[0], a[4])                     # a new epoch, a new crop
-    assert torch.equal(b[1001], a[1001]) and torch.equal(a[2], b[2])   # order of access is irrelevant
+    assert not torch.equal(a[0], a[4])  # a new epoch, a new crop
+    assert torch.equal(b[1001], a[1001]) and torch.equal(a[2], b[2])  # order of access is irrelevant
     with pytest.raises(IndexError):
         a[-1]
 
@@ -126,7 +127,7 @@ def test_eval_resizes_the_shorter_side_and_takes_the_centre(tmp_path):
 
 def test_training_flips_half_the_time_only_when_asked(tmp_path):
     ramp = np.repeat(np.repeat(np.arange(0, 256, 16, dtype=np.uint8)[None, :, None], R, 0), 3, 2)
-    write(tmp_path, names(1, False)[0], ramp)              # exactly R x R: the crop is the image
+    write(tmp_path, names(1, False)[0], ramp)  # exactly R x R: the crop is the image
     write(tmp_path, names(1, True)[0], ramp)
     original = D.to_tensor(ramp)
     mirrored = original.flip(-1)
@@ -191,11 +192,11 @@ def test_a_corrupt_evaluation_image_is_an_error_naming_the_file(colours):
 def test_a_corrupt_training_file_is_skipped_warned_and_counted(colours):
     ds = D.train_set(folder_cfg(colours, hflip=False), R, seed=0)
     bad = names(6, False)[2]
-    (colours / bad).write_bytes(b"truncated in the middle of a run")   # after the dataset was built
+    (colours / bad).write_bytes(b"truncated in the middle of a run")  # after the dataset was built
     with pytest.warns(D.DataWarning, match=bad):
         greys = [grey(ds[i]) for i in range(6)]
     assert ds.skipped == 1
-    assert 20 + 30 * 2 not in greys and len(set(greys)) == 5          # the next file stood in once
+    assert 20 + 30 * 2 not in greys and len(set(greys)) == 5  # the next file stood in once
 
 
 def test_the_skip_count_reaches_the_trainer_from_dataloader_workers(colours):
@@ -205,7 +206,7 @@ def test_the_skip_count_reaches_the_trainer_from_dataloader_workers(colours):
         warnings.simplefilter("ignore", D.DataWarning)
         loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=1, sampler=range(12))
         batches = list(loader)
-    assert len(batches) == 2 and ds.skipped == 2                        # once per epoch
+    assert len(batches) == 2 and ds.skipped == 2  # once per epoch
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,8 +215,9 @@ def test_the_skip_count_reaches_the_trainer_from_dataloader_workers(colours):
 def test_all_sample_photos_load_offline_as_rgb():
     photos = D.sample_photos()
     assert list(photos) == list(D.SAMPLE_PHOTOS)
-    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= 300
-               for p in photos.values())
+    assert all(
+        p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= 300 for p in photos.values()
+    )
 
 
 def boundary(photo: str) -> int:
@@ -253,13 +255,13 @@ def test_sample_flips_mirror_the_same_crop_and_follow_the_config():
     crops = [flipping.crop(i) for i in range(40)]
     assert 8 <= sum(c.flip for c in crops) <= 32
     for i, c in enumerate(crops):
-        assert fixed.crop(i) == replace(c, flip=False)                 # same place, never mirrored
+        assert fixed.crop(i) == replace(c, flip=False)  # same place, never mirrored
         if c.flip:
             assert torch.equal(flipping[i], fixed[i].flip(-1))
 
 
 def test_sample_items_are_resolution_sized_and_a_native_crop_is_the_photo_itself():
-    for resolution in (32, 512):                                       # 512: some regions upsampled
+    for resolution in (32, 512):  # 512: some regions upsampled
         for item in (D.train_set(DataConfig(), resolution, 0)[i] for i in range(3)):
             assert item.shape == (3, resolution, resolution) and item.dtype == torch.float32
             assert item.min() >= -1 and item.max() <= 1
@@ -267,7 +269,7 @@ def test_sample_items_are_resolution_sized_and_a_native_crop_is_the_photo_itself
     first = ev.crops[0]
     assert first.size == 32
     photo = D.sample_photos()[first.photo]
-    pixels = photo[first.top:first.top + 32, first.left:first.left + 32]
+    pixels = photo[first.top : first.top + 32, first.left : first.left + 32]
     assert torch.equal(ev[0], torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1)
 
 
@@ -298,7 +300,7 @@ def test_fingerprint_names_the_content_not_the_location(colours, tmp_path_factor
     fp = D.dataset_fingerprint(folder_cfg(colours), R)
     assert fp == D.dataset_fingerprint(folder_cfg(copy), R) and str(colours) not in fp
     assert fp != D.dataset_fingerprint(folder_cfg(colours), 2 * R)
-    write(copy, names(3, True)[2], solid(7))                           # a new held-out image
+    write(copy, names(3, True)[2], solid(7))  # a new held-out image
     assert fp != D.dataset_fingerprint(folder_cfg(copy), R)
     samples = D.dataset_fingerprint(DataConfig(), 32)
     assert samples == D.dataset_fingerprint(DataConfig(), 32) != D.dataset_fingerprint(DataConfig(), 64)

@@ -1,14 +1,19 @@
 """The three discriminators of Table 10: selection, output shapes at 32x32 and 64x64, backward,
 documented sizes, minibatch standard deviation."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from study.models.discriminators import (PatchGAN, StyleGANDiscriminator, UNetDiscriminator,
-                                         UnknownDiscriminator, build_discriminator,
-                                         minibatch_stddev)
-
+from study.models.discriminators import (
+    PatchGAN,
+    StyleGANDiscriminator,
+    UNetDiscriminator,
+    UnknownDiscriminator,
+    build_discriminator,
+    minibatch_stddev,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +28,7 @@ def test_build_selects_each_kind():
 
 
 def expected_shapes(kind: str, n: int, size: int) -> list[tuple[int, ...]]:
-    if kind == "patchgan":            # three stride-2 4x4 convs, then two stride-1 4x4 convs
+    if kind == "patchgan":  # three stride-2 4x4 convs, then two stride-1 4x4 convs
         return [(n, 1, size // 8 - 2, size // 8 - 2)]
     if kind == "stylegan":
         return [(n, 1)]
@@ -44,8 +49,7 @@ def test_logit_shapes_and_backward(kind, size):
     assert all(p.grad is not None for p in disc.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("kind,params", [("patchgan", 2_765_633), ("stylegan", 5_973_313),
-                                         ("unet", 7_883_522)])
+@pytest.mark.parametrize("kind,params", [("patchgan", 2_765_633), ("stylegan", 5_973_313), ("unet", 7_883_522)])
 def test_documented_sizes(kind, params):
     with torch.device("meta"):
         disc = build_discriminator(kind)
@@ -54,10 +58,10 @@ def test_documented_sizes(kind, params):
 
 def test_minibatch_stddev_appends_the_group_spread():
     x = torch.zeros(4, 2, 3, 3)
-    x[1] = 2.0                                   # one group of 4: per-feature std is sqrt(0.75)
+    x[1] = 2.0  # one group of 4: per-feature std is sqrt(0.75)
     y = minibatch_stddev(x, group_size=4)
     assert y.shape == (4, 3, 3, 3)
-    torch.testing.assert_close(y[:, 2], torch.full((4, 3, 3), 0.75 ** 0.5))
+    torch.testing.assert_close(y[:, 2], torch.full((4, 3, 3), 0.75**0.5))
     # batch 6 with group 4: the largest divisor of 6 not above 4 is 3
     assert minibatch_stddev(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)
     # identical samples have no spread

@@ -2,6 +2,7 @@
 against hand-computed Haar bands, DWT-2 as a rearrangement of level 2, the deterministic posterior,
 and a tiny SD decoder that learns to reconstruct from the fixed latent (validation PSNR measured
 before and after training, and against a decoder trained on an all-zero latent)."""
+
 from __future__ import annotations
 
 import functools
@@ -64,8 +65,8 @@ def test_dwt_detail_bands_match_a_hand_computed_haar_step():
 
 def test_dwt2_latent_is_a_permutation_of_the_level_2_bands():
     x = images()
-    bands = level_bands(x, 2) * 0.25                       # (2, 12, 8, 8)
-    z = DWTEncoder("dwt2")(x)                             # (2, 48, 4, 4)
+    bands = level_bands(x, 2) * 0.25  # (2, 12, 8, 8)
+    z = DWTEncoder("dwt2")(x)  # (2, 48, 4, 4)
     assert z.shape == (2, 48, 4, 4)
     assert torch.equal(torch.sort(z.flatten()).values, torch.sort(bands.flatten()).values)
     assert torch.equal(F.pixel_shuffle(z, 2), bands)
@@ -105,10 +106,10 @@ def test_deterministic_posterior_samples_the_mean_and_has_zero_kl():
     g = torch.Generator().manual_seed(0)
     state = g.get_state()
     assert torch.equal(q.sample(g), q.mean) and torch.equal(q.mode(), q.mean)
-    assert torch.equal(g.get_state(), state)                     # the generator is not drawn from
+    assert torch.equal(g.get_state(), state)  # the generator is not drawn from
     assert torch.equal(q.std, torch.zeros_like(q.mean)) and torch.equal(q.var, q.std)
     noise = torch.randn_like(q.mean)
-    assert torch.equal(q.mean + q.std * noise, q.mean)           # the training loop's sampling
+    assert torch.equal(q.mean + q.std * noise, q.mean)  # the training loop's sampling
     assert torch.equal(q.kl(), torch.zeros(3))
     # logvar is log 0: the Gaussian KL recomputed from (mean, logvar) is +inf, never a constant
     assert torch.isinf(q.logvar).all() and (q.logvar < 0).all()

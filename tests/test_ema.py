@@ -1,5 +1,6 @@
 """The EMA of the autoencoder (study/training/ema.py): the update formula after each step, and a
 checkpoint round trip that resumes bitwise."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,14 @@ DECAY = 0.9
 
 def _model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.SiLU(),
-                         nn.Conv2d(8, 3, 1), nn.Flatten(), nn.BatchNorm1d(3 * 4 * 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.GroupNorm(4, 8),
+        nn.SiLU(),
+        nn.Conv2d(8, 3, 1),
+        nn.Flatten(),
+        nn.BatchNorm1d(3 * 4 * 4),
+    )
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, seed: int) -> None:

@@ -1,5 +1,6 @@
 """Evaluation sets apart from the training data (eval.path, eval.list, eval.name) and split lists
 for training (data.list), on image folders cut from the sample photos."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,7 +22,7 @@ def photo_folder(folder, count: int, offset: int = 0, size: int = 48):
         photo = photos[i % len(photos)]
         top = (i * 37) % (photo.shape[0] - size)
         left = (i * 53) % (photo.shape[1] - size)
-        Image.fromarray(photo[top:top + size, left:left + size]).save(folder / f"img{i:03d}.png")
+        Image.fromarray(photo[top : top + size, left : left + size]).save(folder / f"img{i:03d}.png")
     return folder
 
 
@@ -55,8 +56,10 @@ def test_a_split_list_selects_its_files_in_a_stable_order(folders, tmp_path):
     train, val = folders
     listed = sorted(p.name for p in val.iterdir())[:5]
     (tmp_path / "split.txt").write_text("# a split\n" + "\n".join(listed) + "\n\n")
-    c = cfg(train, **{"eval.path": str(val), "eval.list": str(tmp_path / "split.txt"), "eval.name": "v5",
-                      "eval.num_images": 3})
+    c = cfg(
+        train,
+        **{"eval.path": str(val), "eval.list": str(tmp_path / "split.txt"), "eval.name": "v5", "eval.num_images": 3},
+    )
     ds = E.evaluation_set(c.data, c.eval, 32)
     assert len(ds) == 3 and set(ds.files) <= set(listed)
     assert ds.files == E.evaluation_set(c.data, c.eval, 32).files
@@ -101,17 +104,19 @@ def test_without_an_eval_path_the_training_hold_out_is_used_and_all_counts_it(fo
     c = cfg(train, **{"eval.num_images": "all", "data.val_fraction": 0.3})
     n = E.set_size(c.data, c.eval, 32)
     assert 0 < n < 20 and len(E.evaluation_set(c.data, c.eval, 32)) == n
-    samples = C.validate(C.apply_overrides(C.ExperimentConfig(), {"eval.num_images": "all",
-                                                                   "data.resolution": 32}))
+    samples = C.validate(C.apply_overrides(C.ExperimentConfig(), {"eval.num_images": "all", "data.resolution": 32}))
     assert E.set_size(samples.data, samples.eval, 32) == len(D.eval_crops(32))
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"eval.path": "/x"}, "eval.name"),
-    ({"eval.list": "/x.txt"}, "eval.list"),
-    ({"data.list": "/x.txt"}, "data.list"),
-    ({"eval.num_images": 0}, "eval.num_images"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"eval.path": "/x"}, "eval.name"),
+        ({"eval.list": "/x.txt"}, "eval.list"),
+        ({"data.list": "/x.txt"}, "data.list"),
+        ({"eval.num_images": 0}, "eval.num_images"),
+    ],
+)
 def test_inconsistent_evaluation_settings_are_config_errors(overrides, key):
     with pytest.raises(C.ConfigError, match=key):
         C.validate(C.apply_overrides(C.ExperimentConfig(), overrides))
@@ -123,5 +128,5 @@ def test_pixels_of_the_eval_set_are_the_centre_crops_of_its_files(folders):
     ds = E.evaluation_set(c.data, c.eval, 32)
     image = np.asarray(Image.open(val / ds.files[0]).convert("RGB"))
     resized = D.resize_shorter_side(image, 32)
-    expected = D.to_tensor(resized[(resized.shape[0] - 32) // 2:][:32, (resized.shape[1] - 32) // 2:][:, :32])
+    expected = D.to_tensor(resized[(resized.shape[0] - 32) // 2 :][:32, (resized.shape[1] - 32) // 2 :][:, :32])
     assert np.array_equal(ds[0].numpy(), expected.numpy())

@@ -3,6 +3,7 @@
 the `evaluate SPEC` command. Weights, images and the stand-in autoencoder: tests/metric_helpers.py.
 Feature extraction costs ~0.3-0.5 s per image on this CPU, so the sets are 8 images a side.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
 # the protocol
 # --------------------------------------------------------------------------------------------
 def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights):
-    base = C.apply_overrides(C.ExperimentConfig(), {"data.kind": "folder", "data.path": "/imagenet",
-                                                     "data.name": "imagenet"})
+    base = C.apply_overrides(
+        C.ExperimentConfig(), {"data.kind": "folder", "data.path": "/imagenet", "data.name": "imagenet"}
+    )
     p = E.protocol(base, fingerprint="fp")
     assert p["posterior"] == "mean" and p["crop"] == "center" and p["num_images"] == 50_000
     assert p["resize"].startswith("shorter side") and p["dataset"]["split"] == "held-out"
@@ -39,10 +41,16 @@ def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights)
     pid = E.protocol_id(p)
     assert pid == E.protocol_id(E.protocol(base, fingerprint="fp")) and len(pid) == 12
     changed = [E.protocol(base, fingerprint="other")]
-    for key, value in [("eval.num_images", 1000), ("eval.resolution", 128), ("eval.posterior", "sample"),
-                       ("eval.lpips_net", "vgg"), ("eval.metrics", ["psnr", "ssim"]),
-                       ("data.kind", "samples"), ("data.name", "imagenet-val"),
-                       ("data.val_fraction", 0.2)]:
+    for key, value in [
+        ("eval.num_images", 1000),
+        ("eval.resolution", 128),
+        ("eval.posterior", "sample"),
+        ("eval.lpips_net", "vgg"),
+        ("eval.metrics", ["psnr", "ssim"]),
+        ("data.kind", "samples"),
+        ("data.name", "imagenet-val"),
+        ("data.val_fraction", 0.2),
+    ]:
         changed.append(E.protocol(C.apply_overrides(base, {key: value}), fingerprint="fp"))
     ids = {E.protocol_id(q) for q in changed}
     assert pid not in ids and len(ids) == len(changed)
@@ -79,18 +87,19 @@ def test_evaluate_identity_gives_zero_fid_and_reuses_its_record(test_weights, tm
     assert path.stat().st_mtime_ns == mtime
 
     # another protocol: a second record beside the first (psnr/ssim only, no Inception needed)
-    other = E.evaluate(StandIn(0.0), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False,
-                       dataset=Images())
+    other = E.evaluate(StandIn(0.0), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False, dataset=Images())
     assert other["protocol_id"] != rec["protocol_id"] and not other["reused"]
     assert set(store.read_evals(folder)) == {rec["protocol_id"], other["protocol_id"]}
     assert set(other["metrics"]) == {"psnr", "ssim"}
 
     # force recomputes under the same id
-    forced = E.evaluate(StandIn(0.1), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False,
-                        dataset=Images(), force=True)
+    forced = E.evaluate(
+        StandIn(0.1), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False, dataset=Images(), force=True
+    )
     assert not forced["reused"] and forced["protocol_id"] == other["protocol_id"]
-    assert forced["metrics"]["psnr"] < 60 and store.read_evals(folder)[other["protocol_id"]]["metrics"] == \
-        pytest.approx(forced["metrics"])
+    assert forced["metrics"]["psnr"] < 60 and store.read_evals(folder)[other["protocol_id"]][
+        "metrics"
+    ] == pytest.approx(forced["metrics"])
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +113,7 @@ def noise_series(tmp_path_factory, inception_file, alexnet_file):
         records = {}
         for sigma in (0.02, 0.08, 0.25):
             folder = run_folder(root, f"noise{sigma}")
-            records[sigma] = E.evaluate(StandIn(sigma), cfg_for(), folder, "cpu", progress=False,
-                                        dataset=Images())
+            records[sigma] = E.evaluate(StandIn(sigma), cfg_for(), folder, "cpu", progress=False, dataset=Images())
         yield root, records
     finally:
         mp.undo()
@@ -127,15 +135,21 @@ def test_rfid_grows_monotonically_with_the_perturbation(noise_series):
 def test_results_do_not_depend_on_the_batch_size(noise_series, test_weights, tmp_path):
     root, records = noise_series
     want = records[0.08]
-    got = E.evaluate(StandIn(0.08), cfg_for(batch_size=3), run_folder(tmp_path, "b3"), "cpu",
-                     progress=False, dataset=Images(), cache_dir=root / "cache" / "fid_ref")
+    got = E.evaluate(
+        StandIn(0.08),
+        cfg_for(batch_size=3),
+        run_folder(tmp_path, "b3"),
+        "cpu",
+        progress=False,
+        dataset=Images(),
+        cache_dir=root / "cache" / "fid_ref",
+    )
     assert got["protocol_id"] == want["protocol_id"] and got["batch_size"] == 3
     for name, value in want["metrics"].items():
         assert got["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
 
-def test_reference_cache_equals_the_statistics_of_the_originals_read_from_png(noise_series, tmp_path,
-                                                                           inception_file):
+def test_reference_cache_equals_the_statistics_of_the_originals_read_from_png(noise_series, tmp_path, inception_file):
     root, records = noise_series
     ref_files = list((root / "cache" / "fid_ref").glob("*.npz"))
     assert len(ref_files) == 1
@@ -164,8 +178,7 @@ def test_missing_weights_make_metrics_unavailable_not_numbers(no_weights, tmp_pa
     stored = store.read_json(folder / "eval" / f"{rec['protocol_id']}.json")
     assert stored["unavailable"] == rec["unavailable"] and "rfid" not in stored["metrics"]
     # the collected table shows the reason in place of a number
-    frame = store.collect(tmp_path, "s", [{"index": 0, "name": "v", "run_id": "noweights", "seed": 0,
-                                           "axes": {}}])
+    frame = store.collect(tmp_path, "s", [{"index": 0, "name": "v", "run_id": "noweights", "seed": 0, "axes": {}}])
     assert frame.loc[0, "rfid_unavailable"].startswith("unavailable: ")
     assert "rfid" not in frame.columns
 
@@ -176,8 +189,11 @@ def test_missing_weights_make_metrics_unavailable_not_numbers(no_weights, tmp_pa
 def test_a_record_is_completed_once_the_weights_are_staged(no_weights, tmp_path, monkeypatch, inception_file):
     # (for this test) the pinned digest of the official file name is that of our random Inception
     entry = W.REGISTRY["inception"]
-    monkeypatch.setitem(W.REGISTRY, "inception", W.WeightFile(
-        entry.name, entry.filename, entry.url, W.sha256_file(inception_file), entry.size, entry.used_by))
+    monkeypatch.setitem(
+        W.REGISTRY,
+        "inception",
+        W.WeightFile(entry.name, entry.filename, entry.url, W.sha256_file(inception_file), entry.size, entry.used_by),
+    )
     cfg = cfg_for(metrics=["rfid", "psnr"])
     folder = run_folder(tmp_path, "later")
     first = E.evaluate(StandIn(0.05), cfg, folder, "cpu", progress=False, dataset=Images(4))
@@ -193,10 +209,20 @@ def test_real_model_and_eval_set_without_weights(no_weights, tmp_path):
     """The project's own data and autoencoder through evaluate, as the job calls it."""
     from study.models.autoencoder import build_autoencoder
 
-    cfg = C.validate(C.apply_overrides(C.model_preset("LiteVAE-S"), {
-        "data.resolution": 32, "eval.num_images": 4, "eval.batch_size": 4,
-        "model.decoder.channels": 32, "model.decoder.channel_mult": [1, 1, 2, 2],
-        "model.decoder.blocks_per_level": 1, "model.decoder.mid_attention": False}))
+    cfg = C.validate(
+        C.apply_overrides(
+            C.model_preset("LiteVAE-S"),
+            {
+                "data.resolution": 32,
+                "eval.num_images": 4,
+                "eval.batch_size": 4,
+                "model.decoder.channels": 32,
+                "model.decoder.channel_mult": [1, 1, 2, 2],
+                "model.decoder.blocks_per_level": 1,
+                "model.decoder.mid_attention": False,
+            },
+        )
+    )
     torch.manual_seed(0)
     ae = build_autoencoder(C.autoencoder_args(cfg.model)).train()
     folder = run_folder(tmp_path, "real")
@@ -210,7 +236,9 @@ def test_real_model_and_eval_set_without_weights(no_weights, tmp_path):
 
 def test_protocol_overrides_accept_eval_keys_only():
     assert E.parse_protocol_overrides(["num_images=1000", "eval.posterior=sample"]) == {
-        "eval.num_images": 1000, "eval.posterior": "sample"}
+        "eval.num_images": 1000,
+        "eval.posterior": "sample",
+    }
     with pytest.raises(C.ConfigError, match="did you mean"):
         E.parse_protocol_overrides(["num_image=3"])
     with pytest.raises(C.ConfigError):
@@ -219,8 +247,7 @@ def test_protocol_overrides_accept_eval_keys_only():
 
 def test_posterior_sample_is_its_own_protocol_and_reproducible(no_weights, tmp_path):
     folder = run_folder(tmp_path, "sample")
-    mean = E.evaluate(StandIn(0.0), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False,
-                      dataset=Images(4))
+    mean = E.evaluate(StandIn(0.0), cfg_for(metrics=["psnr", "ssim"]), folder, "cpu", progress=False, dataset=Images(4))
     cfg = cfg_for(metrics=["psnr", "ssim"], posterior="sample")
     a = E.evaluate(StandIn(0.0), cfg, folder, "cpu", progress=False, dataset=Images(4))
     b = E.evaluate(StandIn(0.0), cfg, folder, "cpu", progress=False, dataset=Images(4), force=True)
@@ -244,8 +271,18 @@ def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, ca
     ae = build_autoencoder(C.autoencoder_args(done.config.model))  # an untrained model is enough here
     save_checkpoint(folder, 0, ae, None, torch.optim.Adam(ae.parameters()), None)
     store.mark_done(folder)
-    argv = ["evaluate", str(spec_path), "--results", str(root), "--device", "cpu",
-            "--protocol", "num_images=4", "batch_size=4", "metrics=[psnr,ssim,rfid]"]
+    argv = [
+        "evaluate",
+        str(spec_path),
+        "--results",
+        str(root),
+        "--device",
+        "cpu",
+        "--protocol",
+        "num_images=4",
+        "batch_size=4",
+        "metrics=[psnr,ssim,rfid]",
+    ]
     assert run_study.main(argv) == 0
     out = capsys.readouterr().out
     assert f"1 evaluated, 0 reused, {len(variants) - 1} skipped, 0 failed" in out

@@ -1,5 +1,6 @@
 """Expansion: properties over small random studies (count, unique ids, exclude semantics) and
 a few worked cases (deduplication, names, order of application)."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,16 +33,25 @@ def studies(draw) -> StudySpec:
     keys = draw(st.permutations(list(POOLS)))
     n_grid = draw(st.integers(0, 3))
     n_zip = draw(st.integers(0 if n_grid else 1, 2))
-    grid = {k: draw(st.lists(st.sampled_from(POOLS[k]), min_size=1, max_size=len(POOLS[k]), unique=True))
-            for k in keys[:n_grid]}
+    grid = {
+        k: draw(st.lists(st.sampled_from(POOLS[k]), min_size=1, max_size=len(POOLS[k]), unique=True))
+        for k in keys[:n_grid]
+    }
     zips = []
     if n_zip:
-        zkeys = keys[n_grid:n_grid + n_zip]
+        zkeys = keys[n_grid : n_grid + n_zip]
         length = draw(st.integers(1, min(len(POOLS[k]) for k in zkeys)))
         # the first axis distinct (the spec requires distinct rows), the others free
-        zips.append({k: (draw(st.permutations(POOLS[k]))[:length] if i == 0
-                         else [draw(st.sampled_from(POOLS[k])) for _ in range(length)])
-                     for i, k in enumerate(zkeys)})
+        zips.append(
+            {
+                k: (
+                    draw(st.permutations(POOLS[k]))[:length]
+                    if i == 0
+                    else [draw(st.sampled_from(POOLS[k])) for _ in range(length)]
+                )
+                for i, k in enumerate(zkeys)
+            }
+        )
     axis_values = grid | {k: v for g in zips for k, v in g.items()}
     exclude = []
     for _ in range(draw(st.integers(0, 3))):
@@ -50,8 +60,9 @@ def studies(draw) -> StudySpec:
     # named variants set a key no axis touches to a value of their own: never equal to a row
     variants = {f"v{i}": {"data.name": f"named{i}"} for i in range(draw(st.integers(0, 2)))}
     seeds = tuple(draw(st.lists(st.integers(0, 9), min_size=1, max_size=3, unique=True)))
-    return StudySpec(path=Path("generated.yaml"), study="gen", grid=grid, zip=zips, variants=variants,
-                     exclude=exclude, seeds=seeds)
+    return StudySpec(
+        path=Path("generated.yaml"), study="gen", grid=grid, zip=zips, variants=variants, exclude=exclude, seeds=seeds
+    )
 
 
 def independent_rows(spec: StudySpec) -> list[dict]:
@@ -116,9 +127,15 @@ def test_axis_order_does_not_change_ids(spec, rnd):
     assume(independent_rows(spec) or spec.variants)
     grid_keys = list(spec.grid)
     rnd.shuffle(grid_keys)
-    shuffled = StudySpec(path=spec.path, study=spec.study, grid={k: list(reversed(spec.grid[k])) for k in grid_keys},
-                         zip=[dict(reversed(list(g.items()))) for g in spec.zip], variants=spec.variants,
-                         exclude=[dict(reversed(list(e.items()))) for e in spec.exclude], seeds=spec.seeds[::-1])
+    shuffled = StudySpec(
+        path=spec.path,
+        study=spec.study,
+        grid={k: list(reversed(spec.grid[k])) for k in grid_keys},
+        zip=[dict(reversed(list(g.items()))) for g in spec.zip],
+        variants=spec.variants,
+        exclude=[dict(reversed(list(e.items()))) for e in spec.exclude],
+        seeds=spec.seeds[::-1],
+    )
     assert sorted(v.run_id for v in expand(shuffled)) == sorted(v.run_id for v in expand(spec))
 
 
@@ -140,8 +157,11 @@ def test_equal_configs_collapse_into_one_run_with_an_alias(tmp_path):
 
 
 def test_named_variant_equal_to_a_row_is_an_alias(tmp_path):
-    spec = _spec(tmp_path, "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
-                           "variants: {paper-smc: {model.decoder.norm: smc}}\nseeds: [0, 1]\n")
+    spec = _spec(
+        tmp_path,
+        "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
+        "variants: {paper-smc: {model.decoder.norm: smc}}\nseeds: [0, 1]\n",
+    )
     variants = expand(spec)
     assert len(variants) == 4 and expected_count(spec) == 6
     smc = [v for v in variants if v.name == "norm=smc"]
@@ -149,16 +169,22 @@ def test_named_variant_equal_to_a_row_is_an_alias(tmp_path):
 
 
 def test_excluding_every_row_is_an_error(tmp_path):
-    spec = _spec(tmp_path, "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
-                           "exclude: [{model.decoder.norm: groupnorm}, {model.decoder.norm: smc}]\n")
+    spec = _spec(
+        tmp_path,
+        "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
+        "exclude: [{model.decoder.norm: groupnorm}, {model.decoder.norm: smc}]\n",
+    )
     assert expected_count(spec) == 0
     with pytest.raises(StudySpecError) as info:
         expand(spec)
     assert info.value.key == "exclude" and "at least one" in str(info.value)
     # a named variant keeps the study non-empty
-    spec = _spec(tmp_path, "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
-                           "exclude: [{model.decoder.norm: groupnorm}, {model.decoder.norm: smc}]\n"
-                           "variants: {only: {train.steps: 5}}\n")
+    spec = _spec(
+        tmp_path,
+        "study: t\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
+        "exclude: [{model.decoder.norm: groupnorm}, {model.decoder.norm: smc}]\n"
+        "variants: {only: {train.steps: 5}}\n",
+    )
     assert [v.name for v in expand(spec)] == ["only"] and expected_count(spec) == 1
 
 
@@ -172,9 +198,12 @@ def test_no_axes_is_one_base_variant_per_seed(tmp_path):
 def test_order_of_application(tmp_path):
     """defaults < base < set < row / named variant < profile < seed."""
     (tmp_path / "base.yaml").write_text("train: {steps: 111, batch_size: 3}\nmodel.latent_channels: 8\n")
-    spec = _spec(tmp_path, "study: t\nbase: base.yaml\nset: {train.batch_size: 5}\n"
-                           "grid: {train.lr: [0.125, 0.25]}\nvariants: {big: {model.latent_channels: 16}}\n"
-                           "profiles: {p: {train.steps: 7}}\nseeds: [2]\n")
+    spec = _spec(
+        tmp_path,
+        "study: t\nbase: base.yaml\nset: {train.batch_size: 5}\n"
+        "grid: {train.lr: [0.125, 0.25]}\nvariants: {big: {model.latent_channels: 16}}\n"
+        "profiles: {p: {train.steps: 7}}\nseeds: [2]\n",
+    )
     plain = {v.name: v.config for v in expand(spec)}
     assert set(plain) == {"lr=0.125", "lr=0.25", "big"}
     for cfg in plain.values():
@@ -186,8 +215,11 @@ def test_order_of_application(tmp_path):
 
 
 def test_preset_axis_then_own_keys(tmp_path):
-    spec = _spec(tmp_path, "study: t\nzip: [{preset: [LiteVAE-S, SD-VAE], train.batch_size: [32, 16]}]\n"
-                           "variants: {small-q: {preset: VAE-Small, model.quant_conv: false}}\n")
+    spec = _spec(
+        tmp_path,
+        "study: t\nzip: [{preset: [LiteVAE-S, SD-VAE], train.batch_size: [32, 16]}]\n"
+        "variants: {small-q: {preset: VAE-Small, model.quant_conv: false}}\n",
+    )
     by_name = {v.name: v for v in expand(spec)}
     assert set(by_name) == {"LiteVAE-S,batch_size=32", "SD-VAE,batch_size=16", "small-q"}
     assert by_name["SD-VAE,batch_size=16"].config.model.encoder.kind == "sdvae"
@@ -203,9 +235,14 @@ def test_single_valued_axes_do_not_name_variants(tmp_path):
 
 def test_short_keys():
     assert short_keys(["model.decoder.norm", "model.encoder.preset"]) == {
-        "model.decoder.norm": "norm", "model.encoder.preset": "preset"}
+        "model.decoder.norm": "norm",
+        "model.encoder.preset": "preset",
+    }
     assert short_keys(["train.lr", "train.discriminator_lr", "a.b.lr"]) == {
-        "train.lr": "train.lr", "train.discriminator_lr": "discriminator_lr", "a.b.lr": "b.lr"}
+        "train.lr": "train.lr",
+        "train.discriminator_lr": "discriminator_lr",
+        "a.b.lr": "b.lr",
+    }
 
 
 def test_example_sweep_expected_count_matches_expand():

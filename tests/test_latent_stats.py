@@ -1,6 +1,7 @@
 """Latent statistics of Table 6 (study/measure/latent_stats.py): the RBF MMD against a direct numpy
 computation, its noise for Gaussian "latents", its growth with a mean shift and a scale change, and
 the per-channel statistics with the diffusion scale factor."""
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ def _gaussian(n: int, seed: int) -> torch.Tensor:
 
 def _numpy_mmd2(x: np.ndarray, y: np.ndarray, h: float, unbiased: bool) -> float:
     """Gretton et al. (2012) by explicit loops, k(a, b) = exp(-||a - b||^2 / (2 h^2))."""
+
     def k(a, b):
         return math.exp(-float(np.sum((a - b) ** 2)) / (2.0 * h * h))
 

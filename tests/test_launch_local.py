@@ -5,6 +5,7 @@ through the real command line in a subprocess; no mocks.
 A variant with train.lr 1e30 diverges after its first step and fails at run time with
 "non-finite loss at step N": it must never stop the others, and `status` must say why it failed.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,10 @@ def test_local_executor_runs_subprocesses_at_most_max_parallel(tmp_path):
     # at most 2 at once: the queue starts variants in order, so the third starts only after one
     # of the first two finished, and the fourth after two of the first three did; the first two
     # ran side by side
-    spans = [(statuses[v.run_id]["started"], statuses[v.run_id].get("finished") or statuses[v.run_id]["updated"])
-             for v in variants]
+    spans = [
+        (statuses[v.run_id]["started"], statuses[v.run_id].get("finished") or statuses[v.run_id]["updated"])
+        for v in variants
+    ]
     ends = [end for _, end in spans]
     assert spans[2][0] >= sorted(ends[:2])[0]
     assert spans[3][0] >= sorted(ends[:3])[1]

@@ -7,6 +7,7 @@ No mocks. `sbatch` calls are counted with a shim on PATH that logs each call and
 sbatch. Each variant is tiny (tests/launch_helpers.py) and asks for one CPU, so the 2-core node
 runs two at once; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,20 @@ import torch
 
 from study import store
 from study.launch import launcher as launch
-from study.spec.grid import expand
 from study.launch.launcher import LaunchOptions, merge_resources
+from study.spec.grid import expand
 from study.spec.studyfile import load_spec
-from tests.launch_helpers import (REPO, RESOURCES, cli_command, cli_env, run_cli, sbatch_calls, sbatch_shim,
-                                  status_json, write_study)
+from tests.launch_helpers import (
+    REPO,
+    RESOURCES,
+    cli_command,
+    cli_env,
+    run_cli,
+    sbatch_calls,
+    sbatch_shim,
+    status_json,
+    write_study,
+)
 from tests.slurm_fixture import SlurmCluster, wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -45,8 +55,13 @@ def cancel_new_jobs(slurm_cluster: SlurmCluster, tmp_path):
     script (submitit's submission file) lies under the test's tmp_path, and no other."""
     yield
     out = subprocess.run(["squeue", "-h", "-o", "%A|%o"], capture_output=True, text=True, timeout=60).stdout
-    mine = sorted({job for job, _, script in (line.partition("|") for line in out.splitlines())
-                   if script.startswith(str(tmp_path))})
+    mine = sorted(
+        {
+            job
+            for job, _, script in (line.partition("|") for line in out.splitlines())
+            if script.startswith(str(tmp_path))
+        }
+    )
     if mine:
         subprocess.run(["scancel", *mine], check=False, timeout=60)
 
@@ -69,15 +84,22 @@ def _wait_state(root: Path, variants: list, state: str, timeout_s: float = RUN_T
         runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
         return {v.name: run.state.value for v, run in zip(variants, runs)}
 
-    wait_for(lambda: all(s == state for s in states().values()), timeout_s,
-             lambda: f"runs to be {state}: {states()} (queue {_queue()})", interval_s=1.0)
+    wait_for(
+        lambda: all(s == state for s in states().values()),
+        timeout_s,
+        lambda: f"runs to be {state}: {states()} (queue {_queue()})",
+        interval_s=1.0,
+    )
 
 
 def _accounted(cluster: SlurmCluster, job_id: str, state: str) -> None:
     """sacct reports the job in this state (a job marks its run DONE before it ends, and slurmctld
     hands job records to slurmdbd asynchronously)."""
-    wait_for(lambda: cluster.sacct_state(job_id).startswith(state), 60,
-             lambda: f"sacct to report job {job_id} {state} (it says {cluster.sacct_state(job_id)!r})")
+    wait_for(
+        lambda: cluster.sacct_state(job_id).startswith(state),
+        60,
+        lambda: f"sacct to report job {job_id} {state} (it says {cluster.sacct_state(job_id)!r})",
+    )
 
 
 def _same_tensors(a, b, where: str = "") -> None:
@@ -106,9 +128,12 @@ def test_study_runs_as_one_array_survives_a_cancel_and_relaunches(slurm_cluster,
     shim, calls = sbatch_shim(tmp_path / "bin")
     results = tmp_path / "results"
     env = cli_env(results, path_prefix=shim)
-    spec = write_study(tmp_path, "lifecycle", zip=[{"train.steps": [100, 8, 8, 8, 8],
-                                                    "train.lr": [1e-4, 2e-4, 3e-4, 4e-4, 5e-4]}],
-                       resources=_spec_resources(slurm_cluster))
+    spec = write_study(
+        tmp_path,
+        "lifecycle",
+        zip=[{"train.steps": [100, 8, 8, 8, 8], "train.lr": [1e-4, 2e-4, 3e-4, 4e-4, 5e-4]}],
+        resources=_spec_resources(slurm_cluster),
+    )
     variants = expand(load_spec(spec))
     victim, tiny = variants[0], variants[1:]
 
@@ -120,8 +145,11 @@ def test_study_runs_as_one_array_survives_a_cancel_and_relaunches(slurm_cluster,
 
     # cancel the long variant once it has written a checkpoint (so the retry resumes from it)
     victim_dir = store.run_dir(results, victim.run_id)
-    wait_for(lambda: (victim_dir / "checkpoints" / "last.pt").exists(), RUN_TIMEOUT_S,
-             lambda: f"a checkpoint of {victim.name} (status {_status(results, victim.run_id)})")
+    wait_for(
+        lambda: (victim_dir / "checkpoints" / "last.pt").exists(),
+        RUN_TIMEOUT_S,
+        lambda: f"a checkpoint of {victim.name} (status {_status(results, victim.run_id)})",
+    )
     victim_job = f"{array}_0"
     subprocess.run(["scancel", victim_job], check=True, timeout=60)
     _wait_state(results, [victim], "cancelled", timeout_s=90)
@@ -172,8 +200,12 @@ def test_preempted_run_requeues_and_resumes_to_the_same_weights(slurm_cluster, t
     """scancel --signal=USR2 mid-training: submitit calls RunJob.checkpoint, the job is requeued,
     resumes from its checkpoint and ends with weights bitwise equal to an uninterrupted run of
     the same config (launched the same way into another results folder, at the same time)."""
-    spec = write_study(tmp_path, "preempt", set={"train.steps": 60, "train.checkpoint_every": 5},
-                       resources=_spec_resources(slurm_cluster))
+    spec = write_study(
+        tmp_path,
+        "preempt",
+        set={"train.steps": 60, "train.checkpoint_every": 5},
+        resources=_spec_resources(slurm_cluster),
+    )
     (variant,) = expand(load_spec(spec))
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
     for root in (preempted, reference):
@@ -181,11 +213,17 @@ def test_preempted_run_requeues_and_resumes_to_the_same_weights(slurm_cluster, t
     (job_id,) = _status(preempted, variant.run_id)["job_ids"]
     folder = store.run_dir(preempted, variant.run_id)
 
-    wait_for(lambda: (folder / "checkpoints" / "last.pt").exists(), RUN_TIMEOUT_S,
-             lambda: f"the first checkpoint (status {_status(preempted, variant.run_id)})")
+    wait_for(
+        lambda: (folder / "checkpoints" / "last.pt").exists(),
+        RUN_TIMEOUT_S,
+        lambda: f"the first checkpoint (status {_status(preempted, variant.run_id)})",
+    )
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=60)
-    wait_for(lambda: _status(preempted, variant.run_id).get("state") == "requeued", 120,
-             lambda: f"the run to be requeued (status {_status(preempted, variant.run_id)})")
+    wait_for(
+        lambda: _status(preempted, variant.run_id).get("state") == "requeued",
+        120,
+        lambda: f"the run to be requeued (status {_status(preempted, variant.run_id)})",
+    )
     stopped_at = _status(preempted, variant.run_id)["reason"]
     wait_for(lambda: _queue().get(job_id) == "PENDING", 60, lambda: f"job {job_id} pending again ({_queue()})")
     # SLURM holds a requeued job ~2 minutes; release() skips that, but not too soon: slurmd revokes
@@ -207,8 +245,9 @@ def test_preempted_run_requeues_and_resumes_to_the_same_weights(slurm_cluster, t
     assert stopped_at == f"preempted at step {result['resumed_from']}"  # resumed where it stopped
 
     a = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    b = torch.load(store.run_dir(reference, variant.run_id) / "checkpoints" / "last.pt", map_location="cpu",
-                   weights_only=False)
+    b = torch.load(
+        store.run_dir(reference, variant.run_id) / "checkpoints" / "last.pt", map_location="cpu", weights_only=False
+    )
     assert a["step"] == b["step"] == 60
     _same_tensors(a, b)
     (eval_a,) = store.read_evals(folder).values()
@@ -251,12 +290,22 @@ def test_two_launches_at_once_submit_each_run_once(slurm_cluster, tmp_path, canc
     shim, calls = sbatch_shim(tmp_path / "bin")
     results = tmp_path / "results"
     env = cli_env(results, path_prefix=shim)
-    spec = write_study(tmp_path, "concurrent", grid={"train.lr": [1e-4, 2e-4, 3e-4, 4e-4]},
-                       resources=_spec_resources(slurm_cluster))
+    spec = write_study(
+        tmp_path, "concurrent", grid={"train.lr": [1e-4, 2e-4, 3e-4, 4e-4]}, resources=_spec_resources(slurm_cluster)
+    )
     variants = expand(load_spec(spec))
-    procs = [subprocess.Popen(cli_command("launch", str(spec), "--executor", "slurm"), cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            cli_command("launch", str(spec), "--executor", "slurm"),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
     outcomes = []
     for p in procs:
         out, err = p.communicate(timeout=180)
@@ -275,12 +324,19 @@ def test_two_launches_at_once_submit_each_run_once(slurm_cluster, tmp_path, canc
     logs = str(results / "concurrent" / "logs")
 
     def seen() -> list[str]:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,SubmitLine", "-S", "now-1hour"],
-                             capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,SubmitLine", "-S", "now-1hour"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         return [line.split("|")[0] for line in out.splitlines() if logs in line]
 
     # sacct lists a pending array as one line until its tasks start: wait for all four lines
-    wait_for(lambda: sorted(seen()) == sorted(ids[0] for ids in job_ids), 60,
-             lambda: f"sacct to show the 4 tasks (it shows {seen()})")
+    wait_for(
+        lambda: sorted(seen()) == sorted(ids[0] for ids in job_ids),
+        60,
+        lambda: f"sacct to show the 4 tasks (it shows {seen()})",
+    )
     queued = [j for j in _queue() if j.startswith(f"{array}_")]
     assert len(queued) == len(set(queued)) <= 4

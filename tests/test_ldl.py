@@ -1,5 +1,6 @@
 """The LDL artifact map and loss (study/training/ldl.py, Table 15) against a hand computation with
 explicit loops in numpy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,7 @@ def _variance(values: list[float]) -> float:
     return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
-def _hand_map(x: np.ndarray, x_hat: np.ndarray, x_ema: np.ndarray, window: int = 7,
-              alpha: float = 5.0) -> np.ndarray:
+def _hand_map(x: np.ndarray, x_hat: np.ndarray, x_ema: np.ndarray, window: int = 7, alpha: float = 5.0) -> np.ndarray:
     """One image (C x H x W, values in [-1, 1]) by explicit loops: residuals of the [0, 1] images
     summed over channels, 7x7 unbiased local variance with reflect padding, times the image's
     unbiased variance to the power 1/alpha, zero where the current residual is below the EMA's."""
@@ -41,8 +41,11 @@ def _hand_map(x: np.ndarray, x_hat: np.ndarray, x_ema: np.ndarray, window: int =
     out = np.zeros((h, w))
     for i in range(h):
         for j in range(w):
-            window_values = [r[_reflect(i + di, h), _reflect(j + dj, w)]
-                             for di in range(-pad, pad + 1) for dj in range(-pad, pad + 1)]
+            window_values = [
+                r[_reflect(i + di, h), _reflect(j + dj, w)]
+                for di in range(-pad, pad + 1)
+                for dj in range(-pad, pad + 1)
+            ]
             out[i, j] = 0.0 if r[i, j] < r_ema[i, j] else delta * _variance(window_values)
     return out
 

@@ -1,5 +1,6 @@
 """Each loss against a value computed by hand on a tiny tensor, the adaptive weight, the combined
 objectives and the LPIPS weights check."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study.training import losses as L
 from study.config import LossConfig
+from study.training import losses as L
 
 
 def t(values) -> torch.Tensor:
@@ -64,8 +65,7 @@ def posterior(mean, logvar):
 def test_kl_sums_over_the_latent_and_averages_over_the_batch():
     # sample 0: values (mean 1, logvar 0) -> 1/2 and (mean 0, logvar ln 2) -> (1 - ln 2)/2;
     # sample 1: the prior itself -> 0.
-    p = posterior([[[[1.0]], [[0.0]]], [[[0.0]], [[0.0]]]],
-                  [[[[0.0]], [[math.log(2)]]], [[[0.0]], [[0.0]]]])
+    p = posterior([[[[1.0]], [[0.0]]], [[[0.0]], [[0.0]]]], [[[[0.0]], [[math.log(2)]]], [[[0.0]], [[0.0]]]])
     per_sample = 0.5 + (1 - math.log(2)) / 2
     assert L.gaussian_kl(p.mean, p.logvar).tolist() == [approx(per_sample), approx(0.0)]
     assert L.kl_loss(p).item() == approx(per_sample / 2)
@@ -85,7 +85,7 @@ def test_wavelet_loss_by_hand_on_one_haar_cell():
     x = t([[[[1.0, 2.0], [3.0, 4.0]]]])
     assert L.wavelet_loss(x, torch.zeros_like(x), eps=0.0).item() == approx((2 + 1 + 0) / 3)
     eps = 0.5
-    expected = (math.sqrt(4 + eps ** 2) + math.sqrt(1 + eps ** 2) + eps) / 3
+    expected = (math.sqrt(4 + eps**2) + math.sqrt(1 + eps**2) + eps) / 3
     assert L.wavelet_loss(x, torch.zeros_like(x), eps=eps).item() == approx(expected)
 
 
@@ -138,7 +138,7 @@ def test_gaussian_highpass_loss_ignores_a_constant_offset():
 # --------------------------------------------------------------------------------------------
 # adversarial losses
 # --------------------------------------------------------------------------------------------
-REAL = [t([[2.0], [0.5]]), t([[[[1.0, -1.0]]]])]     # per image (2, 1), per pixel (1, 1, 1, 2)
+REAL = [t([[2.0], [0.5]]), t([[[[1.0, -1.0]]]])]  # per image (2, 1), per pixel (1, 1, 1, 2)
 FAKE = [t([[-0.5], [1.0]]), t([[[[-1.0, -3.0]]]])]
 
 
@@ -168,19 +168,19 @@ def test_hinge_generator_loss_by_hand():
 
 def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
     w = torch.nn.Parameter(t([1.0, 2.0]))
-    rec = 3 * w.sum()          # gradient (3, 3): norm 3 sqrt 2
-    g = -4 * w[0]              # gradient (-4, 0): norm 4
+    rec = 3 * w.sum()  # gradient (3, 3): norm 3 sqrt 2
+    g = -4 * w[0]  # gradient (-4, 0): norm 4
     weight = L.adaptive_weight(rec, g, w)
     assert weight.item() == approx(3 * math.sqrt(2) / (4 + 1e-4))
-    assert not weight.requires_grad and w.grad is None   # detached, nothing accumulated
-    (rec + weight * g).backward()                          # the graph was retained
+    assert not weight.requires_grad and w.grad is None  # detached, nothing accumulated
+    (rec + weight * g).backward()  # the graph was retained
     assert w.grad.tolist() == [approx(3 - 4 * weight.item()), approx(3.0)]
 
 
 def test_adaptive_weight_is_clamped_and_zero_without_gradients():
     w = torch.nn.Parameter(t([1.0, 2.0]))
     tiny = 1e-9 * w.sum()
-    assert L.adaptive_weight(3 * w.sum(), tiny, w).item() == approx(1e4)          # 42426 -> 1e4
+    assert L.adaptive_weight(3 * w.sum(), tiny, w).item() == approx(1e4)  # 42426 -> 1e4
     assert L.adaptive_weight(3 * w.sum(), tiny, w, max_weight=10.0).item() == approx(10.0)
     with torch.no_grad():
         assert L.adaptive_weight(3 * w.sum(), -4 * w[0], w).item() == 0.0
@@ -196,10 +196,11 @@ def test_adversarial_factor_switches_on_at_the_start_step():
 def _batch(seed: int = 4):
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
-    scale = torch.nn.Parameter(torch.ones(1))               # stands in for the decoder's last layer
+    scale = torch.nn.Parameter(torch.ones(1))  # stands in for the decoder's last layer
     x_hat = scale * (x + 0.2 * torch.randn(2, 3, 8, 8, generator=gen))
-    post = SimpleNamespace(mean=torch.randn(2, 4, 1, 1, generator=gen),
-                           logvar=0.1 * torch.randn(2, 4, 1, 1, generator=gen))
+    post = SimpleNamespace(
+        mean=torch.randn(2, 4, 1, 1, generator=gen), logvar=0.1 * torch.randn(2, 4, 1, 1, generator=gen)
+    )
     return x, x_hat, post, scale
 
 
@@ -207,8 +208,7 @@ def test_autoencoder_loss_is_the_weighted_sum_of_its_terms_and_starts_the_gan_on
     cfg = replace(LossConfig(), lpips_weight=0.0, discriminator_start=10)
     x, x_hat, post, _ = _batch()
     fake = [x_hat.mean(dim=(1, 2, 3)).unsqueeze(1), x_hat[:, :1]]
-    rec = (L.l1_loss(x, x_hat) + 0.1 * L.wavelet_loss(x, x_hat, 1e-3)
-           + 0.1 * L.gaussian_highpass_loss(x, x_hat, 5, 1.0))
+    rec = L.l1_loss(x, x_hat) + 0.1 * L.wavelet_loss(x, x_hat, 1e-3) + 0.1 * L.gaussian_highpass_loss(x, x_hat, 5, 1.0)
     kl = L.kl_loss(post, 3 * 8 * 8)
     g = L.generator_loss(fake, "hinge")
 
@@ -220,19 +220,26 @@ def test_autoencoder_loss_is_the_weighted_sum_of_its_terms_and_starts_the_gan_on
     after, terms = L.autoencoder_loss(cfg, x, x_hat, post, step=10, fake_logits=fake)
     assert after.item() == approx(rec.item() + 1e-6 * kl.item() + 0.5 * g.item(), rel=1e-5)
     assert terms["adversarial_weight"].item() == approx(0.5)
-    after.backward()   # one graph through every term
+    after.backward()  # one graph through every term
 
 
 def test_autoencoder_loss_adaptive_mode_uses_the_gradient_ratio():
-    cfg = replace(LossConfig(), lpips_weight=0.0, wavelet_weight=0.0, gaussian_weight=0.0,
-                  adversarial_weight_mode="adaptive", discriminator_start=0)
+    cfg = replace(
+        LossConfig(),
+        lpips_weight=0.0,
+        wavelet_weight=0.0,
+        gaussian_weight=0.0,
+        adversarial_weight_mode="adaptive",
+        discriminator_start=0,
+    )
     x, x_hat, post, scale = _batch()
     fake = [x_hat.mean(dim=(1, 2, 3)).unsqueeze(1)]
     expected = 0.5 * L.adaptive_weight(L.l1_loss(x, x_hat), L.generator_loss(fake, "hinge"), scale)
     total, terms = L.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake, last_layer=scale)
     assert terms["adversarial_weight"].item() == approx(expected.item(), rel=1e-5)
-    assert total.item() == approx(terms["l1"].item() + 1e-6 * terms["kl"].item()
-                                  + expected.item() * terms["generator"].item(), rel=1e-5)
+    assert total.item() == approx(
+        terms["l1"].item() + 1e-6 * terms["kl"].item() + expected.item() * terms["generator"].item(), rel=1e-5
+    )
     with pytest.raises(L.LossError, match="last layer"):
         L.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake)
 
@@ -241,8 +248,9 @@ def test_autoencoder_loss_needs_an_lpips_model_only_for_a_nonzero_weight():
     x, x_hat, post, _ = _batch()
     with pytest.raises(L.LossError, match="load_lpips"):
         L.autoencoder_loss(LossConfig(), x, x_hat, post, step=0)
-    total, terms = L.autoencoder_loss(LossConfig(), x, x_hat, post, step=0,
-                                      lpips_model=lambda a, b: torch.full((2, 1, 1, 1), 0.25))
+    total, terms = L.autoencoder_loss(
+        LossConfig(), x, x_hat, post, step=0, lpips_model=lambda a, b: torch.full((2, 1, 1, 1), 0.25)
+    )
     assert terms["lpips"].item() == approx(0.25)
     no_lpips, _ = L.autoencoder_loss(replace(LossConfig(), lpips_weight=0.0), x, x_hat, post, step=0)
     assert total.item() == approx(no_lpips.item() + 0.25, rel=1e-5)

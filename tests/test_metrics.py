@@ -6,6 +6,7 @@ Agreement of the whole rFID pipeline with torch_fidelity.calculate_metrics on th
 printed by benchmarks/bench_eval.py (relative difference ~2e-6). The evaluation job that uses
 these is tested in tests/test_evaluate.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,9 @@ pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
 def test_psnr_equals_the_formula_on_hand_made_images():
     x = torch.zeros(3, 3, 16, 16, dtype=torch.uint8)
     y = x.clone()
-    y[0, :, :8, :] = 10            # half the values off by 10: MSE 50
-    y[1, 0, 0, 0] = 255            # one value off by 255: MSE 255^2 / 768
-    y[2] = x[2]                    # identical: +inf
+    y[0, :, :8, :] = 10  # half the values off by 10: MSE 50
+    y[1, 0, 0, 0] = 255  # one value off by 255: MSE 255^2 / 768
+    y[2] = x[2]  # identical: +inf
     got = M.psnr(x, y)
     assert got.dtype == torch.float64 and got.shape == (3,)
     assert got[0].item() == pytest.approx(10 * math.log10(255**2 / 50.0), abs=1e-12)
@@ -50,17 +51,30 @@ def test_psnr_and_ssim_refuse_floats():
         M.ssim(x, x)
 
 
-@pytest.mark.parametrize("shape,noise", [((3, 3, 40, 33), 20.0), ((2, 3, 11, 11), 60.0),
-                                         ((2, 1, 64, 48), 5.0), ((1, 3, 24, 24), 0.0)])
+@pytest.mark.parametrize(
+    "shape,noise", [((3, 3, 40, 33), 20.0), ((2, 3, 11, 11), 60.0), ((2, 1, 64, 48), 5.0), ((1, 3, 24, 24), 0.0)]
+)
 def test_ssim_matches_scikit_image(shape, noise):
     g = torch.Generator().manual_seed(sum(shape))
     smooth = F.interpolate(torch.rand(shape[0], shape[1], 5, 5, generator=g), size=shape[2:], mode="bilinear")
     x = (smooth * 255).round().to(torch.uint8)
-    y = (x.double() + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 255).round().to(torch.uint8)
+    y = (
+        (x.double() + noise * torch.randn(shape, generator=g, dtype=torch.float64))
+        .clamp(0, 255)
+        .round()
+        .to(torch.uint8)
+    )
     got = M.ssim(x, y)
     for i in range(shape[0]):
-        want = structural_similarity(x[i].numpy(), y[i].numpy(), gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False, data_range=255, channel_axis=0)
+        want = structural_similarity(
+            x[i].numpy(),
+            y[i].numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=0,
+        )
         assert abs(got[i].item() - want) < 1e-4, (i, got[i].item(), want)
     if noise == 0:
         assert torch.allclose(got, torch.ones_like(got))
@@ -108,7 +122,7 @@ def test_feature_stats_do_not_depend_on_batching():
     for sizes in ([37], [1] * 37, [5, 11, 2, 19], [36, 1]):
         stats, start = M.FeatureStats(), 0
         for s in sizes:
-            stats.update(torch.from_numpy(f[start:start + s]))
+            stats.update(torch.from_numpy(f[start : start + s]))
             start += s
         np.testing.assert_allclose(stats.mean(), want_mu, rtol=0, atol=1e-10)
         np.testing.assert_allclose(stats.cov(), want_cov, rtol=0, atol=1e-10)

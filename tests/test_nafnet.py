@@ -1,6 +1,7 @@
 """NAFNet as LiteVAE's feature extractor (Table 18): the block's layer shapes and parameter
 formula, its parts against independent formulas, the extractor's interface, and its parameter
 count per preset pinned beside the UNet extractor's (counted with study.models.litevae)."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.models.litevae import FeatureUNet
-from study.models.registry import litevae_widths
 from study.models.nafnet import (
     NAFNET_FOR_UNET,
     LayerNorm2d,
@@ -20,6 +20,7 @@ from study.models.nafnet import (
     UnknownNAFNetShape,
     nafnet_extractor,
 )
+from study.models.registry import litevae_widths
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,15 +36,24 @@ def test_nafblock_layer_shapes():
     c = 8
     shapes = {name: tuple(p.shape) for name, p in NAFBlock(c).named_parameters()}
     assert shapes == {
-        "norm1.weight": (c,), "norm1.bias": (c,),
-        "conv1.weight": (2 * c, c, 1, 1), "conv1.bias": (2 * c,),
-        "dwconv.weight": (2 * c, 1, 3, 3), "dwconv.bias": (2 * c,),
-        "sca.conv.weight": (c, c, 1, 1), "sca.conv.bias": (c,),
-        "conv2.weight": (c, c, 1, 1), "conv2.bias": (c,),
-        "norm2.weight": (c,), "norm2.bias": (c,),
-        "conv3.weight": (2 * c, c, 1, 1), "conv3.bias": (2 * c,),
-        "conv4.weight": (c, c, 1, 1), "conv4.bias": (c,),
-        "beta": (1, c, 1, 1), "gamma": (1, c, 1, 1),
+        "norm1.weight": (c,),
+        "norm1.bias": (c,),
+        "conv1.weight": (2 * c, c, 1, 1),
+        "conv1.bias": (2 * c,),
+        "dwconv.weight": (2 * c, 1, 3, 3),
+        "dwconv.bias": (2 * c,),
+        "sca.conv.weight": (c, c, 1, 1),
+        "sca.conv.bias": (c,),
+        "conv2.weight": (c, c, 1, 1),
+        "conv2.bias": (c,),
+        "norm2.weight": (c,),
+        "norm2.bias": (c,),
+        "conv3.weight": (2 * c, c, 1, 1),
+        "conv3.bias": (2 * c,),
+        "conv4.weight": (c, c, 1, 1),
+        "conv4.bias": (c,),
+        "beta": (1, c, 1, 1),
+        "gamma": (1, c, 1, 1),
     }
 
 
@@ -57,7 +67,7 @@ def test_nafblock_starts_as_the_identity_and_keeps_its_shape():
     torch.manual_seed(0)
     block = NAFBlock(8)
     x = torch.randn(2, 8, 5, 7)
-    assert torch.equal(block(x), x)                          # beta = gamma = 0 at init
+    assert torch.equal(block(x), x)  # beta = gamma = 0 at init
     with torch.no_grad():
         block.beta.fill_(0.5)
         block.gamma.fill_(0.5)
@@ -101,7 +111,7 @@ def test_simple_gate_and_channel_attention():
     x = torch.arange(2 * 4 * 3 * 3, dtype=torch.float32).view(2, 4, 3, 3)
     assert torch.equal(SimpleGate()(x), x[:, :2] * x[:, 2:])
     sca = SimplifiedChannelAttention(4)
-    pooled = x.mean(dim=(2, 3))                               # (2, 4)
+    pooled = x.mean(dim=(2, 3))  # (2, 4)
     weights = pooled @ sca.conv.weight.view(4, 4).T + sca.conv.bias
     torch.testing.assert_close(sca(x), x * weights.view(2, 4, 1, 1))
 
@@ -117,8 +127,11 @@ def test_extractor_keeps_the_resolution_and_trains():
     assert y.shape == (2, 12, 16, 8)
     y.square().mean().backward()
     # at init only beta/gamma and the outer convs see a gradient (the branches are scaled by 0)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for n, p in f.named_parameters() if n.endswith(("beta", "gamma")) or "conv_" in n)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in f.named_parameters()
+        if n.endswith(("beta", "gamma")) or "conv_" in n
+    )
     with torch.no_grad():
         for block in f.blocks:
             block.beta.fill_(1.0)

@@ -3,6 +3,7 @@
 The VGG19 is torchvision's architecture with random weights, saved by the test as the custom
 weights file ($LITEVAE_VGG19_WEIGHTS, the same mechanism as the random Inception of the metric
 tests): the real loader, the real network, no download."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@ AutoencoderKL initialised by diffusers and saved with ``save_pretrained``, the s
 LDM ``.ckpt`` and ``.safetensors``, each loaded into our model, which must reconstruct what
 diffusers' model reconstructs; diffusers' own LDM converter reads our LDM names back; a
 mismatching config fails naming the keys; runs load by id and folder."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,10 +33,14 @@ TOL = 1e-4
 
 def tiny_diffusers() -> AutoencoderKL:
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=tuple(WIDTH * m for m in MULT), layers_per_block=ENC_BLOCKS,
-                        down_block_types=("DownEncoderBlock2D",) * len(MULT),
-                        up_block_types=("UpDecoderBlock2D",) * len(MULT),
-                        latent_channels=NZ, norm_num_groups=32)
+    vae = AutoencoderKL(
+        block_out_channels=tuple(WIDTH * m for m in MULT),
+        layers_per_block=ENC_BLOCKS,
+        down_block_types=("DownEncoderBlock2D",) * len(MULT),
+        up_block_types=("UpDecoderBlock2D",) * len(MULT),
+        latent_channels=NZ,
+        norm_num_groups=32,
+    )
     with torch.no_grad():  # GroupNorm starts at (1, 0): perturb it so that a swapped norm shows
         for module in vae.modules():
             if isinstance(module, torch.nn.GroupNorm):
@@ -44,9 +49,13 @@ def tiny_diffusers() -> AutoencoderKL:
     return vae.eval()
 
 
-def tiny_ours(nz: int = NZ, quant_conv: bool = True, mult: tuple[int, ...] = MULT,
-              encoder: LiteVAEArgs | SDEncoderArgs | None = None, decoder_blocks: int = ENC_BLOCKS + 1
-              ) -> Autoencoder:
+def tiny_ours(
+    nz: int = NZ,
+    quant_conv: bool = True,
+    mult: tuple[int, ...] = MULT,
+    encoder: LiteVAEArgs | SDEncoderArgs | None = None,
+    decoder_blocks: int = ENC_BLOCKS + 1,
+) -> Autoencoder:
     encoder = encoder or SDEncoderArgs(WIDTH, mult, num_res_blocks=ENC_BLOCKS)
     return build_autoencoder(AutoencoderArgs(encoder, nz, quant_conv, DecoderArgs(WIDTH, mult, decoder_blocks))).eval()
 
@@ -85,9 +94,14 @@ def saved(vae, tmp_path_factory):
             key = key.replace(f".attentions.0.{new}.", f".attentions.0.{was}.")
         old[key] = value.contiguous()
     save_file(old, legacy / "diffusion_pytorch_model.safetensors")
-    return {"diffusers": root / "diffusers", "diffusers-bin": root / "diffusers-bin",
-            "diffusers-legacy": legacy, "sd.ckpt": root / "sd.ckpt", "vae.ckpt": root / "vae.ckpt",
-            "vae.safetensors": root / "vae.safetensors"}
+    return {
+        "diffusers": root / "diffusers",
+        "diffusers-bin": root / "diffusers-bin",
+        "diffusers-legacy": legacy,
+        "sd.ckpt": root / "sd.ckpt",
+        "vae.ckpt": root / "vae.ckpt",
+        "vae.safetensors": root / "vae.safetensors",
+    }
 
 
 def diffusers_reconstruction(vae, x):
@@ -99,8 +113,9 @@ def diffusers_reconstruction(vae, x):
 # --------------------------------------------------------------------------------------------
 # the same images as diffusers
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("form", ["diffusers", "diffusers-bin", "diffusers-legacy", "sd.ckpt", "vae.ckpt",
-                                  "vae.safetensors"])
+@pytest.mark.parametrize(
+    "form", ["diffusers", "diffusers-bin", "diffusers-legacy", "sd.ckpt", "vae.ckpt", "vae.safetensors"]
+)
 def test_every_form_reconstructs_like_diffusers(vae, images, saved, form):
     ours = tiny_ours()
     report = P.apply_init(ours, saved[form])
@@ -130,8 +145,13 @@ def test_the_sd_vae_preset_has_the_stable_diffusion_layout():
     (the configuration of Stable Diffusion's VAE) key for key and shape for shape, and its LDM
     names are LDM KL-f8's: the decoder's level 0 is ``up.0`` (128 wide, no upsampler)."""
     with torch.device("meta"):
-        sd = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                           down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        sd = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+        )
         preset = build_preset("SD-VAE")
     ours, names = P.translate(sd.state_dict(), "diffusers", "ours")
     P.check_match(ours, preset.state_dict(), names, "SD AutoencoderKL")

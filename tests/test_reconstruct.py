@@ -1,6 +1,7 @@
 """Reconstructions written as PNGs (study/training/reconstruct.py): the protocol's resize, crop
 and quantisation computed by hand on a non-square image, output names for files and folders,
 and inputs that cannot be written refused before anything is."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def model():
     torch.manual_seed(0)
     mult = (1, 1, 1, 1)
-    return build_autoencoder(AutoencoderArgs(SDEncoderArgs(32, mult, num_res_blocks=1), 4, True,
-                                             DecoderArgs(32, mult, blocks_per_level=1)))
+    return build_autoencoder(
+        AutoencoderArgs(SDEncoderArgs(32, mult, num_res_blocks=1), 4, True, DecoderArgs(32, mult, blocks_per_level=1))
+    )
 
 
 def photo(height: int, width: int, seed: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The models are a leaf with one registry: study/models imports nothing of the harness, the
 registry holds exactly the six presets of Tables 2 and 3, its labels find the paper's rows, its
 models have the paper's parameter counts (tests/test_config.py: the config derives from it)."""
+
 from __future__ import annotations
 
 import ast
@@ -17,7 +18,7 @@ from study.paper import paper_table
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "study" / "models"
 SIX = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L", "SD-VAE", "VAE-Small")
-REPRODUCED = ("1", "2a", "2b", "3")   # the tables whose rows are the presets themselves
+REPRODUCED = ("1", "2a", "2b", "3")  # the tables whose rows are the presets themselves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,8 +36,7 @@ def imported_modules(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                out += ([f"{base}.{node.module}"] if node.module
-                        else [f"{base}.{alias.name}" for alias in node.names])
+                out += [f"{base}.{node.module}"] if node.module else [f"{base}.{alias.name}" for alias in node.names]
             else:
                 out.append(node.module or "")
     return out
@@ -45,8 +45,12 @@ def imported_modules(path: Path) -> list[str]:
 def test_models_import_nothing_of_the_harness():
     files = sorted(MODELS_DIR.glob("*.py"))
     assert {"registry.py", "arguments.py", "autoencoder.py", "litevae.py"} <= {f.name for f in files}
-    outside = {f"{f.name}: {m}" for f in files for m in imported_modules(f)
-               if (m == "study" or m.startswith("study.")) and not m.startswith("study.models")}
+    outside = {
+        f"{f.name}: {m}"
+        for f in files
+        for m in imported_modules(f)
+        if (m == "study" or m.startswith("study.")) and not m.startswith("study.models")
+    }
     assert not outside
 
 
@@ -75,8 +79,12 @@ def test_every_paper_row_is_in_the_papers_tables_and_every_model_row_has_a_prese
 
 def test_table3_labels_are_the_ones_the_report_and_complexity_used():
     assert registry.paper_labels("3") == {
-        "LiteVAE-S": "LiteVAE-S", "LiteVAE-B": "LiteVAE-B", "LiteVAE-M": "LiteVAE-M",
-        "LiteVAE-L": "LiteVAE-L", "SD-VAE": "VAE (SD-VAE encoder)"}
+        "LiteVAE-S": "LiteVAE-S",
+        "LiteVAE-B": "LiteVAE-B",
+        "LiteVAE-M": "LiteVAE-M",
+        "LiteVAE-L": "LiteVAE-L",
+        "SD-VAE": "VAE (SD-VAE encoder)",
+    }
     assert registry.preset("SD-VAE").paper_label == "VAE"
     assert registry.preset("VAE-Small").paper_row("3") is None
 

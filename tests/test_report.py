@@ -1,6 +1,7 @@
 """Reports: the table's content (rows, paper numbers, mean +- std, failures), the files, the
 figures, the HTML in headless Chromium, Table 3's parameter counts beside the paper's. The report
 reads only records: each test writes run folders and the study's index, then reports them."""
+
 from __future__ import annotations
 
 import math
@@ -55,12 +56,26 @@ def _make_records(root: Path, spec) -> None:
             store.update_status(folder, state="failed", error=FAILURE, step=40, host="node-a")
             continue
         i = v.seed
-        store.write_eval(folder, "ev1", {"metrics": {"psnr": PSNR[v.name][i], "ssim": SSIM[v.name][i],
-                                                     "lpips": LPIPS[v.name][i]},
-                                         "unavailable": {"rfid": RFID_MISSING}, "protocol": PROTOCOL})
-        store.write_complexity(folder, {"encoder_params": 1_035_820 * (2 if v.name == "wide" else 1),
-                                        "decoder_params": 3_000_000, "encoder_gmacs": 0.02 * (1 + i % 2),
-                                        "throughput_img_s": 100.0, "peak_mem_mb": 50.0, "device": "cpu"})
+        store.write_eval(
+            folder,
+            "ev1",
+            {
+                "metrics": {"psnr": PSNR[v.name][i], "ssim": SSIM[v.name][i], "lpips": LPIPS[v.name][i]},
+                "unavailable": {"rfid": RFID_MISSING},
+                "protocol": PROTOCOL,
+            },
+        )
+        store.write_complexity(
+            folder,
+            {
+                "encoder_params": 1_035_820 * (2 if v.name == "wide" else 1),
+                "decoder_params": 3_000_000,
+                "encoder_gmacs": 0.02 * (1 + i % 2),
+                "throughput_img_s": 100.0,
+                "peak_mem_mb": 50.0,
+                "device": "cpu",
+            },
+        )
         for step in (10, 20, 30):
             store.append_jsonl(folder / "metrics.jsonl", {"step": step, "loss": 1.0 / step + 0.01 * i})
         store.append_jsonl(folder / "metrics.jsonl", {"step": 30, "val_psnr": PSNR[v.name][i] - 1})
@@ -79,8 +94,14 @@ def study(tmp_path_factory):
     _write_index(root, spec)
     out = tmp / "reports" / spec.study
     html_path = R.report(root, spec.study, out)
-    return {"spec": spec, "records": read_study(root, spec.study), "root": root, "out": out,
-            "html": html_path, "path": path}
+    return {
+        "spec": spec,
+        "records": read_study(root, spec.study),
+        "root": root,
+        "out": out,
+        "html": html_path,
+        "path": path,
+    }
 
 
 def _write_index(root: Path, spec, profile: str | None = None) -> dict:
@@ -97,7 +118,7 @@ def _paper(label: str, metric: str) -> float:
 def _markdown_rows(md: str) -> tuple[list[str], list[list[str]]]:
     """The header and body rows of the first table after '## Results'."""
     lines = md.split("## Results", 1)[1].splitlines()
-    table = [line for line in lines[lines.index(next(l for l in lines if l.startswith("|"))):]]
+    table = [line for line in lines[lines.index(next(l for l in lines if l.startswith("|"))) :]]
     table = table[: next(i for i, l in enumerate(table) if not l.startswith("|"))]
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
     return cells[0], cells[2:]
@@ -148,7 +169,7 @@ def test_report_files_figures_and_provenance(study):
             assert sum(1 for h in im.convert("L").histogram() if h) > 10, name
     page = study["html"].read_text()
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "src=\"http" not in page and "<link" not in page  # self-contained
+    assert 'src="http' not in page and "<link" not in page  # self-contained
     assert "<strong>" in page and f"failed: {FAILURE}" in page
     tex = (out / "tables" / "main.tex").read_text()
     assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 1
@@ -159,6 +180,7 @@ def test_report_files_figures_and_provenance(study):
     if head.returncode == 0:
         assert head.stdout.strip() in md
     import importlib.metadata
+
     assert importlib.metadata.version("torch") in md and importlib.metadata.version("pandas") in md
     assert "proto-xyz" in md and "node-a" in md and "node-b" in md  # protocol and hosts from the records
     numbers = pd.read_csv(out / "tables" / "main.csv")
@@ -258,8 +280,8 @@ def test_report_reads_the_index_not_the_study_file(study, tmp_path):
 
 def test_cli_report(study, tmp_path, capsys):
     import run_study
-    rc = run_study.main(["report", str(study["path"]), "--results", str(study["root"]),
-                         "--reports", str(tmp_path)])
+
+    rc = run_study.main(["report", str(study["path"]), "--results", str(study["root"]), "--reports", str(tmp_path)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"report: {tmp_path / 'tiny_table4' / 'report.html'}" in printed
@@ -278,10 +300,22 @@ def test_html_renders_in_headless_chromium(study, tmp_path):
             pytest.fail("chromium not installed (apt-get install -y --no-install-recommends chromium)")
         pytest.skip("chromium not installed")
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2200",
-                    f"--screenshot={shot}", study["html"].resolve().as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,2200",
+            f"--screenshot={shot}",
+            study["html"].resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with Image.open(shot) as im:
         gray = im.convert("L")
         assert gray.size == (1280, 2200)

@@ -110,7 +110,9 @@ def test_small_max_array_size(slurm_small_arrays: SlurmCluster, tmp_path):
     # the controller enforces it: array indices 0..3 are accepted, 0..4 are refused
     too_big = subprocess.run(
         ["sbatch", "--hold", "--array=0-4", "-o", "/dev/null", "--wrap", "true"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert too_big.returncode != 0
     assert "Invalid job array specification" in too_big.stderr

@@ -1,5 +1,6 @@
 """The run store: atomic writes, corrupt records reported and skipped, torn metrics lines,
 collect's tidy rows, and status updates from two processes under the lock."""
+
 from __future__ import annotations
 
 import json
@@ -215,8 +216,9 @@ def test_write_results_and_index(study):
 
 
 def test_init_run_round_trips_config(tmp_path):
-    cfg = C.apply_overrides(C.ExperimentConfig(), {"train.stages": [{"resolution": 64, "steps": 10}],
-                                                   "train.steps": 10, "data.path": "/x"})
+    cfg = C.apply_overrides(
+        C.ExperimentConfig(), {"train.stages": [{"resolution": 64, "steps": 10}], "train.steps": 10, "data.path": "/x"}
+    )
     folder = store.init_run(tmp_path, cfg)
     assert folder == store.run_dir(tmp_path, C.run_id(cfg))
     assert store.read_config(folder) == cfg
@@ -265,7 +267,8 @@ def test_update_status_from_two_processes_loses_no_field(tmp_path):
     status = store.read_status(folder)
     assert status["state"] == "running"
     assert {k: v for k, v in status.items() if k[0] in "ab" and k[1:].isdigit()} == (
-        {f"a{i}": i for i in range(N)} | {f"b{i}": i for i in range(N)})
+        {f"a{i}": i for i in range(N)} | {f"b{i}": i for i in range(N)}
+    )
     assert _leftovers(folder) == []
 
 

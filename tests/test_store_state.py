@@ -4,6 +4,7 @@ real one-node cluster, `status`, `collect` and the report agreeing on every stat
 launch resubmitting a lost run but not a failed one, the job-id bookkeeping, thread counts passed
 to the job rather than through the environment, record file modes from the umask, and the
 missing-checkpoint error."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,14 @@ def _folder(root: Path, name: str, **status) -> Path:
 
 
 def local(state: str, **extra) -> dict:
-    return {"state": state, "executor": "local", "launcher_pid": os.getpid(), "launcher_host": HOST,
-            "job_ids": ["4242"], "attempts": 1} | extra
+    return {
+        "state": state,
+        "executor": "local",
+        "launcher_pid": os.getpid(),
+        "launcher_host": HOST,
+        "job_ids": ["4242"],
+        "attempts": 1,
+    } | extra
 
 
 # name -> (status.json or None for no record, DONE?, expected state, a word of the reason)
@@ -64,12 +71,20 @@ def _cases() -> dict[str, tuple[dict | None, bool, State, str | None]]:
         "no_record": (None, False, State.PENDING, None),
         "submitted": (local("submitted"), False, State.SUBMITTED, None),
         "running": (local("running", pid=me, host=HOST), False, State.RUNNING, None),
-        "requeued": (local("requeued", pid=me, host=HOST, reason="preempted at step 3"), False, State.REQUEUED,
-                     "preempted at step 3"),
+        "requeued": (
+            local("requeued", pid=me, host=HOST, reason="preempted at step 3"),
+            False,
+            State.REQUEUED,
+            "preempted at step 3",
+        ),
         "completed": (local("completed", pid=gone, host=HOST), True, State.COMPLETED, None),
         "finishing": (local("completed", pid=me, host=HOST), False, State.RUNNING, None),  # between status and DONE
-        "failed": (local("failed", pid=gone, error="NonFiniteLoss: non-finite loss at step 2"), False, State.FAILED,
-                   "non-finite loss"),
+        "failed": (
+            local("failed", pid=gone, error="NonFiniteLoss: non-finite loss at step 2"),
+            False,
+            State.FAILED,
+            "non-finite loss",
+        ),
         "cancelled": (local("cancelled", reason="cancelled by hand"), False, State.CANCELLED, "cancelled by hand"),
         "lost_job": (local("running", pid=gone, host=HOST), False, State.LOST, f"job pid {gone} on {HOST} is gone"),
         "lost_launcher": (local("submitted", launcher_pid=gone), False, State.LOST, f"launcher pid {gone}"),
@@ -100,18 +115,37 @@ def test_each_state_from_its_records(tmp_path):
     assert runs["lost_job"].job_id == "4242" and runs["lost_job"].attempts == 1
 
 
-@pytest.mark.parametrize("sacct, state", [
-    ("CANCELLED by 1000", State.CANCELLED), ("FAILED", State.FAILED), ("OUT_OF_MEMORY", State.FAILED),
-    ("TIMEOUT", State.FAILED), ("COMPLETED", State.FAILED), ("NODE_FAIL", State.LOST), ("BOOT_FAIL", State.LOST),
-    ("PREEMPTED", State.LOST), ("DEADLINE", State.LOST), ("SOMETHING_NEW", State.FAILED),
-    ("RUNNING", None), ("PENDING", None), ("REQUEUED", None), ("COMPLETING", None)])
+@pytest.mark.parametrize(
+    "sacct, state",
+    [
+        ("CANCELLED by 1000", State.CANCELLED),
+        ("FAILED", State.FAILED),
+        ("OUT_OF_MEMORY", State.FAILED),
+        ("TIMEOUT", State.FAILED),
+        ("COMPLETED", State.FAILED),
+        ("NODE_FAIL", State.LOST),
+        ("BOOT_FAIL", State.LOST),
+        ("PREEMPTED", State.LOST),
+        ("DEADLINE", State.LOST),
+        ("SOMETHING_NEW", State.FAILED),
+        ("RUNNING", None),
+        ("PENDING", None),
+        ("REQUEUED", None),
+        ("COMPLETING", None),
+    ],
+)
 def test_slurm_end_states(sacct, state):
     assert store.slurm_end_state(sacct) is state
 
 
 def _sbatch(partition: str, script: str) -> str:
-    return subprocess.run(["sbatch", "--parsable", "-p", partition, "-c", "1", "--mem=100M", "-o", "/dev/null",
-                           "--wrap", script], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        ["sbatch", "--parsable", "-p", partition, "-c", "1", "--mem=100M", "-o", "/dev/null", "--wrap", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def test_slurm_jobs_from_queue_and_accounting(slurm_cluster, tmp_path):
@@ -121,12 +155,22 @@ def test_slurm_jobs_from_queue_and_accounting(slurm_cluster, tmp_path):
     alive = _sbatch(slurm_cluster.partition, "sleep 120")
     ended = _sbatch(slurm_cluster.partition, "exit 3")
     try:
-        wait_for(lambda: slurm_cluster.sacct_state(ended).startswith("FAILED"), 90,
-                 lambda: f"job {ended} to fail (sacct says {slurm_cluster.sacct_state(ended)!r})")
-        records = {"queued": ("running", alive), "failed": ("running", ended), "requeued": ("requeued", ended),
-                   "before_start": ("submitted", ended), "never": ("running", "987654")}
-        folders = [_folder(tmp_path, name, state=state, executor="slurm", job_ids=[job])
-                   for name, (state, job) in records.items()]
+        wait_for(
+            lambda: slurm_cluster.sacct_state(ended).startswith("FAILED"),
+            90,
+            lambda: f"job {ended} to fail (sacct says {slurm_cluster.sacct_state(ended)!r})",
+        )
+        records = {
+            "queued": ("running", alive),
+            "failed": ("running", ended),
+            "requeued": ("requeued", ended),
+            "before_start": ("submitted", ended),
+            "never": ("running", "987654"),
+        }
+        folders = [
+            _folder(tmp_path, name, state=state, executor="slurm", job_ids=[job])
+            for name, (state, job) in records.items()
+        ]
         runs = dict(zip(records, store.run_states(folders)))
         assert runs["queued"].state is State.RUNNING and runs["queued"].job_id == alive
         assert runs["failed"].state is State.FAILED
@@ -135,8 +179,11 @@ def test_slurm_jobs_from_queue_and_accounting(slurm_cluster, tmp_path):
         assert runs["requeued"].reason == f"job {ended} no longer queued or running ({runs['failed'].reason})"
         assert runs["before_start"].state is State.FAILED and "before the run started" in runs["before_start"].reason
         assert runs["never"] == store.RunState(
-            State.LOST, "job 987654 no longer queued or running (no accounting record)", "987654",
-            {"state": "running", "executor": "slurm", "job_ids": ["987654"]})
+            State.LOST,
+            "job 987654 no longer queued or running (no accounting record)",
+            "987654",
+            {"state": "running", "executor": "slurm", "job_ids": ["987654"]},
+        )
     finally:
         subprocess.run(["scancel", alive], check=False, timeout=60)
 
@@ -180,13 +227,16 @@ def test_status_collect_and_report_agree_on_every_state(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 # launching lost and failed runs
 # --------------------------------------------------------------------------------------------
+@pytest.mark.training
 def test_plain_launch_resubmits_a_lost_run_but_not_a_failed_one(tmp_path):
     results = tmp_path / "results"
     env = cli_env(results)
     spec = write_study(tmp_path, "relaunch", set={"train.steps": 4}, zip=[{"train.lr": [1e-4, 2e-4]}])
     lost, failed = expand(load_spec(spec))
-    for v, status in ((lost, local("submitted", launcher_pid=dead_pid())),
-                      (failed, local("failed", error="RuntimeError: boom"))):
+    for v, status in (
+        (lost, local("submitted", launcher_pid=dead_pid())),
+        (failed, local("failed", error="RuntimeError: boom")),
+    ):
         store.init_run(results, v.config)
         store.write_json_atomic(store.run_dir(results, v.run_id) / "status.json", status)
     before = status_json(spec, env)
@@ -195,8 +245,9 @@ def test_plain_launch_resubmits_a_lost_run_but_not_a_failed_one(tmp_path):
     plain = run_cli("launch", str(spec), "--executor", "local", env=env, timeout=240)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "1 of 2 run(s) submitted with the local executor" in plain.stdout
-    assert re.search(rf"\({lost.run_id}\): submit, lost: job 4242 no longer queued or running \(launcher pid",
-                     plain.stdout), plain.stdout
+    assert re.search(
+        rf"\({lost.run_id}\): submit, lost: job 4242 no longer queued or running \(launcher pid", plain.stdout
+    ), plain.stdout
     assert f"({failed.run_id}): skip, failed: RuntimeError: boom (use --retry-failed)" in plain.stdout
     after = status_json(spec, env)
     assert after[lost.name]["state"] == "completed" and after[lost.name]["attempts"] == 2
@@ -208,6 +259,7 @@ def test_plain_launch_resubmits_a_lost_run_but_not_a_failed_one(tmp_path):
     assert [(d.action, d.why) for d in retry] == [("skip", "completed"), ("submit", "retry: RuntimeError: boom")]
 
 
+@pytest.mark.training
 def test_killed_local_launch_leaves_lost_runs(tmp_path):
     """kill -9 of a local launch's process group once its job runs (the launcher, submitit's job
     controller and the job): the run is lost, and a plain launch would submit it again."""
@@ -215,12 +267,22 @@ def test_killed_local_launch_leaves_lost_runs(tmp_path):
     env = cli_env(results)
     spec = write_study(tmp_path, "killed", set={"train.steps": 500})
     (v,) = expand(load_spec(spec))
-    proc = subprocess.Popen(cli_command("launch", str(spec), "--executor", "local"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cli_command("launch", str(spec), "--executor", "local"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     folder = store.run_dir(results, v.run_id)
     try:
-        wait_for(lambda: (store.read_json(folder / "status.json") or {}).get("state") == "running", 120,
-                 lambda: f"the job to start ({store.read_json(folder / 'status.json')})", interval_s=0.2)
+        wait_for(
+            lambda: (store.read_json(folder / "status.json") or {}).get("state") == "running",
+            120,
+            lambda: f"the job to start ({store.read_json(folder / 'status.json')})",
+            interval_s=0.2,
+        )
         assert store.run_state(folder).state is State.RUNNING
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -233,6 +295,7 @@ def test_killed_local_launch_leaves_lost_runs(tmp_path):
     assert f"({v.run_id}): would submit, lost: job {run.job_id} no longer queued or running" in dry.stdout, dry.stdout
 
 
+@pytest.mark.training
 def test_local_launch_passes_threads_to_the_job_not_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -260,8 +323,8 @@ def test_run_job_pickles_its_thread_count(monkeypatch):
 def test_append_job_id_records_each_job_once_and_counts_attempts(tmp_path):
     folder = tmp_path / "run"
     store.append_job_id(folder, "7", state="submitted", executor="slurm")
-    store.append_job_id(folder, "7", new_attempt=True, state="running")     # the job itself
-    store.append_job_id(folder, "7", new_attempt=True, state="running")     # requeued: same id
+    store.append_job_id(folder, "7", new_attempt=True, state="running")  # the job itself
+    store.append_job_id(folder, "7", new_attempt=True, state="running")  # requeued: same id
     status = store.append_job_id(folder, None, log="x.err")
     assert status["job_ids"] == ["7"] and status["attempts"] == 2 and status["state"] == "running"
     assert store.append_job_id(folder, "8")["job_ids"] == ["7", "8"]
@@ -284,8 +347,15 @@ print(" ".join(oct(stat.S_IMODE(os.stat(folder / n).st_mode)) for n in ("status.
 
 @pytest.mark.parametrize("umask, mode", [(0o022, "0o644"), (0o077, "0o600"), (0o002, "0o664")])
 def test_records_get_the_mode_of_the_umask(tmp_path, umask, mode):
-    out = subprocess.run([sys.executable, "-c", WRITE, str(tmp_path)], env=cli_env(), capture_output=True,
-                         text=True, timeout=120, check=True, preexec_fn=lambda: os.umask(umask)).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", WRITE, str(tmp_path)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        preexec_fn=lambda: os.umask(umask),
+    ).stdout
     assert out.split() == [mode, mode]
 
 

@@ -1,6 +1,7 @@
 """The trainer, for real on the CPU: it learns, it resumes bit for bit after a kill -9, DDP over
 two gloo processes follows the same trajectory as one process, and a non-finite loss stops the
 run with the step recorded."""
+
 from __future__ import annotations
 
 import copy
@@ -56,19 +57,35 @@ train(store.read_config(folder), folder, progress=False)
 
 
 def _train_subprocess(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(folder)], env=_worker_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT, str(folder)],
+        env=_worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_training_raises_held_out_psnr(tmp_path):
     """LiteVAE-S with a UNet discriminator, an SMC decoder and both high-frequency losses gains
     at least 3 dB of validation PSNR over the untrained model in a few hundred steps."""
-    cfg = tiny(**{"model.decoder.norm": "smc", "loss.discriminator": "unet", "loss.discriminator_start": 100,
-                  "loss.wavelet_weight": 0.1, "loss.gaussian_weight": 0.1, "train.steps": 300,
-                  "train.lr": 1e-3, "train.val_every": 300, "train.checkpoint_every": 300, "train.log_every": 50})
+    cfg = tiny(
+        **{
+            "model.decoder.norm": "smc",
+            "loss.discriminator": "unet",
+            "loss.discriminator_start": 100,
+            "loss.wavelet_weight": 0.1,
+            "loss.gaussian_weight": 0.1,
+            "train.steps": 300,
+            "train.lr": 1e-3,
+            "train.val_every": 300,
+            "train.checkpoint_every": 300,
+            "train.log_every": 50,
+        }
+    )
     torch.manual_seed(cfg.seed)
-    before = validate_psnr(build_autoencoder(C.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"),
-                           cfg.train.val_images)
+    before = validate_psnr(
+        build_autoencoder(C.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"), cfg.train.val_images
+    )
     folder = store.init_run(tmp_path, cfg)
     summary = train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
     history = store.read_jsonl(folder / "metrics.jsonl")
@@ -104,8 +121,16 @@ def test_discriminator_logits_on_real_images_do_not_depend_on_the_fakes(kind):
 
 
 def test_kill_minus_nine_then_resume_is_bitwise_identical(tmp_path):
-    cfg = tiny(**{"loss.discriminator": "unet", "loss.discriminator_start": 4, "train.steps": 24,
-                  "train.checkpoint_every": 4, "train.log_every": 2, "train.val_every": 1000})
+    cfg = tiny(
+        **{
+            "loss.discriminator": "unet",
+            "loss.discriminator_start": 4,
+            "train.steps": 24,
+            "train.checkpoint_every": 4,
+            "train.log_every": 2,
+            "train.val_every": 1000,
+        }
+    )
     straight = store.init_run(tmp_path / "a", cfg)
     resumed = store.init_run(tmp_path / "b", cfg)
 
@@ -157,8 +182,16 @@ def _free_port() -> int:
 
 
 def test_ddp_on_two_processes_follows_one_process(tmp_path):
-    cfg = tiny(**{"loss.discriminator": "unet", "loss.discriminator_start": 3, "train.steps": 8,
-                  "train.log_every": 1, "train.val_every": 1000, "train.checkpoint_every": 8})
+    cfg = tiny(
+        **{
+            "loss.discriminator": "unet",
+            "loss.discriminator_start": 3,
+            "train.steps": 8,
+            "train.log_every": 1,
+            "train.val_every": 1000,
+            "train.checkpoint_every": 8,
+        }
+    )
     one = store.init_run(tmp_path / "one", cfg)
     two = store.init_run(tmp_path / "two", cfg)
     proc = _train_subprocess(one)
@@ -167,10 +200,17 @@ def test_ddp_on_two_processes_follows_one_process(tmp_path):
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = _worker_env() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                               "WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen([sys.executable, "-c", DDP_SCRIPT, str(two)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        env = _worker_env() | {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", DDP_SCRIPT, str(two)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-2000:]
 
@@ -185,8 +225,16 @@ def test_ddp_on_two_processes_follows_one_process(tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_with_its_step(tmp_path):
-    cfg = tiny(**{"loss.discriminator": "none", "train.steps": 10, "train.lr": 1e30, "train.log_every": 1,
-                  "train.val_every": 1000, "train.checkpoint_every": 1000})
+    cfg = tiny(
+        **{
+            "loss.discriminator": "none",
+            "train.steps": 10,
+            "train.lr": 1e30,
+            "train.log_every": 1,
+            "train.val_every": 1000,
+            "train.checkpoint_every": 1000,
+        }
+    )
     folder = store.init_run(tmp_path, cfg)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step \d+"):
         train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)

@@ -1,6 +1,7 @@
 """The Haar DWT: equal to pytorch_wavelets (band order, signs, odd sizes), invertible,
 differentiable (gradients equal pytorch_wavelets' and pass gradcheck), and the DWT module's
 other-family path."""
+
 from __future__ import annotations
 
 import warnings
@@ -39,8 +40,8 @@ def test_band_order_and_signs_on_a_single_cell():
     # a=1 (top-left), b=2 (top-right), c=3 (bottom-left), d=4 (bottom-right)
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     yl, (yh,) = haar_dwt(x, 1)
-    assert yl.flatten().tolist() == [5.0]                          # (a+b+c+d)/2
-    assert yh.flatten().tolist() == [-2.0, -1.0, 0.0]               # (a+b-c-d)/2, (a-b+c-d)/2, (a-b-c+d)/2
+    assert yl.flatten().tolist() == [5.0]  # (a+b+c+d)/2
+    assert yh.flatten().tolist() == [-2.0, -1.0, 0.0]  # (a+b-c-d)/2, (a-b+c-d)/2, (a-b-c+d)/2
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 3, 40, 24)])
@@ -61,8 +62,7 @@ def test_idwt_matches_pytorch_wavelets_on_odd_sizes():
 
 
 @settings(max_examples=25, deadline=None)
-@given(h=st.integers(2, 40), w=st.integers(2, 40), levels=st.integers(1, 3),
-       seed=st.integers(0, 2**16))
+@given(h=st.integers(2, 40), w=st.integers(2, 40), levels=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_haar_matches_reference_for_any_size(h, w, levels, seed):
     x = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(seed))
     yl, yh = haar_dwt(x, levels)

@@ -2,6 +2,7 @@
 
 No test touches the network: downloads go through an injected opener (a file:// URL served by
 urllib itself, or one that fails the way an offline machine does)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -76,8 +77,7 @@ def test_check_reports_present_missing_and_corrupt(wdir, tmp_path, monkeypatch):
     (wdir / reg["inception"].filename).write_bytes(b"I" * 1000)
     (wdir / reg["alexnet"].filename).write_bytes(b"A" * 9)  # torn download
     rows = W.check()
-    assert [(r.name, r.state) for r in rows] == [("inception", "present"), ("alexnet", "corrupt"),
-                                                 ("vgg16", "missing")]
+    assert [(r.name, r.state) for r in rows] == [("inception", "present"), ("alexnet", "corrupt"), ("vgg16", "missing")]
     assert all(r.path.parent == wdir for r in rows)
     text = W.format_check(rows)
     assert str(wdir) in text and W.WEIGHTS_ENV in text
@@ -161,15 +161,26 @@ def test_cli_weights_check_and_offline_fetch(tmp_path):
     """`run_study.py weights check|fetch --dir D`: a listing, and a clear failure (no traceback)."""
     d = tmp_path / "w"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LITEVAE_WEIGHTS_DIR": str(tmp_path / "unused")}
-    chk = subprocess.run([sys.executable, "run_study.py", "weights", "check", "--dir", str(d)], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=120)
+    chk = subprocess.run(
+        [sys.executable, "run_study.py", "weights", "check", "--dir", str(d)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert chk.returncode == 1, chk.stderr
     assert f"weights directory: {d}" in chk.stdout and "missing" in chk.stdout
     # a proxy that refuses connections: offline on any machine, fails fast
     env_off = env | {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    fetch = subprocess.run([sys.executable, "run_study.py", "weights", "fetch", "--dir", str(d), "--only",
-                            "inception", "--timeout", "5"], cwd=ROOT, capture_output=True, text=True,
-                           env=env_off, timeout=120)
+    fetch = subprocess.run(
+        [sys.executable, "run_study.py", "weights", "fetch", "--dir", str(d), "--only", "inception", "--timeout", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env_off,
+        timeout=120,
+    )
     assert fetch.returncode == 1
     assert "Traceback" not in fetch.stderr + fetch.stdout
     assert "cannot download" in fetch.stdout and "failed" in fetch.stdout
@@ -177,8 +188,7 @@ def test_cli_weights_check_and_offline_fetch(tmp_path):
 
 
 def test_fetch_from_a_folder_verifies_and_copies(wdir, tmp_path, monkeypatch):
-    reg = _local_registry(tmp_path, {"inception": b"good inception", "alexnet": b"bad alexnet"},
-                          wrong={"alexnet"})
+    reg = _local_registry(tmp_path, {"inception": b"good inception", "alexnet": b"bad alexnet"}, wrong={"alexnet"})
     monkeypatch.setattr(W, "REGISTRY", reg)
     src = tmp_path / "carried"
     src.mkdir()

@@ -1,5 +1,6 @@
 """Checks across fields that no single field's type can express; each raises ConfigError naming
 the key, the value and what is allowed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,24 +16,32 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Checks no single field's type can express; raises ConfigError naming the key."""
     enc, dec, train, data = cfg.model.encoder, cfg.model.decoder, cfg.train, cfg.data
     if not enc.levels or len(set(enc.levels)) != len(enc.levels) or not set(enc.levels) <= {1, 2, 3}:
-        raise ConfigError("model.encoder.levels", list(enc.levels),
-                          "a non-empty list of distinct levels from 1, 2, 3")
+        raise ConfigError("model.encoder.levels", list(enc.levels), "a non-empty list of distinct levels from 1, 2, 3")
     if list(enc.levels) != sorted(enc.levels):
         raise ConfigError("model.encoder.levels", list(enc.levels), "levels in increasing order")
-    for key in ("model.latent_channels", "model.encoder.num_res_blocks", "model.decoder.channels",
-                "model.decoder.blocks_per_level", "train.batch_size",
-                "train.checkpoint_every", "train.log_every", "train.val_every",
-                "eval.batch_size", "loss.gaussian_kernel", "loss.discriminator_channels"):
+    for key in (
+        "model.latent_channels",
+        "model.encoder.num_res_blocks",
+        "model.decoder.channels",
+        "model.decoder.blocks_per_level",
+        "train.batch_size",
+        "train.checkpoint_every",
+        "train.log_every",
+        "train.val_every",
+        "eval.batch_size",
+        "loss.gaussian_kernel",
+        "loss.discriminator_channels",
+    ):
         if get_value(cfg, key) < 1:
             raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
     if train.steps < 0:
         raise ConfigError("train.steps", train.steps, "an integer >= 0 (0: measure complexity only, no training)")
     if not dec.channel_mult or min(dec.channel_mult) < 1:
-        raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult),
-                          "a non-empty list of integers >= 1")
+        raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult), "a non-empty list of integers >= 1")
     if 2 ** (len(dec.channel_mult) - 1) != 8:
-        raise ConfigError("model.decoder.channel_mult", list(dec.channel_mult),
-                          "4 levels (the decoder upsamples by 8 = 2^(levels-1))")
+        raise ConfigError(
+            "model.decoder.channel_mult", list(dec.channel_mult), "4 levels (the decoder upsamples by 8 = 2^(levels-1))"
+        )
     if dec.channels % 8:
         raise ConfigError("model.decoder.channels", dec.channels, "a multiple of 8 (GroupNorm groups)")
     if cfg.loss.gaussian_kernel % 2 == 0:
@@ -51,8 +60,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if stage.steps < 1:
             raise ConfigError(f"train.stages[{i}].steps", stage.steps, "an integer >= 1")
     if train.stages and sum(s.steps for s in train.stages) != train.steps:
-        raise ConfigError("train.stages", [dataclasses.asdict(s) for s in train.stages],
-                          f"stages whose steps add up to train.steps ({train.steps})")
+        raise ConfigError(
+            "train.stages",
+            [dataclasses.asdict(s) for s in train.stages],
+            f"stages whose steps add up to train.steps ({train.steps})",
+        )
     unknown = [m for m in cfg.eval.metrics if m not in METRICS]
     if unknown or len(set(cfg.eval.metrics)) != len(cfg.eval.metrics):
         raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(METRICS))
@@ -62,11 +74,67 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("eval.name", cfg.eval.name, "the evaluation set's name when eval.path is set")
     if cfg.eval.list and not cfg.eval.path:
         raise ConfigError("eval.list", cfg.eval.list, "a split list only together with eval.path")
+    if not 0.0 <= train.ema_decay < 1.0:
+        raise ConfigError("train.ema_decay", train.ema_decay, "a number in [0, 1) (0: no EMA)")
+    if cfg.loss.ldl_weight < 0:
+        raise ConfigError("loss.ldl_weight", cfg.loss.ldl_weight, "a number >= 0 (0: no LDL)")
+    if cfg.loss.ldl_weight > 0 and train.ema_decay == 0:
+        raise ConfigError(
+            "train.ema_decay",
+            train.ema_decay,
+            "a decay in (0, 1) when loss.ldl_weight > 0 (LDL compares with the EMA model)",
+        )
+    if cfg.eval.weights == "ema" and train.ema_decay == 0:
+        raise ConfigError(
+            "eval.weights",
+            cfg.eval.weights,
+            "'model' unless train.ema_decay > 0 (a run without an EMA has no EMA weights)",
+        )
     if data.list and data.kind != "folder":
         raise ConfigError("data.list", data.list, "a split list only when data.kind is 'folder'")
     if data.kind == "folder" and not data.path:
         raise ConfigError("data.path", data.path, "the image folder's path when data.kind is 'folder'")
+    _check_encoder_kind(cfg)
+    _check_latent_stats(cfg)
     return cfg
+
+
+def _check_latent_stats(cfg: ExperimentConfig) -> None:
+    """Table 6's MMD needs two samples and two repeats (a std), and positive bandwidths."""
+    ev = cfg.eval
+    if ev.mmd_samples < 2:
+        raise ConfigError("eval.mmd_samples", ev.mmd_samples, "an integer >= 2")
+    if ev.mmd_repeats < 2:
+        raise ConfigError("eval.mmd_repeats", ev.mmd_repeats, "an integer >= 2 (for a std)")
+    if not ev.mmd_bandwidths or min(ev.mmd_bandwidths) <= 0:
+        raise ConfigError("eval.mmd_bandwidths", list(ev.mmd_bandwidths), "a non-empty list of numbers > 0")
+
+
+# The fixed DWT latents' channels (study.models.dwt_encoder.DWT_LATENT_CHANNELS; Tables 11, 12).
+_DWT_LATENT_CHANNELS = {"dwt": 12, "dwt2": 48}
+
+
+def _check_encoder_kind(cfg: ExperimentConfig) -> None:
+    """DWT latents have a fixed nz and no quant convs; NAFNet extractors exist only in LiteVAE."""
+    enc = cfg.model.encoder
+    if enc.kind in _DWT_LATENT_CHANNELS:
+        nz = _DWT_LATENT_CHANNELS[enc.kind]
+        if cfg.model.latent_channels != nz:
+            raise ConfigError(
+                "model.latent_channels",
+                cfg.model.latent_channels,
+                f"{nz} for model.encoder.kind {enc.kind} (its fixed Haar latent)",
+            )
+        if cfg.model.quant_conv:
+            raise ConfigError(
+                "model.quant_conv", True, f"false for model.encoder.kind {enc.kind} (a fixed latent has no quant conv)"
+            )
+    if enc.extractor != "unet" and enc.kind != "litevae":
+        raise ConfigError(
+            "model.encoder.extractor",
+            enc.extractor,
+            f"'unet' unless model.encoder.kind is litevae (got kind {enc.kind})",
+        )
 
 
 def stages(cfg: ExperimentConfig) -> tuple[Stage, ...]:

@@ -1,5 +1,6 @@
 """Overrides: a dotted key (``model.decoder.norm``) and a value, checked against the field's type
 and coerced so that equal values compare and hash equal (1 == 1.0 for a float, lists as tuples)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,11 +27,16 @@ def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> dict[str, Any
     return dict(_config_keys(cls, prefix))
 
 
+def _is_section(tp: Any) -> bool:
+    """Whether ``tp`` is a config section (a dataclass); a plain bool, so types stay as declared."""
+    return dataclasses.is_dataclass(tp)
+
+
 @functools.lru_cache(maxsize=None)
 def _config_keys(cls: type, prefix: str) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name, tp in _hints(cls).items():
-        if dataclasses.is_dataclass(tp):
+        if _is_section(tp):
             keys.update(_config_keys(tp, f"{prefix}{name}."))
         else:
             keys[f"{prefix}{name}"] = tp
@@ -53,16 +59,16 @@ def describe_type(tp: Any) -> str:
         return f"a list of {describe_type(get_args(tp)[0])}"
     if tp is type(None):
         return "null"
-    if dataclasses.is_dataclass(tp):
+    if _is_section(tp):
         return "a mapping with keys " + ", ".join(_hints(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp``, or ConfigError. Integral numbers given for a float become
     floats, lists become tuples, so equal values always compare (and hash) equal."""
     origin = get_origin(tp)
+
     def bad() -> ConfigError:  # built only when raised: describing the type is not free
         return ConfigError(key, value, describe_type(tp))
 
@@ -82,7 +88,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise bad()
         (item,) = [a for a in get_args(tp) if a is not Ellipsis]
         return tuple(coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
+    if _is_section(tp):
         if isinstance(value, tp):  # already coerced (a study file's values are checked twice)
             return value
         if not isinstance(value, dict):
@@ -91,9 +97,11 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         for k in value:
             if k not in hints:
                 raise ConfigError(f"{key}.{k}", value[k], "keys " + ", ".join(hints) + suggest(str(k), hints))
-        missing = [k for k, f in ((f.name, f) for f in dataclasses.fields(tp))
-                   if k not in value and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            k
+            for k, f in ((f.name, f) for f in dataclasses.fields(tp))
+            if k not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ConfigError(f"{key}.{missing[0]}", None, describe_type(hints[missing[0]]))
         return tp(**{k: coerce(f"{key}.{k}", v, hints[k]) for k, v in value.items()})
@@ -139,8 +147,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
 
 def _set(obj: Any, changes: dict[str, Any]) -> Any:
     """A copy of dataclass ``obj`` with nested ``changes`` (a dict marks a section)."""
-    return dataclasses.replace(obj, **{name: _set(getattr(obj, name), v) if isinstance(v, dict) else v
-                                       for name, v in changes.items()})
+    return dataclasses.replace(
+        obj, **{name: _set(getattr(obj, name), v) if isinstance(v, dict) else v for name, v in changes.items()}
+    )
 
 
 def get_value(cfg: Any, key: str) -> Any:

@@ -8,6 +8,7 @@ where the paper is silent the default is the project's choice and the field's co
 A field whose metadata says ``identity=False`` (log and checkpoint intervals, paths, worker
 counts) does not change what is trained, so it is left out of the run id (see ``identity``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from study.models import registry
-from study.models.arguments import AutoencoderArgs, DecoderArgs, EncoderArgs, LiteVAEArgs
+from study.models.arguments import AutoencoderArgs, DecoderArgs, DWTArgs, EncoderArgs, LiteVAEArgs
 
 
 class ConfigError(ValueError):
@@ -38,7 +39,8 @@ def _not_identity(default: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EncoderConfig:
-    kind: Literal["litevae", "sdvae"] = "litevae"
+    # litevae, sdvae, or the fixed Haar latent of Tables 11, 12 (App. B): dwt (nz 12), dwt2 (nz 48).
+    kind: Literal["litevae", "sdvae", "dwt", "dwt2"] = "litevae"
     # LiteVAE presets of Tables 23/24 (used when kind == litevae).
     preset: Literal["S", "B", "M", "L"] = "B"
     # Which Haar levels feed the encoder: all three, or e.g. (2, 3) as in Table 21.
@@ -49,6 +51,9 @@ class EncoderConfig:
     aggregator: Literal["unet", "vit"] = "unet"
     # One feature extractor shared by every level (Table 19) instead of one per level.
     shared_extractors: bool = False
+    # The feature extractor F_l: the paper's UNet, or NAFNet blocks (Table 18; paper gap: NAFNet's
+    # widths are not given, see study.models.nafnet).
+    extractor: Literal["unet", "nafnet"] = "unet"
     # Residual blocks per channel multiplier in F_l and F_agg: 2 reproduces Tables 2/3 exactly.
     num_res_blocks: int = 2
     dropout: float = 0.0
@@ -77,6 +82,11 @@ class ModelConfig:
     quant_conv: bool = False
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # A pretrained checkpoint the weights start from (study/training/pretrained.py): a diffusers
+    # AutoencoderKL folder, an LDM .ckpt, a .safetensors file or one of our runs. Its location is
+    # not identity; the sha256 of its weights is (filled in from the file when the study expands).
+    init: str = _not_identity("")
+    init_sha256: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +96,9 @@ class ModelConfig:
 class LossConfig:
     # Eq. 1: L1 + LPIPS + KL + adversarial. Paper gap: no weights given; LDM KL-f8 values.
     l1_weight: float = 1.0
+    # Table 14: the perceptual term, LPIPS (LDM's) or ESRGAN's VGG19 conv5_4 features
+    # (study/training/perceptual.py); ``lpips_weight`` weighs whichever is chosen.
+    perceptual: Literal["lpips", "esrgan"] = "lpips"
     lpips_weight: float = 1.0
     kl_weight: float = 1e-6
     # Table 10: the UNet discriminator of Schonfeld et al. (2020); none disables the GAN.
@@ -108,6 +121,9 @@ class LossConfig:
     gaussian_weight: float = 0.1
     gaussian_kernel: int = 5
     gaussian_sigma: float = 1.0
+    # Table 15: LDL's artifact loss (study/training/ldl.py) against the EMA model's reconstruction;
+    # 0: off. Needs train.ema_decay > 0. Paper gap: no weight given; 1.0 (LDL's own weight).
+    ldl_weight: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +152,9 @@ class TrainConfig:
     discriminator_lr: float = 1e-4
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # An EMA of the autoencoder's weights (study/training/ema.py), updated after every step;
+    # 0: off. LDL (loss.ldl_weight) needs it; evaluation can use it (eval.weights: ema).
+    ema_decay: float = 0.0
     checkpoint_every: int = _not_identity(1000)
     log_every: int = _not_identity(50)
     val_every: int = _not_identity(1000)
@@ -181,7 +200,15 @@ class EvalConfig:
     # Reconstructions are decoded from the posterior mean (LDM) or a sample.
     posterior: Literal["mean", "sample"] = "mean"
     lpips_net: Literal["alex", "vgg"] = "alex"
+    # The trained weights evaluated: the model's, or their EMA (needs train.ema_decay > 0).
+    weights: Literal["model", "ema"] = "model"
     batch_size: int = _not_identity(32)
+    # Table 6: MMD of the posterior-mean latents to N(0, I) and per-channel statistics. Paper gap:
+    # the sample size, repeats and kernel bandwidths of its MMD are not given; our choices.
+    latent_stats: bool = False
+    mmd_samples: int = 1000
+    mmd_repeats: int = 10
+    mmd_bandwidths: tuple[float, ...] = (25.0, 50.0, 100.0, 250.0, 500.0)
 
 
 METRICS = ("rfid", "psnr", "ssim", "lpips")
@@ -212,10 +239,21 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {name: _preset_overrides(p) for name,
 def autoencoder_args(model: ModelConfig) -> AutoencoderArgs:
     """What ``models.autoencoder.build_autoencoder`` takes: the size's widths from the registry, options on top."""
     enc, dec = model.encoder, model.decoder
-    encoder: EncoderArgs = (
-        dataclasses.replace(registry.sd_encoder_args(enc.sd_width), dropout=enc.dropout) if enc.kind == "sdvae"
-        else LiteVAEArgs(registry.litevae_widths(enc.preset), levels=tuple(enc.levels), wavelet=enc.wavelet,
-                         aggregator=enc.aggregator, shared_extractors=enc.shared_extractors,
-                         num_res_blocks=enc.num_res_blocks, dropout=enc.dropout))
+    encoder: EncoderArgs
+    if enc.kind == "sdvae":
+        encoder = dataclasses.replace(registry.sd_encoder_args(enc.sd_width), dropout=enc.dropout)
+    elif enc.kind in ("dwt", "dwt2"):
+        encoder = DWTArgs(enc.kind)
+    else:
+        encoder = LiteVAEArgs(
+            registry.litevae_widths(enc.preset),
+            levels=tuple(enc.levels),
+            wavelet=enc.wavelet,
+            aggregator=enc.aggregator,
+            shared_extractors=enc.shared_extractors,
+            num_res_blocks=enc.num_res_blocks,
+            dropout=enc.dropout,
+            extractor=enc.extractor,
+        )
     decoder = DecoderArgs(dec.channels, tuple(dec.channel_mult), dec.blocks_per_level, dec.mid_attention, dec.norm)
     return AutoencoderArgs(encoder, model.latent_channels, model.quant_conv, decoder)

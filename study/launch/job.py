@@ -13,6 +13,7 @@ thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to 
 step boundary, waits for the checkpoint to be written, and returns a fresh ``RunJob`` for
 submitit to requeue, which resumes from that checkpoint. ``max_requeue`` bounds the requeues.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self._thread: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "run_id": self.run_id, "max_requeue": self.max_requeue,
-                "threads": self.threads}
+        return {"folder": self.folder, "run_id": self.run_id, "max_requeue": self.max_requeue, "threads": self.threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         RunJob.__init__(self, **state)
@@ -69,20 +69,23 @@ class RunJob(submitit.helpers.Checkpointable):
 
     # submitit takes None as "do not requeue" (core/job_environment.py), though typed otherwise
     def checkpoint(  # type: ignore[override]
-            self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+        self, *args: Any, **kwargs: Any
+    ) -> submitit.helpers.DelayedSubmission | None:
         folder = Path(self.folder)
         if self._stop is not None and self._thread is not None:
             self._stop.set()
             self._thread.join(REQUEUE_WAIT_S)
         status = store.read_status(folder)
         if status.get("attempts", 0) > self.max_requeue:
-            store.update_status(folder, state="failed",
-                                error=f"preempted after {status.get('attempts')} attempts (max_requeue "
-                                      f"{self.max_requeue}); not requeued")
+            store.update_status(
+                folder,
+                state="failed",
+                error=f"preempted after {status.get('attempts')} attempts (max_requeue "
+                f"{self.max_requeue}); not requeued",
+            )
             return None
         store.update_status(folder, state="requeued", reason=f"preempted at step {status.get('step')}")
-        return submitit.helpers.DelayedSubmission(RunJob(self.folder, self.run_id, self.max_requeue,
-                                                         self.threads))
+        return submitit.helpers.DelayedSubmission(RunJob(self.folder, self.run_id, self.max_requeue, self.threads))
 
 
 def _job_id() -> str | None:
@@ -117,13 +120,15 @@ def torch_threads(threads: int | None) -> int | None:
     return int(cpus) if cpus else None
 
 
-def run(folder: Path, stop: threading.Event | None = None, progress: bool = True,
-        threads: int | None = None) -> dict[str, Any]:
+def run(
+    folder: Path, stop: threading.Event | None = None, progress: bool = True, threads: int | None = None
+) -> dict[str, Any]:
     """Train, evaluate and measure one run; every outcome is recorded in its status."""
     import torch
 
     from study.measure import complexity
-    from study.training.evaluate import evaluate
+    from study.training.eval_data import check_size
+    from study.training.evaluate import eval_resolution, evaluate
     from study.training.loop import Preempted, default_context, load_trained, train
 
     if store.is_done(folder):
@@ -135,18 +140,34 @@ def run(folder: Path, stop: threading.Event | None = None, progress: bool = True
     _setup_distributed()
     ctx = default_context()
     if ctx.main:
-        store.append_job_id(folder, _job_id(), new_attempt=True, state="running", host=socket.gethostname(),
-                            pid=os.getpid(), started=time.time(), heartbeat=time.time(), error=None, reason=None)
+        store.append_job_id(
+            folder,
+            _job_id(),
+            new_attempt=True,
+            state="running",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=time.time(),
+            heartbeat=time.time(),
+            error=None,
+            reason=None,
+        )
     try:
-        if cfg.train.steps == 0:  # a complexity-only study (Table 3): nothing to train or evaluate
+        if cfg.train.steps == 0 and not cfg.model.init:  # complexity only (Table 3): nothing to evaluate
             if ctx.main:
-                measured = complexity.measure_model(cfg.model, folder.name, cfg.data.resolution,
-                                                    cfg.train.batch_size, str(ctx.device))
-                store.write_complexity(folder, complexity.run_record(cfg.model, cfg.data.resolution) | {
-                    k: measured[k] for k in ("throughput_img_s", "peak_mem_mb", "device", "batch", "precision")})
+                measured = complexity.measure_model(
+                    cfg.model, folder.name, cfg.data.resolution, cfg.train.batch_size, str(ctx.device)
+                )
+                store.write_complexity(
+                    folder,
+                    complexity.run_record(cfg.model, cfg.data.resolution)
+                    | {k: measured[k] for k in ("throughput_img_s", "peak_mem_mb", "device", "batch", "precision")},
+                )
                 store.mark_done(folder)
             return {"run_id": folder.name, "state": "completed", "trained": False}
-        summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress)
+        check_size(cfg.data, cfg.eval, eval_resolution(cfg))  # before any step: names both numbers
+        # train.steps 0 with model.init: the pretrained weights are evaluated as they are
+        summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress) if cfg.train.steps else {"step": 0}
         if ctx.main:
             ae = load_trained(folder, cfg, ctx.device)
             record = evaluate(ae, cfg, folder, ctx.device, progress=progress)

@@ -10,6 +10,7 @@ with a clear message while the first is submitting, so no run is submitted twice
 fails never stops the others. ``slurm`` returns once the arrays are submitted; ``local`` and
 ``debug`` return when their jobs have finished.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,7 @@ class LaunchOptions:
 @dataclass
 class Decision:
     variant: Variant
-    action: str   # "submit", "skip"
+    action: str  # "submit", "skip"
     why: str
 
 
@@ -65,9 +66,9 @@ class Decision:
 class LaunchReport:
     study: str
     decisions: list[Decision]
-    job_ids: dict[str, str] = field(default_factory=dict)   # run id -> job id
+    job_ids: dict[str, str] = field(default_factory=dict)  # run id -> job id
     arrays: int = 0
-    failed: dict[str, str] = field(default_factory=dict)    # run id -> reason (local/debug)
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> reason (local/debug)
 
     @property
     def submitted(self) -> list[Variant]:
@@ -109,15 +110,19 @@ def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Deci
             decisions.append(Decision(v, "submit", f"lost: {run.reason}"))
         elif run.state in (store.State.FAILED, store.State.CANCELLED):
             reason = run.reason or run.state
-            decisions.append(Decision(v, "submit", f"retry: {reason}") if retry_failed
-                             else Decision(v, "skip", f"{run.state}: {reason} (use --retry-failed)"))
+            decisions.append(
+                Decision(v, "submit", f"retry: {reason}")
+                if retry_failed
+                else Decision(v, "skip", f"{run.state}: {reason} (use --retry-failed)")
+            )
         else:
             decisions.append(Decision(v, "submit", "new"))
     return decisions
 
 
-def wait(root: Path, variants: list[Variant], poll_s: float = 5.0, progress: bool = True,
-         timeout_s: float | None = None) -> dict[str, store.State]:
+def wait(
+    root: Path, variants: list[Variant], poll_s: float = 5.0, progress: bool = True, timeout_s: float | None = None
+) -> dict[str, store.State]:
     """Wait until every run is completed, failed, cancelled or lost; a bar counts them. Returns
     the final state of each run id."""
     from tqdm import tqdm
@@ -149,8 +154,10 @@ def study_lock(root: Path, study: str) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise LaunchLocked(f"another launch of study {study!r} is submitting ({holder}); "
-                               f"wait for it to finish, then launch again: runs it submitted are skipped") from None
+            raise LaunchLocked(
+                f"another launch of study {study!r} is submitting ({holder}); "
+                f"wait for it to finish, then launch again: runs it submitted are skipped"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
@@ -179,9 +186,14 @@ def max_array_size() -> int:
 def slurm_executor(folder: Path, r: Resources) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     tasks = max(r.gpus, 1)  # one task per GPU: DDP from submitit's distributed environment
-    params: dict[str, Any] = {"timeout_min": r.timeout_min, "nodes": r.nodes, "tasks_per_node": tasks,
-                              "cpus_per_task": r.cpus_per_gpu, "mem_gb": r.mem_gb,
-                              "slurm_array_parallelism": r.array_parallelism}
+    params: dict[str, Any] = {
+        "timeout_min": r.timeout_min,
+        "nodes": r.nodes,
+        "tasks_per_node": tasks,
+        "cpus_per_task": r.cpus_per_gpu,
+        "mem_gb": r.mem_gb,
+        "slurm_array_parallelism": r.array_parallelism,
+    }
     if r.gpus:
         params["gpus_per_node"] = r.gpus
     for key in ("partition", "account", "qos", "constraint"):
@@ -197,8 +209,14 @@ def slurm_executor(folder: Path, r: Resources) -> submitit.AutoExecutor:
     return ex
 
 
-def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOptions,
-           log: Any = print, record: dict[str, Any] | None = None) -> LaunchReport:
+def launch(
+    spec: StudySpec,
+    variants: list[Variant],
+    root: Path,
+    opts: LaunchOptions,
+    log: Any = print,
+    record: dict[str, Any] | None = None,
+) -> LaunchReport:
     """Submit the variants not yet done; ``record``: the study-level fields of the index
     (``study.spec.record.study_record``; None: the spec's, without profile or --set)."""
     if opts.executor not in EXECUTORS:
@@ -211,8 +229,10 @@ def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOpt
         todo = report.submitted
         if not todo:
             return report
-        store.write_index(root, spec.study, variants,
-                          **(record if record is not None else study_record(spec, variants)))
+        check_eval_sizes(todo)
+        store.write_index(
+            root, spec.study, variants, **(record if record is not None else study_record(spec, variants))
+        )
         folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config), todo)))
         logs = store.study_dir(root, spec.study) / "logs"
         parallel, threads = _local_share(opts) if opts.executor == "local" else (1, None)
@@ -222,12 +242,40 @@ def launch(spec: StudySpec, variants: list[Variant], root: Path, opts: LaunchOpt
             return report
         # marked while the lock is held: a second launch that takes the lock next skips them
         host = socket.gethostname()
-        _each(lambda v: store.update_status(folders[v.run_id], state="submitted", executor=opts.executor,
-                                            launcher_pid=os.getpid(), launcher_host=host, error=None,
-                                            reason=None), todo)
+        _each(
+            lambda v: store.update_status(
+                folders[v.run_id],
+                state="submitted",
+                executor=opts.executor,
+                launcher_pid=os.getpid(),
+                launcher_host=host,
+                error=None,
+                reason=None,
+            ),
+            todo,
+        )
     # local and debug run outside the lock: their runs are marked submitted by a live launcher
     _run_here(report, todo, jobs, folders, logs, opts, parallel, log)
     return report
+
+
+def check_eval_sizes(variants: list[Variant]) -> None:
+    """LaunchError, before anything is submitted, for a variant that asks for more evaluation
+    images than its eval folder holds, where that folder is reachable from here (a job checks
+    again at its start, before any training step)."""
+    for v in variants:
+        cfg = v.config
+        if (cfg.train.steps == 0 and not cfg.model.init) or not cfg.eval.path:
+            continue
+        if not Path(cfg.eval.path).expanduser().is_dir():
+            continue
+        from study.training.data import DataError
+        from study.training.eval_data import check_size
+
+        try:
+            check_size(cfg.data, cfg.eval, cfg.eval.resolution or cfg.data.resolution)
+        except DataError as e:
+            raise LaunchError(f"variant {v.name} ({v.run_id}): {e}") from None
 
 
 def _local_share(opts: LaunchOptions) -> tuple[int, int]:
@@ -243,8 +291,15 @@ def _local_share(opts: LaunchOptions) -> tuple[int, int]:
     return parallel, max(1, (os.cpu_count() or 1) // parallel)
 
 
-def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
-                  logs: Path, r: Resources, log: Any) -> None:
+def _submit_slurm(
+    report: LaunchReport,
+    todo: list[Variant],
+    jobs: list[RunJob],
+    folders: dict[str, Path],
+    logs: Path,
+    r: Resources,
+    log: Any,
+) -> None:
     ex = slurm_executor(logs, r)
     size = max_array_size()
     for start in range(0, len(todo), size):
@@ -255,8 +310,15 @@ def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob],
 
         def record(item: tuple[int, Any]) -> None:
             i, job = item
-            store.append_job_id(folders[todo[i].run_id], str(job.job_id), state="submitted", executor="slurm",
-                                log=str(job.paths.stderr), error=None, reason=None)
+            store.append_job_id(
+                folders[todo[i].run_id],
+                str(job.job_id),
+                state="submitted",
+                executor="slurm",
+                log=str(job.paths.stderr),
+                error=None,
+                reason=None,
+            )
 
         _each(record, list(zip(chunk, submitted)))
         for i, job in zip(chunk, submitted):
@@ -264,8 +326,16 @@ def _submit_slurm(report: LaunchReport, todo: list[Variant], jobs: list[RunJob],
     log(f"submitted {len(todo)} run(s) in {report.arrays} array(s) of at most {size}")
 
 
-def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], folders: dict[str, Path],
-              logs: Path, opts: LaunchOptions, parallel: int, log: Any) -> None:
+def _run_here(
+    report: LaunchReport,
+    todo: list[Variant],
+    jobs: list[RunJob],
+    folders: dict[str, Path],
+    logs: Path,
+    opts: LaunchOptions,
+    parallel: int,
+    log: Any,
+) -> None:
     if opts.executor == "debug":
         debug = submitit.AutoExecutor(folder=logs / "debug", cluster="debug")
         for v, job in zip(todo, jobs):
@@ -280,6 +350,7 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
     ex = submitit.LocalExecutor(folder=logs / "%j")
     gpus = opts.resources.gpus
     import torch
+
     visible = list(range(torch.cuda.device_count()))
     pending = list(zip(todo, jobs))
     running: list[tuple[Variant, Any, list[int]]] = []
@@ -288,8 +359,12 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
         while pending and len(running) < parallel:
             v, job = pending.pop(0)
             mine = [free.pop(0) for _ in range(min(gpus, len(free)))] if visible else []
-            ex.update_parameters(timeout_min=opts.resources.timeout_min, gpus_per_node=len(mine),
-                                 tasks_per_node=1, visible_gpus=tuple(mine))
+            ex.update_parameters(
+                timeout_min=opts.resources.timeout_min,
+                gpus_per_node=len(mine),
+                tasks_per_node=1,
+                visible_gpus=tuple(mine),
+            )
             handle = ex.submit(job)
             store.append_job_id(folders[v.run_id], str(handle.job_id), log=str(handle.paths.stderr))
             report.job_ids[v.run_id] = str(handle.job_id)
@@ -305,5 +380,7 @@ def _run_here(report: LaunchReport, todo: list[Variant], jobs: list[RunJob], fol
                     handle.result()
                     log(f"[{v.index}] {v.name} done")
                 except Exception as e:
-                    report.failed[v.run_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+                    report.failed[v.run_id] = (
+                        f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+                    )
                     log(f"[{v.index}] {v.name} failed: {report.failed[v.run_id]}")

@@ -25,6 +25,7 @@ absolute numbers are not comparable with another device; ``format_table`` theref
 every model's throughput and memory as a ratio to SD-VAE measured in the same run, beside the
 paper's ratios.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,17 @@ MODELS = tuple(registry.PRESETS)
 PRECISIONS = ("fp32", "bf16")
 BASELINE = "SD-VAE"
 COMPLEXITY_TABLE = "3"
-KEYS = ("model", "encoder_params", "decoder_params", "encoder_gmacs", "throughput_img_s",
-        "peak_mem_mb", "device", "resolution", "batch")
+KEYS = (
+    "model",
+    "encoder_params",
+    "decoder_params",
+    "encoder_gmacs",
+    "throughput_img_s",
+    "peak_mem_mb",
+    "device",
+    "resolution",
+    "batch",
+)
 
 
 class ComplexityError(ValueError):
@@ -93,10 +103,13 @@ def run_record(model_cfg: ModelConfig, resolution: int) -> dict[str, Any]:
     its training resolution and at 256 (the paper's). Throughput and memory depend on the
     hardware and are measured by ``measure`` / ``run_study.py complexity``, not per run."""
     encoder, decoder = parameter_counts(model_cfg)
-    return {"encoder_params": encoder, "decoder_params": decoder,
-            "encoder_gmacs": encoder_macs(model_cfg, 256) / 1e9,
-            "encoder_gmacs_at_resolution": encoder_macs(model_cfg, resolution) / 1e9,
-            "resolution": resolution}
+    return {
+        "encoder_params": encoder,
+        "decoder_params": decoder,
+        "encoder_gmacs": encoder_macs(model_cfg, 256) / 1e9,
+        "encoder_gmacs_at_resolution": encoder_macs(model_cfg, resolution) / 1e9,
+        "resolution": resolution,
+    }
 
 
 def _check_resolution(resolution: int) -> None:
@@ -192,8 +205,9 @@ def peak_memory_mb(encoder: nn.Module, x: torch.Tensor, precision: str = "fp32")
 # --------------------------------------------------------------------------------------------
 # throughput
 # --------------------------------------------------------------------------------------------
-def time_encoder(encoder: nn.Module, x: torch.Tensor, repeats: int, warmup: int,
-                 precision: str = "fp32") -> list[float]:
+def time_encoder(
+    encoder: nn.Module, x: torch.Tensor, repeats: int, warmup: int, precision: str = "fp32"
+) -> list[float]:
     """Seconds of each of ``repeats`` timed encodes of the batch ``x``, after ``warmup``."""
     device = str(x.device)
     times = []
@@ -225,17 +239,35 @@ def default_repeats(device: str) -> tuple[int, int]:
     return (3, 0) if torch.device(device).type == "cpu" else (20, 5)
 
 
-def measure(name: str, resolution: int = 256, batch: int = 32, device: str = "cpu",
-            precision: str = "fp32", repeats: int | None = None, warmup: int | None = None,
-            channels_last: bool = False, seed: int = 0) -> dict[str, Any]:
+def measure(
+    name: str,
+    resolution: int = 256,
+    batch: int = 32,
+    device: str = "cpu",
+    precision: str = "fp32",
+    repeats: int | None = None,
+    warmup: int | None = None,
+    channels_last: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
     """One row of Table 3 for the preset ``name`` (keys: KEYS)."""
-    return measure_model(model_config(name), name, resolution, batch, device, precision, repeats, warmup,
-                         channels_last, seed)
+    return measure_model(
+        model_config(name), name, resolution, batch, device, precision, repeats, warmup, channels_last, seed
+    )
 
 
-def measure_model(cfg: ModelConfig, name: str, resolution: int = 256, batch: int = 32, device: str = "cpu",
-                  precision: str = "fp32", repeats: int | None = None, warmup: int | None = None,
-                  channels_last: bool = False, seed: int = 0) -> dict[str, Any]:
+def measure_model(
+    cfg: ModelConfig,
+    name: str,
+    resolution: int = 256,
+    batch: int = 32,
+    device: str = "cpu",
+    precision: str = "fp32",
+    repeats: int | None = None,
+    warmup: int | None = None,
+    channels_last: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
     """``measure`` for any model config (a study's variant), named ``name`` in the row."""
     _check_resolution(resolution)
     if precision not in PRECISIONS:
@@ -253,9 +285,8 @@ def measure_model(cfg: ModelConfig, name: str, resolution: int = 256, batch: int
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     encoder = encoder_path(cfg).to(dev).to(memory_format=memory_format).eval()
-    x = (torch.rand(batch, 3, resolution, resolution, device=dev) * 2 - 1).contiguous(
-        memory_format=memory_format)
-    peak = peak_memory_mb(encoder, x, precision)     # also a warm-up pass
+    x = (torch.rand(batch, 3, resolution, resolution, device=dev) * 2 - 1).contiguous(memory_format=memory_format)
+    peak = peak_memory_mb(encoder, x, precision)  # also a warm-up pass
     times = time_encoder(encoder, x, repeats, warmup, precision)
     return {
         "model": name,
@@ -273,9 +304,14 @@ def measure_model(cfg: ModelConfig, name: str, resolution: int = 256, batch: int
     }
 
 
-def complexity_rows(models: list[str] | tuple[str, ...] = MODELS, resolution: int = 256,
-                    batch: int = 32, device: str = "cpu", precision: str = "fp32",
-                    **kwargs: Any) -> list[dict[str, Any]]:
+def complexity_rows(
+    models: list[str] | tuple[str, ...] = MODELS,
+    resolution: int = 256,
+    batch: int = 32,
+    device: str = "cpu",
+    precision: str = "fp32",
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
     """``measure`` for each model, in order (unknown names fail before anything runs)."""
     for name in models:
         model_config(name)
@@ -294,8 +330,11 @@ def paper_rows() -> dict[str, dict[str, Any]]:
     """Preset name -> its row of the paper's Table 3 (the registry's label finds it)."""
     table = paper_table(COMPLEXITY_TABLE)
     by_encoder = {row["encoder"]: row for row in table.to_dict("records")}
-    return {ours: by_encoder[label] for ours, label in registry.paper_labels(COMPLEXITY_TABLE).items()
-            if label in by_encoder}
+    return {
+        ours: by_encoder[label]
+        for ours, label in registry.paper_labels(COMPLEXITY_TABLE).items()
+        if label in by_encoder
+    }
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -305,8 +344,13 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def _ratio(a: Any, b: Any) -> float | None:
-    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or \
-            (isinstance(b, float) and math.isnan(b)) or b == 0:
+    if (
+        a is None
+        or b is None
+        or (isinstance(a, float) and math.isnan(a))
+        or (isinstance(b, float) and math.isnan(b))
+        or b == 0
+    ):
         return None
     return a / b
 
@@ -317,20 +361,38 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     paper = paper_rows()
     ours_base = next((r for r in rows if r["model"] == BASELINE), None)
     paper_base = paper.get(BASELINE, {})
-    header = ["model", "enc. params M", "paper", "dec. params M", "GMACs", "paper",
-              "img/s", "paper", "x SD-VAE", "paper", "mem MB", "paper", "x SD-VAE", "paper"]
+    header = [
+        "model",
+        "enc. params M",
+        "paper",
+        "dec. params M",
+        "GMACs",
+        "paper",
+        "img/s",
+        "paper",
+        "x SD-VAE",
+        "paper",
+        "mem MB",
+        "paper",
+        "x SD-VAE",
+        "paper",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         p = paper.get(r["model"], {})
         cells = [
             r["model"],
-            _fmt(r["encoder_params"] / 1e6, 2), _fmt(p.get("params_m"), 2),
+            _fmt(r["encoder_params"] / 1e6, 2),
+            _fmt(p.get("params_m"), 2),
             _fmt(r["decoder_params"] / 1e6, 2),
-            _fmt(r["encoder_gmacs"], 2), _fmt(p.get("gmacs_256"), 2),
-            _fmt(r["throughput_img_s"], 1), _fmt(p.get("throughput_img_s"), 1),
+            _fmt(r["encoder_gmacs"], 2),
+            _fmt(p.get("gmacs_256"), 2),
+            _fmt(r["throughput_img_s"], 1),
+            _fmt(p.get("throughput_img_s"), 1),
             _fmt(_ratio(r["throughput_img_s"], ours_base and ours_base["throughput_img_s"]), 2),
             _fmt(_ratio(p.get("throughput_img_s"), paper_base.get("throughput_img_s")), 2),
-            _fmt(r["peak_mem_mb"], 0), _fmt(p.get("gpu_memory_mb"), 0),
+            _fmt(r["peak_mem_mb"], 0),
+            _fmt(p.get("gpu_memory_mb"), 0),
             _fmt(_ratio(r["peak_mem_mb"], ours_base and ours_base["peak_mem_mb"]), 2),
             _fmt(_ratio(p.get("gpu_memory_mb"), paper_base.get("gpu_memory_mb")), 2),
         ]
@@ -338,8 +400,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if rows:
         r = rows[0]
         lines.append("")
-        lines.append(f"ours: {r['device']}, {r['resolution']}x{r['resolution']}, batch {r['batch']}, "
-                     f"{r.get('precision', 'fp32')}; GMACs per image. paper (Table 3): batch 32, "
-                     "one Quadro RTX 6000; GMACs at 256x256 (reported as GFLOPS).")
+        lines.append(
+            f"ours: {r['device']}, {r['resolution']}x{r['resolution']}, batch {r['batch']}, "
+            f"{r.get('precision', 'fp32')}; GMACs per image. paper (Table 3): batch 32, "
+            "one Quadro RTX 6000; GMACs at 256x256 (reported as GFLOPS)."
+        )
     return "\n".join(lines)
-

@@ -28,6 +28,7 @@ everything else is a paper gap, filled here and part of the protocol:
 - Latents: the posterior mean, unscaled (no 1/std factor): Table 6 asks how Gaussian the raw
   latent space is. All arithmetic in float64.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,8 +59,9 @@ def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
     return (aa + bb.T - 2.0 * a @ b.T).clamp_min_(0.0)
 
 
-def mmd_rbf(x: Tensor, y: Tensor, bandwidths: Sequence[float] = TABLE6_BANDWIDTHS,
-            unbiased: bool = True) -> dict[float, float]:
+def mmd_rbf(
+    x: Tensor, y: Tensor, bandwidths: Sequence[float] = TABLE6_BANDWIDTHS, unbiased: bool = True
+) -> dict[float, float]:
     """MMD^2 between samples ``x`` (m x d) and ``y`` (n x d) for each RBF bandwidth.
 
     ``unbiased``: MMD^2_u (diagonals excluded, needs m, n >= 2); else the biased MMD^2_b."""
@@ -94,8 +96,14 @@ class MMDResult:
     unbiased: bool
 
 
-def latent_mmd(latents: Tensor, bandwidths: Sequence[float] = TABLE6_BANDWIDTHS, repeats: int = 10,
-               samples_per_repeat: int = 1000, seed: int = 0, unbiased: bool = True) -> MMDResult:
+def latent_mmd(
+    latents: Tensor,
+    bandwidths: Sequence[float] = TABLE6_BANDWIDTHS,
+    repeats: int = 10,
+    samples_per_repeat: int = 1000,
+    seed: int = 0,
+    unbiased: bool = True,
+) -> MMDResult:
     """MMD^2 between flattened latents (N x C x h x w, or N x d) and N(0, I_d) samples, per
     bandwidth, as mean and std (ddof 1) over ``repeats`` (the module docstring's protocol)."""
     flat = latents.reshape(len(latents), -1).double().cpu()
@@ -110,9 +118,14 @@ def latent_mmd(latents: Tensor, bandwidths: Sequence[float] = TABLE6_BANDWIDTHS,
         for h, value in mmd_rbf(x, y, bandwidths, unbiased).items():
             runs[h].append(value)
     values = {h: torch.tensor(v, dtype=torch.float64) for h, v in runs.items()}
-    return MMDResult(mean={h: float(v.mean()) for h, v in values.items()},
-                     std={h: float(v.std()) for h, v in values.items()},
-                     repeats=repeats, samples_per_repeat=k, dimension=flat.shape[1], unbiased=unbiased)
+    return MMDResult(
+        mean={h: float(v.mean()) for h, v in values.items()},
+        std={h: float(v.std()) for h, v in values.items()},
+        repeats=repeats,
+        samples_per_repeat=k,
+        dimension=flat.shape[1],
+        unbiased=unbiased,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,5 +154,45 @@ def channel_stats(latents: Tensor) -> ChannelStats:
     std_all = float(z.std())
     if std_all == 0.0:
         raise LatentStatsError("the latents are constant: no scale factor")
-    return ChannelStats(mean=tuple(per_channel.mean(1).tolist()), std=tuple(per_channel.std(1).tolist()),
-                        std_all=std_all, scale_factor=1.0 / std_all)
+    return ChannelStats(
+        mean=tuple(per_channel.mean(1).tolist()),
+        std=tuple(per_channel.std(1).tolist()),
+        std_all=std_all,
+        scale_factor=1.0 / std_all,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Table 6 of one evaluation: flat metrics and the per-channel lists
+# --------------------------------------------------------------------------------------------
+def metric_name(bandwidth: float) -> str:
+    """The metric key of one bandwidth's MMD: ``mmd_25`` for 25.0 (``mmd_25_std`` its std)."""
+    return f"mmd_{float(bandwidth):g}"
+
+
+def table6_summary(
+    latents: Tensor,
+    bandwidths: Sequence[float] = TABLE6_BANDWIDTHS,
+    repeats: int = 10,
+    samples_per_repeat: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, object]]:
+    """(metrics, details) of N x C x h x w posterior-mean latents: ``mmd_<h>`` and ``mmd_<h>_std``
+    per bandwidth and ``latent_scale_factor``; the details hold the per-channel mean and std and
+    the MMD's sample counts."""
+    mmd = latent_mmd(latents, bandwidths, repeats, samples_per_repeat, seed)
+    stats = channel_stats(latents)
+    metrics: dict[str, float] = {"latent_scale_factor": stats.scale_factor}
+    for h in mmd.mean:
+        metrics[metric_name(h)] = mmd.mean[h]
+        metrics[metric_name(h) + "_std"] = mmd.std[h]
+    details: dict[str, object] = {
+        "channel_mean": list(stats.mean),
+        "channel_std": list(stats.std),
+        "std_all": stats.std_all,
+        "mmd_repeats": mmd.repeats,
+        "mmd_samples_per_repeat": mmd.samples_per_repeat,
+        "dimension": mmd.dimension,
+        "num_latents": len(latents),
+    }
+    return metrics, details

@@ -21,6 +21,7 @@ Conventions (the LDM pipeline the paper cites, LITEVAE.md "Evaluation protocol")
 - LPIPS: the ``lpips`` package's model (v0.1 linear layers, loaded by study.measure.weights) on
   the uint8 images scaled to [-1, 1].
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,7 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"expected two N x C x H x W batches of one shape, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
+        raise ValueError(f"expected two N x C x H x W batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.dtype != torch.uint8 or y.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {x.dtype} and {y.dtype} (see to_uint8)")
 
@@ -66,8 +66,9 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return 10 * torch.log10(255.0**2 / mse)  # mse == 0 -> +inf
 
 
-def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA,
-                     dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
+def _gaussian_window(
+    size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, dtype: torch.dtype = torch.float64, device: Any = None
+) -> Tensor:
     r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-0.5 * (r / sigma) ** 2)
     return g / g.sum()
@@ -190,8 +191,7 @@ def inception_extractor(weights_path: str | Path, device: Any = "cpu") -> torch.
     """torch-fidelity's ``inception-v3-compat`` with the pool3 output, loaded from a local file."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    model = FeatureExtractorInceptionV3(FID_EXTRACTOR, [FID_LAYER],
-                                        feature_extractor_weights_path=str(weights_path))
+    model = FeatureExtractorInceptionV3(FID_EXTRACTOR, [FID_LAYER], feature_extractor_weights_path=str(weights_path))
     return model.to(torch.device(device)).eval()
 
 
@@ -272,22 +272,35 @@ def with_progress(iterable: Iterable, total: int, enabled: bool, desc: str) -> I
             bar.update(len(item) if isinstance(item, Tensor) else len(item[0]))
 
 
-def feature_stats(source: ImageSource, extractor: torch.nn.Module, *, batch_size: int = 64,
-                  device: Any = "cpu", progress: bool = False, desc: str = "features") -> FeatureStats:
+def feature_stats(
+    source: ImageSource,
+    extractor: torch.nn.Module,
+    *,
+    batch_size: int = 64,
+    device: Any = "cpu",
+    progress: bool = False,
+    desc: str = "features",
+) -> FeatureStats:
     """Pool3 statistics of every image of ``source`` (see ``as_uint8_dataset``)."""
     ds = as_uint8_dataset(source)
     device = torch.device(device)
     stats = FeatureStats()
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
     for batch in with_progress(loader, len(ds), progress, desc):  # type: ignore[arg-type]
         stats.update(inception_features(extractor, batch.to(device, non_blocking=True)))
     return stats
 
 
-def fid_between(a: ImageSource, b: ImageSource, *, weights_path: str | Path | None = None,
-                device: Any = "cpu", batch_size: int = 64, progress: bool = False,
-                extractor: torch.nn.Module | None = None) -> float:
+def fid_between(
+    a: ImageSource,
+    b: ImageSource,
+    *,
+    weights_path: str | Path | None = None,
+    device: Any = "cpu",
+    batch_size: int = 64,
+    progress: bool = False,
+    extractor: torch.nn.Module | None = None,
+) -> float:
     """FID between two image sets (in-memory uint8 datasets/tensors or PNG folders)."""
     extractor = extractor or inception_extractor(weights_path or W.inception_weights_path(), device)
     sa = feature_stats(a, extractor, batch_size=batch_size, device=device, progress=progress, desc="set 1")

@@ -39,6 +39,7 @@ a path used as-is instead of the staged file, e.g. weights converted by hand, or
 initialised Inception the tests build. Such a file is not checked against the pinned digest; its own
 sha256 goes into the evaluation protocol, so its records never share an id with official ones.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,34 +77,49 @@ class WeightFile:
         return digest == self.sha256 if len(self.sha256) == 64 else digest.startswith(self.sha256)
 
 
-REGISTRY: dict[str, WeightFile] = {w.name: w for w in (
-    WeightFile(
-        "inception", "weights-inception-2015-12-05-6726825d.pth",
-        # torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3
-        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-        "weights-inception-2015-12-05-6726825d.pth",
-        "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", 95_628_359,
-        "rFID (torch-fidelity Inception-v3, pool3 features)"),
-    WeightFile(
-        "alexnet", "alexnet-owt-7be5be79.pth",
-        # torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
-        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", 244_408_911,
-        "LPIPS backbone, net='alex' (evaluation default)"),
-    WeightFile(
-        "vgg16", "vgg16-397923af.pth",
-        # torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-        "https://download.pytorch.org/models/vgg16-397923af.pth",
-        "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", 553_433_881,
-        "LPIPS backbone, net='vgg' (training loss; evaluation with eval.lpips_net=vgg)"),
-    WeightFile(
-        "vgg19", "vgg19-dcbb9e9d.pth",
-        # torchvision.models.VGG19_Weights.IMAGENET1K_V1.url; a prefix pin (see the module docstring);
-        # size: torchvision's meta _file_size, 548.051 MiB, in bytes to that rounding
-        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-        "dcbb9e9d", 574_673_125,
-        "ESRGAN perceptual loss, VGG19 conv5_4 before activation (loss.perceptual=esrgan)"),
-)}
+REGISTRY: dict[str, WeightFile] = {
+    w.name: w
+    for w in (
+        WeightFile(
+            "inception",
+            "weights-inception-2015-12-05-6726825d.pth",
+            # torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+            "weights-inception-2015-12-05-6726825d.pth",
+            "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+            95_628_359,
+            "rFID (torch-fidelity Inception-v3, pool3 features)",
+        ),
+        WeightFile(
+            "alexnet",
+            "alexnet-owt-7be5be79.pth",
+            # torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+            244_408_911,
+            "LPIPS backbone, net='alex' (evaluation default)",
+        ),
+        WeightFile(
+            "vgg16",
+            "vgg16-397923af.pth",
+            # torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+            553_433_881,
+            "LPIPS backbone, net='vgg' (training loss; evaluation with eval.lpips_net=vgg)",
+        ),
+        WeightFile(
+            "vgg19",
+            "vgg19-dcbb9e9d.pth",
+            # torchvision.models.VGG19_Weights.IMAGENET1K_V1.url; a prefix pin (see the module docstring);
+            # size: torchvision's meta _file_size, 548.051 MiB, in bytes to that rounding
+            "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "dcbb9e9d",
+            574_673_125,
+            "ESRGAN perceptual loss, VGG19 conv5_4 before activation (loss.perceptual=esrgan)",
+        ),
+    )
+}
 
 # The lpips package's net name -> the registry entry of its torchvision backbone.
 LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "vgg16": "vgg16"}
@@ -191,8 +207,13 @@ def check(directory: str | Path | None = None, names: Iterable[str] | None = Non
 def format_check(rows: list[Entry], directory: str | Path | None = None) -> str:
     """The `weights check` text: where it looked, each file's state, what to do."""
     folder = weights_dir(directory)
-    source = ("--dir" if directory else f"${WEIGHTS_ENV}" if os.environ.get(WEIGHTS_ENV)
-              else f"torch hub cache; set ${WEIGHTS_ENV} to change")
+    source = (
+        "--dir"
+        if directory
+        else f"${WEIGHTS_ENV}"
+        if os.environ.get(WEIGHTS_ENV)
+        else f"torch hub cache; set ${WEIGHTS_ENV} to change"
+    )
     lines = [f"weights directory: {folder} ({source})"]
     width = max(len(r.name) for r in rows) if rows else 4
     for r in rows:
@@ -209,11 +230,13 @@ def format_check(rows: list[Entry], directory: str | Path | None = None) -> str:
             lines.append(f"  custom   {name:<{width}}  {os.environ[env]}  (${env}: used as-is, not verified)")
     bad = [r for r in rows if r.state != "present"]
     if bad:
-        lines.append(f"{len(bad)} file(s) not usable: metrics that need them are recorded as unavailable. "
-                     f"Run `{FETCH_HINT}"
-                     + (f" --dir {folder}" if directory else "")
-                     + "` on a machine with network access (for an offline cluster: to shared storage, "
-                       f"then set {WEIGHTS_ENV} on the compute nodes).")
+        lines.append(
+            f"{len(bad)} file(s) not usable: metrics that need them are recorded as unavailable. "
+            f"Run `{FETCH_HINT}"
+            + (f" --dir {folder}" if directory else "")
+            + "` on a machine with network access (for an offline cluster: to shared storage, "
+            f"then set {WEIGHTS_ENV} on the compute nodes)."
+        )
     else:
         lines.append("all weights present.")
     return "\n".join(lines)
@@ -232,9 +255,15 @@ class FetchResult(NamedTuple):
 Opener = Callable[..., Any]
 
 
-def fetch(directory: str | Path | None = None, names: Iterable[str] | None = None, *,
-          timeout: float = 60.0, progress: bool = True, registry: dict[str, WeightFile] | None = None,
-          opener: Opener | None = None) -> list[FetchResult]:
+def fetch(
+    directory: str | Path | None = None,
+    names: Iterable[str] | None = None,
+    *,
+    timeout: float = 60.0,
+    progress: bool = True,
+    registry: dict[str, WeightFile] | None = None,
+    opener: Opener | None = None,
+) -> list[FetchResult]:
     """Download each missing or corrupt file into ``directory`` and verify its sha256.
 
     A file is written to a temporary name, hashed while it streams, and renamed into place only
@@ -284,14 +313,15 @@ def _download(w: WeightFile, path: Path, timeout: float, progress: bool, opener:
             raise FetchError(f"cannot download {w.url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
             reason = getattr(e, "reason", e)
-            raise FetchError(f"cannot download {w.url}: {reason} (no network here? run the fetch "
-                             f"on a machine with internet access, then `{FETCH_HINT} --from FOLDER` "
-                             f"here, or copy {w.filename} into {path.parent}, or point "
-                             f"${WEIGHTS_ENV} at a staged copy)") from None
+            raise FetchError(
+                f"cannot download {w.url}: {reason} (no network here? run the fetch "
+                f"on a machine with internet access, then `{FETCH_HINT} --from FOLDER` "
+                f"here, or copy {w.filename} into {path.parent}, or point "
+                f"${WEIGHTS_ENV} at a staged copy)"
+            ) from None
         got = digest.hexdigest()
         if not w.matches(got):
-            raise FetchError(f"downloaded {w.url} but its sha256 is {got}, expected {w.sha256}; "
-                             "the file was discarded")
+            raise FetchError(f"downloaded {w.url} but its sha256 is {got}, expected {w.sha256}; the file was discarded")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -304,9 +334,11 @@ def _bar(total: int, desc: str, enabled: bool):
     except ImportError:  # pragma: no cover
         enabled = False
     if not enabled:
+
         class _Null:
             def update(self, n: int) -> None: ...
             def close(self) -> None: ...
+
         return _Null()
     return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, leave=False)
 
@@ -333,8 +365,9 @@ def copy_into(src: str | Path, directory: str | Path | None = None) -> list[Fetc
         if not candidate.is_file():
             continue
         if not w.matches(sha256_file(candidate)):
-            results.append(FetchResult(name, folder / w.filename, "failed",
-                                       f"{candidate}: sha256 is not the pinned {w.sha256}"))
+            results.append(
+                FetchResult(name, folder / w.filename, "failed", f"{candidate}: sha256 is not the pinned {w.sha256}")
+            )
             continue
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{w.filename}.", suffix=".part")
@@ -371,12 +404,18 @@ def resolve(name: str, directory: str | Path | None = None) -> Resolved:
     if not path.is_file():
         raise MissingWeightsError(
             f"{w.filename} not found in {folder} (needed for {w.used_by}); "
-            f"run `{FETCH_HINT}{flag}` where there is network access", name=name, path=path)
+            f"run `{FETCH_HINT}{flag}` where there is network access",
+            name=name,
+            path=path,
+        )
     got = sha256_file(path)
     if not w.matches(got):
         raise CorruptWeightsError(
             f"{path} is corrupt (sha256 {got[:16]}..., expected {w.sha256[:16]}...); "
-            f"delete it and run `{FETCH_HINT}{flag}`", name=name, path=path)
+            f"delete it and run `{FETCH_HINT}{flag}`",
+            name=name,
+            path=path,
+        )
     return Resolved(name, path, got, True)
 
 
@@ -428,7 +467,7 @@ def lpips_from_backbone_state(net: str, state: dict[str, Any]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation notices
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-    features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     mapped = {}
     for key in model.net.state_dict():
         _slice, index, param = key.split(".", 2)
@@ -455,8 +494,8 @@ def make_random_inception(path: str | Path, seed: int = 0) -> Path:
     from unittest import mock
 
     import torch
-    from torch import nn
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
+    from torch import nn
 
     class _Unloaded(tfi.FeatureExtractorInceptionV3):
         def load_state_dict(self, state_dict, *args, **kwargs):  # the constructor's call: skip

@@ -5,6 +5,7 @@ from an experiment's ``ModelConfig`` (``autoencoder_args``); autoencoder.py buil
 module imports nothing, torch included, so a model can be named and described (by the config, the
 study file, the command line) without loading torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,12 +27,20 @@ class LiteVAEArgs:
     """The LiteVAE encoder (Sec. 3.1-3.2); defaults are the paper's model."""
 
     widths: LiteVAEWidths
-    levels: tuple[int, ...] = (1, 2, 3)            # Table 21 feeds only (2, 3)
+    levels: tuple[int, ...] = (1, 2, 3)  # Table 21 feeds only (2, 3)
     wavelet: str = "haar"
-    aggregator: Literal["unet", "vit"] = "unet"    # Table 20
-    shared_extractors: bool = False                # Table 19
-    num_res_blocks: int = 2                        # 2 reproduces the counts of Tables 2, 3
+    aggregator: Literal["unet", "vit"] = "unet"  # Table 20
+    shared_extractors: bool = False  # Table 19
+    num_res_blocks: int = 2  # 2 reproduces the counts of Tables 2, 3
     dropout: float = 0.0
+    extractor: Literal["unet", "nafnet"] = "unet"  # F_l: the UNet, or NAFNet (Table 18)
+
+
+@dataclass(frozen=True)
+class DWTArgs:
+    """The fixed Haar latent of Tables 11, 12 (App. B): "dwt" (nz 12) or "dwt2" (nz 48); no parameters."""
+
+    variant: Literal["dwt", "dwt2"] = "dwt"
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class SDEncoderArgs:
     dropout: float = 0.0
 
 
-EncoderArgs: TypeAlias = LiteVAEArgs | SDEncoderArgs   # what build_encoder takes
+EncoderArgs: TypeAlias = LiteVAEArgs | SDEncoderArgs | DWTArgs  # what build_encoder takes
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class DecoderArgs:
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     blocks_per_level: int = 3
     mid_attention: bool = True
-    norm: Literal["groupnorm", "smc"] = "groupnorm"   # Table 4
+    norm: Literal["groupnorm", "smc"] = "groupnorm"  # Table 4
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,6 @@ class AutoencoderArgs:
     """Encoder + diagonal Gaussian over an nz x H/8 x W/8 latent + decoder (Eq. 1)."""
 
     encoder: EncoderArgs
-    latent_channels: int = 4                       # nz: the paper uses 4 and 12
-    quant_conv: bool = False                       # LDM's 1x1 quant convs (Table 17: off)
+    latent_channels: int = 4  # nz: the paper uses 4 and 12
+    quant_conv: bool = False  # LDM's 1x1 quant convs (Table 17: off)
     decoder: DecoderArgs = field(default_factory=DecoderArgs)

@@ -11,18 +11,28 @@ The builders take plain arguments (arguments.py): ``build_autoencoder(registry.p
 "LiteVAE-B"))`` is the paper's LiteVAE-B; ``study.config.autoencoder_args`` composes them from an
 experiment's config.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from study.models.arguments import AutoencoderArgs, DecoderArgs, EncoderArgs, LiteVAEArgs, SDEncoderArgs
+from study.models.arguments import AutoencoderArgs, DecoderArgs, DWTArgs, EncoderArgs, LiteVAEArgs, SDEncoderArgs
+from study.models.dwt_encoder import Deterministic, DWTEncoder
 from study.models.litevae import EncoderConfigError, InputShapeError, LiteVAEEncoder, check_input
 from study.models.registry import preset_args
 from study.models.sdvae import SDDecoder, SDEncoder
 
-__all__ = ["Autoencoder", "DiagonalGaussian", "EncoderConfigError", "InputShapeError",
-           "build_autoencoder", "build_encoder", "build_decoder", "build_preset"]
+__all__ = [
+    "Autoencoder",
+    "DiagonalGaussian",
+    "EncoderConfigError",
+    "InputShapeError",
+    "build_autoencoder",
+    "build_encoder",
+    "build_decoder",
+    "build_preset",
+]
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
@@ -39,8 +49,7 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """z = mean + std * eps, eps ~ N(0, I) (reparameterised: differentiable in the moments)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                          dtype=self.mean.dtype)
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def mode(self) -> Tensor:
@@ -54,8 +63,7 @@ class DiagonalGaussian:
 class Autoencoder(nn.Module):
     """``encode(x) -> DiagonalGaussian``, ``decode(z) -> x_hat``, ``forward(x) -> (x_hat, q)``."""
 
-    def __init__(self, encoder: nn.Module, decoder: SDDecoder, latent_channels: int,
-                 quant_conv: bool = False):
+    def __init__(self, encoder: nn.Module, decoder: SDDecoder, latent_channels: int, quant_conv: bool = False):
         super().__init__()
         self.latent_channels = latent_channels
         self.encoder = encoder
@@ -64,15 +72,19 @@ class Autoencoder(nn.Module):
         self.quant_conv = nn.Conv2d(2 * nz, 2 * nz, 1) if quant_conv else nn.Identity()
         self.post_quant_conv = nn.Conv2d(nz, nz, 1) if quant_conv else nn.Identity()
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
+    def encode(self, x: Tensor) -> DiagonalGaussian | Deterministic:
+        """q(z|x): a diagonal Gaussian, or the point mass of a fixed DWT latent (Tables 11, 12)."""
         check_input(x)
+        if isinstance(self.encoder, DWTEncoder):
+            return self.encoder.encode(x)
         return DiagonalGaussian(self.quant_conv(self.encoder(x)))
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(self.post_quant_conv(z))
 
-    def forward(self, x: Tensor, sample_posterior: bool = True,
-                generator: torch.Generator | None = None) -> tuple[Tensor, DiagonalGaussian]:
+    def forward(
+        self, x: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, DiagonalGaussian | Deterministic]:
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z), posterior
@@ -94,29 +106,46 @@ class Autoencoder(nn.Module):
 
 
 def build_encoder(args: EncoderArgs, latent_channels: int) -> nn.Module:
-    """The encoder ``args`` describe, with 2 * latent_channels outputs (mean, log-variance)."""
+    """The encoder ``args`` describe, with 2 * latent_channels outputs (mean, log-variance); a
+    DWT encoder outputs the latent itself (latent_channels, fixed by its variant)."""
     if isinstance(args, LiteVAEArgs):
-        return LiteVAEEncoder(latent_channels, args.widths, levels=tuple(args.levels),
-                              wavelet=args.wavelet, aggregator=args.aggregator,
-                              shared_extractors=args.shared_extractors,
-                              num_res_blocks=args.num_res_blocks, dropout=args.dropout)
+        return LiteVAEEncoder(
+            latent_channels,
+            args.widths,
+            levels=tuple(args.levels),
+            wavelet=args.wavelet,
+            aggregator=args.aggregator,
+            shared_extractors=args.shared_extractors,
+            num_res_blocks=args.num_res_blocks,
+            dropout=args.dropout,
+            extractor=args.extractor,
+        )
+    if isinstance(args, DWTArgs):
+        encoder = DWTEncoder(args.variant)
+        if encoder.latent_channels != latent_channels:
+            raise EncoderConfigError(
+                f"the {args.variant} latent has {encoder.latent_channels} channels, not {latent_channels}"
+            )
+        return encoder
     if isinstance(args, SDEncoderArgs):
-        return SDEncoder(latent_channels, args.channels, tuple(args.channel_mult),
-                         args.num_res_blocks, dropout=args.dropout)
-    raise EncoderConfigError(f"no encoder is built from {type(args).__name__}; "
-                             "allowed: LiteVAEArgs, SDEncoderArgs")
+        return SDEncoder(
+            latent_channels, args.channels, tuple(args.channel_mult), args.num_res_blocks, dropout=args.dropout
+        )
+    raise EncoderConfigError(
+        f"no encoder is built from {type(args).__name__}; allowed: LiteVAEArgs, SDEncoderArgs, DWTArgs"
+    )
 
 
 def build_decoder(args: DecoderArgs, latent_channels: int) -> SDDecoder:
-    return SDDecoder(latent_channels, args.channels, tuple(args.channel_mult),
-                     args.blocks_per_level, args.mid_attention, args.norm)
+    return SDDecoder(
+        latent_channels, args.channels, tuple(args.channel_mult), args.blocks_per_level, args.mid_attention, args.norm
+    )
 
 
 def build_autoencoder(args: AutoencoderArgs) -> Autoencoder:
     """The autoencoder ``args`` describe (``study.config.autoencoder_args`` composes them)."""
     nz = args.latent_channels
-    return Autoencoder(build_encoder(args.encoder, nz), build_decoder(args.decoder, nz), nz,
-                       args.quant_conv)
+    return Autoencoder(build_encoder(args.encoder, nz), build_decoder(args.decoder, nz), nz, args.quant_conv)
 
 
 def build_preset(name: str, latent_channels: int = 4) -> Autoencoder:

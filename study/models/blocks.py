@@ -16,6 +16,7 @@ express, so nothing changes there), and otherwise the largest group count that d
 GroupNorm(32) already performs at 32 channels in LiteVAE-B. GroupNorm's affine parameters do not
 depend on the group count, so parameter counts are unaffected.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,16 +69,17 @@ class SMConv2d(nn.Module):
 
     eps = 1e-8
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 padding: int | None = None, bias: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int | None = None, bias: bool = True
+    ):
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.padding = kernel_size // 2 if padding is None else padding
         weight = torch.empty(out_channels, in_channels, kernel_size, kernel_size)
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
         self.weight = nn.Parameter(weight)
-        self.scale = nn.Parameter(torch.ones(in_channels))       # s_i
-        self.gain = nn.Parameter(torch.ones(()))                  # g
+        self.scale = nn.Parameter(torch.ones(in_channels))  # s_i
+        self.gain = nn.Parameter(torch.ones(()))  # g
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def effective_weight(self) -> Tensor:
@@ -90,17 +92,17 @@ class SMConv2d(nn.Module):
         return F.conv2d(x, self.effective_weight().to(x.dtype), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"padding={self.padding}, bias={self.bias is not None}"
+        )
 
 
-def norm_conv(norm: Norm, in_channels: int, out_channels: int, kernel_size: int = 3
-              ) -> tuple[nn.Module, nn.Module]:
+def norm_conv(norm: Norm, in_channels: int, out_channels: int, kernel_size: int = 3) -> tuple[nn.Module, nn.Module]:
     """The (normalisation, convolution) pair that reads a feature map: GroupNorm + Conv2d, or
     no normalisation + SMConv2d."""
     if check_norm(norm) == "groupnorm":
-        return group_norm(in_channels), nn.Conv2d(in_channels, out_channels, kernel_size,
-                                                  padding=kernel_size // 2)
+        return group_norm(in_channels), nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
     return nn.Identity(), SMConv2d(in_channels, out_channels, kernel_size)
 
 
@@ -124,20 +126,18 @@ class ResBlock(nn.Module):
     skip stays an ordinary convolution (no normalisation precedes it).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0,
-                 norm: Norm = "groupnorm"):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, norm: Norm = "groupnorm"):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.norm1, self.conv1 = norm_conv(norm, in_channels, out_channels)
         self.norm2, self.conv2 = norm_conv(norm, out_channels, out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.skip = (nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels
-                     else nn.Identity())
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(norm_silu(self.norm1, x))
         h = self.conv2(self.dropout(norm_silu(self.norm2, h)))
-        return h.add_(self.skip(x))       # in place on conv2's fresh output (autograd-safe)
+        return h.add_(self.skip(x))  # in place on conv2's fresh output (autograd-safe)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +165,6 @@ class AttentionBlock(nn.Module):
         n, c, h, w = x.shape
         y = self.norm(x)
         q, k, v = (conv(y).flatten(2).transpose(1, 2).unsqueeze(1) for conv in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)            # (N, 1, HW, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, 1, HW, C)
         out = out.squeeze(1).transpose(1, 2).reshape(n, c, h, w)
         return x + self.proj(out)

@@ -19,6 +19,7 @@ adversarial loss can average over the list:
   for the per-pixel logit. Spectral normalisation on every conv and linear layer, as in the
   paper it comes from. 7,883,522 parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,10 +49,9 @@ class PatchGAN(nn.Module):
         seq: list[nn.Module] = [nn.Conv2d(in_channels, filters, 4, 2, 1), nn.LeakyReLU(0.2)]
         width = filters
         for n in range(1, layers + 1):
-            out = filters * min(2 ** n, 8)
+            out = filters * min(2**n, 8)
             stride = 2 if n < layers else 1
-            seq += [nn.Conv2d(width, out, 4, stride, 1, bias=False), nn.BatchNorm2d(out),
-                    nn.LeakyReLU(0.2)]
+            seq += [nn.Conv2d(width, out, 4, stride, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)]
             width = out
         seq.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.net = nn.Sequential(*seq)
@@ -100,17 +100,18 @@ def minibatch_stddev(x: Tensor, group_size: int = 4) -> Tensor:
     n, c, h, w = x.shape
     g = max(d for d in range(1, min(group_size, n) + 1) if n % d == 0)
     y = x.float().reshape(g, n // g, c, h, w)
-    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()     # (n/g, c, h, w)
-    y = y.mean(dim=(1, 2, 3)).to(x.dtype)                # (n/g,)
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (n/g, c, h, w)
+    y = y.mean(dim=(1, 2, 3)).to(x.dtype)  # (n/g,)
     y = y.view(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
     return torch.cat([x, y], dim=1)
 
 
 class StyleGANDiscriminator(nn.Module):
-    FINAL = 4   # spatial size of the last feature map
+    FINAL = 4  # spatial size of the last feature map
 
-    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (64, 128, 256, 256, 256, 256),
-                 mbstd_group: int = 4):
+    def __init__(
+        self, in_channels: int = 3, widths: tuple[int, ...] = (64, 128, 256, 256, 256, 256), mbstd_group: int = 4
+    ):
         super().__init__()
         self.mbstd_group = mbstd_group
         self.from_rgb = nn.Conv2d(in_channels, widths[0], 1)
@@ -192,11 +193,11 @@ class UNetDiscriminator(nn.Module):
         for block in self.encoder:
             h = block(h)
             features.append(h)
-        image_logits = self.image_head(F.relu(h).sum(dim=(2, 3)))                  # (N, 1)
+        image_logits = self.image_head(F.relu(h).sum(dim=(2, 3)))  # (N, 1)
         features.pop()
         for block in self.decoder:
             h = torch.cat([block(h), features.pop()], dim=1)
-        pixel_logits = self.pixel_head(F.relu(self.last(h)))                       # (N, 1, H, W)
+        pixel_logits = self.pixel_head(F.relu(self.last(h)))  # (N, 1, H, W)
         return [image_logits, pixel_logits]
 
 

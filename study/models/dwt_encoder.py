@@ -37,6 +37,7 @@ sample, mode, kl):
   gets +inf and fails loudly instead of adding a clamp-dependent constant (at the DiagonalGaussian
   clamp, logvar = -30, it would be 14.5 nats per latent value plus mean^2 / 2).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -50,8 +51,8 @@ from study.models.wavelets import DWT
 DWTVariant = Literal["dwt", "dwt2"]
 DWT_VARIANTS: tuple[DWTVariant, ...] = ("dwt", "dwt2")
 DWT_LATENT_CHANNELS = {"dwt": 12, "dwt2": 48}
-DWT_LEVEL = {"dwt": 3, "dwt2": 2}           # the Haar level whose bands form the latent
-DOWNSAMPLING = 8                            # the latent is H/8 x W/8, as every other encoder's
+DWT_LEVEL = {"dwt": 3, "dwt2": 2}  # the Haar level whose bands form the latent
+DOWNSAMPLING = 8  # the latent is H/8 x W/8, as every other encoder's
 
 
 class UnknownDWTVariant(ValueError):
@@ -99,8 +100,7 @@ class DWTEncoder(nn.Module):
     def __init__(self, variant: DWTVariant = "dwt"):
         super().__init__()
         if variant not in DWT_VARIANTS:
-            raise UnknownDWTVariant(f"unknown DWT encoder variant {variant!r}; allowed: "
-                                    + ", ".join(DWT_VARIANTS))
+            raise UnknownDWTVariant(f"unknown DWT encoder variant {variant!r}; allowed: " + ", ".join(DWT_VARIANTS))
         self.variant = variant
         self.level = DWT_LEVEL[variant]
         self.latent_channels = DWT_LATENT_CHANNELS[variant]
@@ -109,12 +109,11 @@ class DWTEncoder(nn.Module):
     def level_bands(self, x: Tensor) -> Tensor:
         """[LL_l, details_l] / 2^l at the latent's level l: (N, 12, H/2^l, W/2^l)."""
         ll, bands = self.dwt.pyramid(x)[-1]
-        return torch.cat([ll, bands.flatten(1, 2)], dim=1) * (0.5 ** self.level)
+        return torch.cat([ll, bands.flatten(1, 2)], dim=1) * (0.5**self.level)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % DOWNSAMPLING or x.shape[-1] % DOWNSAMPLING:
-            raise DWTInputError(f"expected N x 3 x H x W with H, W multiples of {DOWNSAMPLING}, "
-                                f"got {tuple(x.shape)}")
+            raise DWTInputError(f"expected N x 3 x H x W with H, W multiples of {DOWNSAMPLING}, got {tuple(x.shape)}")
         bands = self.level_bands(x)
         return bands if self.level == 3 else F.pixel_unshuffle(bands, 2 ** (3 - self.level))
 

@@ -18,6 +18,7 @@ Ablation axes: which levels feed the encoder (Table 21; the aggregator's input i
 level), one extractor shared by every level (Table 19), the ViT aggregator (Table 20), the
 wavelet family (Haar in the paper).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,12 @@ from torch import Tensor, nn
 
 from study.models.arguments import LiteVAEWidths
 from study.models.blocks import ResBlock, group_norm, norm_silu
+from study.models.nafnet import nafnet_extractor
 from study.models.vit import ViTAggregator
 from study.models.wavelets import DWT
 
-BANDS_PER_LEVEL = 12          # LL + 3 detail bands for each of R, G, B
-DOWNSAMPLING = 8              # f = 8: the latent is H/8 x W/8 (three Haar levels)
+BANDS_PER_LEVEL = 12  # LL + 3 detail bands for each of R, G, B
+DOWNSAMPLING = 8  # f = 8: the latent is H/8 x W/8 (three Haar levels)
 
 
 class InputShapeError(ValueError):
@@ -43,8 +45,7 @@ class EncoderConfigError(ValueError):
 
 def check_input(x: Tensor, factor: int = DOWNSAMPLING) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % factor or x.shape[-1] % factor:
-        raise InputShapeError(f"expected N x 3 x H x W with H, W multiples of {factor}, "
-                              f"got {tuple(x.shape)}")
+        raise InputShapeError(f"expected N x 3 x H x W with H, W multiples of {factor}, got {tuple(x.shape)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,8 +54,15 @@ def check_input(x: Tensor, factor: int = DOWNSAMPLING) -> None:
 class FeatureUNet(nn.Module):
     """An ADM UNet with no resampling and no attention (F_l and F_agg of Sec. 3.2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int,
-                 channel_mult: tuple[int, ...], num_res_blocks: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: int,
+        channel_mult: tuple[int, ...],
+        num_res_blocks: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         skip_widths = []
@@ -96,35 +104,56 @@ class LiteVAEEncoder(nn.Module):
     ``levels``: the Haar levels that feed the encoder (default 1, 2, 3; Table 21 uses 2, 3).
     ``shared_extractors``: one F shared by every level instead of one per level (Table 19).
     ``aggregator``: "unet" (the paper) or "vit" (Table 20; see vit.py).
+    ``extractor``: "unet" (the paper's F_l) or "nafnet" (Table 18; see nafnet.py).
     ``wavelet``: "haar" (the paper) or another PyWavelets family, transformed with periodic
     extension so that level l is exactly H/2^l.
     """
 
-    def __init__(self, latent_channels: int, widths: LiteVAEWidths,
-                 levels: tuple[int, ...] = (1, 2, 3), wavelet: str = "haar",
-                 aggregator: str = "unet", shared_extractors: bool = False,
-                 num_res_blocks: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        latent_channels: int,
+        widths: LiteVAEWidths,
+        levels: tuple[int, ...] = (1, 2, 3),
+        wavelet: str = "haar",
+        aggregator: str = "unet",
+        shared_extractors: bool = False,
+        num_res_blocks: int = 2,
+        dropout: float = 0.0,
+        extractor: str = "unet",
+    ):
         super().__init__()
+        if extractor not in ("unet", "nafnet"):
+            raise EncoderConfigError(f"unknown extractor {extractor!r}; allowed: unet, nafnet")
         if not levels or len(set(levels)) != len(levels) or not set(levels) <= {1, 2, 3}:
             raise EncoderConfigError(f"levels must be distinct values from 1, 2, 3; got {levels}")
         self.levels = tuple(sorted(levels))
         self.latent_channels = latent_channels
-        self.dwt = DWT(max(self.levels), wave=wavelet,
-                       mode="zero" if wavelet == "haar" else "periodization")
+        self.dwt = DWT(max(self.levels), wave=wavelet, mode="zero" if wavelet == "haar" else "periodization")
 
-        def extractor() -> FeatureUNet:
-            return FeatureUNet(BANDS_PER_LEVEL, BANDS_PER_LEVEL, widths.extractor_channels,
-                               widths.extractor_mult, num_res_blocks, dropout)
+        def make_extractor() -> nn.Module:
+            if extractor == "nafnet":
+                return nafnet_extractor(
+                    widths.extractor_channels, widths.extractor_mult, BANDS_PER_LEVEL, BANDS_PER_LEVEL, dropout
+                )
+            return FeatureUNet(
+                BANDS_PER_LEVEL,
+                BANDS_PER_LEVEL,
+                widths.extractor_channels,
+                widths.extractor_mult,
+                num_res_blocks,
+                dropout,
+            )
 
         self.shared_extractors = shared_extractors
         self.extractors = nn.ModuleList(
-            [extractor()] if shared_extractors else [extractor() for _ in self.levels])
+            [make_extractor()] if shared_extractors else [make_extractor() for _ in self.levels]
+        )
 
         agg_in = BANDS_PER_LEVEL * len(self.levels)
         if aggregator == "unet":
             self.aggregator: nn.Module = FeatureUNet(
-                agg_in, 2 * latent_channels, widths.aggregator_channels, widths.aggregator_mult,
-                num_res_blocks, dropout)
+                agg_in, 2 * latent_channels, widths.aggregator_channels, widths.aggregator_mult, num_res_blocks, dropout
+            )
         elif aggregator == "vit":
             self.aggregator = ViTAggregator(agg_in, 2 * latent_channels)
         else:
@@ -136,7 +165,7 @@ class LiteVAEEncoder(nn.Module):
         inputs = []
         for level in self.levels:
             ll, bands = pyramid[level - 1]
-            inputs.append(torch.cat([ll, bands.flatten(1, 2)], dim=1) * (0.5 ** level))
+            inputs.append(torch.cat([ll, bands.flatten(1, 2)], dim=1) * (0.5**level))
         return inputs
 
     def forward(self, x: Tensor) -> Tensor:

@@ -37,6 +37,7 @@ parameters also mean about equal multiply-accumulates per pixel.
     B       32, (1, 2, 3)                1,686,284    128, 14                  1,692,556     +0.37 %
     M, L    64, (1, 2, 4)               10,352,844    320, 14                 10,252,492     -0.97 %
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BANDS_PER_LEVEL = 12          # LL + 3 detail bands for each of R, G, B: F_l's input and output
+BANDS_PER_LEVEL = 12  # LL + 3 detail bands for each of R, G, B: F_l's input and output
 
 
 class UnknownNAFNetShape(ValueError):
@@ -99,7 +100,7 @@ class NAFBlock(nn.Module):
     """The NAFNet block (see the module docstring): an attention branch and a gated feed-forward
     branch, each residual with a zero-initialised per-channel scale."""
 
-    expand = 2                # DW_Expand = FFN_Expand = 2 (Chen et al., Sec. 3)
+    expand = 2  # DW_Expand = FFN_Expand = 2 (Chen et al., Sec. 3)
 
     def __init__(self, channels: int, dropout: float = 0.0):
         super().__init__()
@@ -138,8 +139,14 @@ class NAFNetExtractor(nn.Module):
     """F_l made of NAFBlocks: (N, in, h, w) -> (N, out, h, w), no resampling, no skips beyond
     the blocks' own residuals."""
 
-    def __init__(self, in_channels: int = BANDS_PER_LEVEL, out_channels: int = BANDS_PER_LEVEL,
-                 width: int = 48, num_blocks: int = 14, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = BANDS_PER_LEVEL,
+        out_channels: int = BANDS_PER_LEVEL,
+        width: int = 48,
+        num_blocks: int = 14,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if width < 1 or num_blocks < 0:
             raise ValueError(f"width must be >= 1 and num_blocks >= 0, got {width}, {num_blocks}")
@@ -163,21 +170,26 @@ class NAFNetShape:
 # closest in parameters to that UNet; see the module docstring for the counts. Keyed by the UNet
 # F_l's (channels, multipliers) of the LiteVAE presets (study.models.registry.PRESETS).
 NAFNET_FOR_UNET: dict[tuple[int, tuple[int, ...]], NAFNetShape] = {
-    (16, (1, 2, 2)): NAFNetShape(48, 14),      # LiteVAE-S
-    (32, (1, 2, 3)): NAFNetShape(128, 14),     # LiteVAE-B
-    (64, (1, 2, 4)): NAFNetShape(320, 14),     # LiteVAE-M and LiteVAE-L
+    (16, (1, 2, 2)): NAFNetShape(48, 14),  # LiteVAE-S
+    (32, (1, 2, 3)): NAFNetShape(128, 14),  # LiteVAE-B
+    (64, (1, 2, 4)): NAFNetShape(320, 14),  # LiteVAE-M and LiteVAE-L
 }
 
 
-def nafnet_extractor(unet_channels: int, unet_mult: tuple[int, ...],
-                     in_channels: int = BANDS_PER_LEVEL, out_channels: int = BANDS_PER_LEVEL,
-                     dropout: float = 0.0) -> NAFNetExtractor:
+def nafnet_extractor(
+    unet_channels: int,
+    unet_mult: tuple[int, ...],
+    in_channels: int = BANDS_PER_LEVEL,
+    out_channels: int = BANDS_PER_LEVEL,
+    dropout: float = 0.0,
+) -> NAFNetExtractor:
     """The NAFNet F_l that stands in for the UNet F_l of width ``unet_channels`` and multipliers
     ``unet_mult`` (a LiteVAE preset's ``extractor_channels``, ``extractor_mult``)."""
     key = (unet_channels, tuple(unet_mult))
     if key not in NAFNET_FOR_UNET:
-        raise UnknownNAFNetShape(f"no NAFNet extractor for a UNet F_l of {unet_channels} channels "
-                                 f"and multipliers {tuple(unet_mult)}; known: "
-                                 + ", ".join(f"{c}, {m}" for c, m in NAFNET_FOR_UNET))
+        raise UnknownNAFNetShape(
+            f"no NAFNet extractor for a UNet F_l of {unet_channels} channels "
+            f"and multipliers {tuple(unet_mult)}; known: " + ", ".join(f"{c}, {m}" for c, m in NAFNET_FOR_UNET)
+        )
     shape = NAFNET_FOR_UNET[key]
     return NAFNetExtractor(in_channels, out_channels, shape.width, shape.num_blocks, dropout)

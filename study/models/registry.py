@@ -12,6 +12,7 @@ the choice is explained in sdvae.py). The labels are the ``row`` / ``encoder`` c
 Torch-free (like arguments.py): naming a model does not load torch. Adding a preset is one entry
 here; its builder arguments are built by ``autoencoder.build_encoder``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,11 +34,11 @@ class PaperRow:
 
 @dataclass(frozen=True)
 class Preset:
-    encoder: EncoderArgs               # the encoder's builder arguments, the paper's defaults
-    size: str                          # its width's name in the experiment config (see ``kind``)
-    quant_conv: bool                   # LDM's 1x1 quant / post-quant convs around the latent
-    paper_label: str                   # the model's name in the paper's text and Tables 1, 2a, 2b
-    paper_rows: tuple[PaperRow, ...]   # every table row that reports this model itself
+    encoder: EncoderArgs  # the encoder's builder arguments, the paper's defaults
+    size: str  # its width's name in the experiment config (see ``kind``)
+    quant_conv: bool  # LDM's 1x1 quant / post-quant convs around the latent
+    paper_label: str  # the model's name in the paper's text and Tables 1, 2a, 2b
+    paper_rows: tuple[PaperRow, ...]  # every table row that reports this model itself
 
     @property
     def kind(self) -> str:
@@ -67,11 +68,15 @@ PRESETS: dict[str, Preset] = {
     "LiteVAE-M": _litevae("M", LiteVAEWidths(64, (1, 2, 4), 32, (1, 2, 3)), "2a", "3"),
     "LiteVAE-L": _litevae("L", LiteVAEWidths(64, (1, 2, 4), 64, (1, 2, 4)), "2a", "3"),
     # The SD-VAE baseline keeps LDM's 1x1 quant convs (they are in its 34.16 M).
-    "SD-VAE": Preset(SDEncoderArgs(128, (1, 2, 4, 4)), "full", True, "VAE",
-                     _rows(("1", "VAE"), ("2a", "VAE"), ("2b", "VAE"), ("3", "VAE (SD-VAE encoder)"))),
+    "SD-VAE": Preset(
+        SDEncoderArgs(128, (1, 2, 4, 4)),
+        "full",
+        True,
+        "VAE",
+        _rows(("1", "VAE"), ("2a", "VAE"), ("2b", "VAE"), ("3", "VAE (SD-VAE encoder)")),
+    ),
     # Paper gap: VAE-Small's widths are not given (Table 2b); ours are in sdvae.py's docstring.
-    "VAE-Small": Preset(SDEncoderArgs(64, (1, 1, 3, 4)), "small", True, "VAE-Small",
-                        _rows(("2b", "VAE-Small"))),
+    "VAE-Small": Preset(SDEncoderArgs(64, (1, 1, 3, 4)), "small", True, "VAE-Small", _rows(("2b", "VAE-Small"))),
 }
 
 

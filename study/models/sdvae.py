@@ -26,6 +26,7 @@ SiLU -> SMC -> SiLU -> SMC, the mid attention drops its GroupNorm and computes q
 that a GroupNorm preceded becomes SMC; conv_in, the upsampling convs, the residual 1x1 skips and
 the attention's output projection stay ordinary convolutions).
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -59,9 +60,15 @@ class Upsample(nn.Module):
 class SDEncoder(nn.Module):
     """LDM KL-f8 encoder: (N, 3, H, W) -> moments (N, 2*nz, H/8, W/8)."""
 
-    def __init__(self, latent_channels: int = 4, channels: int = 128,
-                 channel_mult: tuple[int, ...] = (1, 2, 4, 4), num_res_blocks: int = 2,
-                 dropout: float = 0.0, mid_attention: bool = True):
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        channels: int = 128,
+        channel_mult: tuple[int, ...] = (1, 2, 4, 4),
+        num_res_blocks: int = 2,
+        dropout: float = 0.0,
+        mid_attention: bool = True,
+    ):
         super().__init__()
         self.latent_channels = latent_channels
         self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
@@ -75,9 +82,11 @@ class SDEncoder(nn.Module):
             if level != len(channel_mult) - 1:
                 stage.append(Downsample(width))
             self.down.append(stage)
-        self.mid = nn.Sequential(ResBlock(width, width, dropout),
-                                 AttentionBlock(width) if mid_attention else nn.Identity(),
-                                 ResBlock(width, width, dropout))
+        self.mid = nn.Sequential(
+            ResBlock(width, width, dropout),
+            AttentionBlock(width) if mid_attention else nn.Identity(),
+            ResBlock(width, width, dropout),
+        )
         self.norm_out, self.conv_out = norm_conv("groupnorm", width, 2 * latent_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,17 +100,26 @@ class SDEncoder(nn.Module):
 class SDDecoder(nn.Module):
     """LDM KL-f8 decoder: latent (N, nz, h, w) -> image (N, 3, 2^(L-1) h, 2^(L-1) w)."""
 
-    def __init__(self, latent_channels: int = 4, channels: int = 128,
-                 channel_mult: tuple[int, ...] = (1, 2, 4, 4), blocks_per_level: int = 3,
-                 mid_attention: bool = True, norm: Norm = "groupnorm", dropout: float = 0.0):
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        channels: int = 128,
+        channel_mult: tuple[int, ...] = (1, 2, 4, 4),
+        blocks_per_level: int = 3,
+        mid_attention: bool = True,
+        norm: Norm = "groupnorm",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         check_norm(norm)
         self.norm = norm
         width = channels * channel_mult[-1]
         self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
-        self.mid = nn.Sequential(ResBlock(width, width, dropout, norm),
-                                 AttentionBlock(width, norm) if mid_attention else nn.Identity(),
-                                 ResBlock(width, width, dropout, norm))
+        self.mid = nn.Sequential(
+            ResBlock(width, width, dropout, norm),
+            AttentionBlock(width, norm) if mid_attention else nn.Identity(),
+            ResBlock(width, width, dropout, norm),
+        )
         self.up = nn.ModuleList()
         for level in reversed(range(len(channel_mult))):
             stage = nn.Sequential()

@@ -14,6 +14,7 @@ slightly worse than the UNet. Our configuration (paper gap), chosen to land on t
 
 With 36 inputs and nz = 4 this is 837,256 parameters (0.84 M).
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -30,13 +31,12 @@ class TransformerBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
-                                 nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, x: Tensor) -> Tensor:                  # x: (N, T, d)
+    def forward(self, x: Tensor) -> Tensor:  # x: (N, T, d)
         n, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)        # (N, heads, T, d/heads)
+        attn = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, d/heads)
         x = x + self.proj(attn.transpose(1, 2).reshape(n, t, d))
         return x + self.mlp(self.norm2(x))
 
@@ -44,8 +44,9 @@ class TransformerBlock(nn.Module):
 class ViTAggregator(nn.Module):
     """(N, in_channels, h, w) -> (N, out_channels, h, w), one token per position."""
 
-    def __init__(self, in_channels: int, out_channels: int, dim: int = 128, depth: int = 4,
-                 heads: int = 4, mlp_ratio: int = 4):
+    def __init__(
+        self, in_channels: int, out_channels: int, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: int = 4
+    ):
         super().__init__()
         self.embed = nn.Conv2d(in_channels, dim, 3, padding=1)
         self.position = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -57,8 +58,8 @@ class ViTAggregator(nn.Module):
         n, _, h, w = x.shape
         x = self.embed(x)
         x = x + self.position(x)
-        tokens = x.flatten(2).transpose(1, 2)                 # (N, h*w, d)
+        tokens = x.flatten(2).transpose(1, 2)  # (N, h*w, d)
         for block in self.blocks:
             tokens = block(tokens)
-        out = self.head(self.norm(tokens))                    # (N, h*w, out)
+        out = self.head(self.norm(tokens))  # (N, h*w, out)
         return out.transpose(1, 2).reshape(n, -1, h, w)

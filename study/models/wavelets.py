@@ -19,6 +19,7 @@ ops) inside two ``torch.autograd.Function``s whose backward passes call each oth
 of any order flow through it (the wavelet loss of Table 9 differentiates reconstructions through
 it). Other wavelet families (db2, sym4, ...) go through pytorch_wavelets.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,9 +37,9 @@ class UnknownWavelet(ValueError):
 def _haar_analysis(x: Tensor) -> tuple[Tensor, Tensor]:
     """One Haar step of an even-sized (N, C, H, W) map: (LL (N,C,H/2,W/2), B (N,C,3,H/2,W/2))."""
     n, c, h, w = x.shape
-    r0, r1 = x[..., 0::2, :], x[..., 1::2, :]          # even rows (a, b), odd rows (c, d)
-    s = torch.lerp(r0, r1, 0.5)                         # (r0 + r1) / 2: (a+c)/2, (b+d)/2
-    t = r0 - s                                          # (r0 - r1) / 2: (a-c)/2, (b-d)/2
+    r0, r1 = x[..., 0::2, :], x[..., 1::2, :]  # even rows (a, b), odd rows (c, d)
+    s = torch.lerp(r0, r1, 0.5)  # (r0 + r1) / 2: (a+c)/2, (b+d)/2
+    t = r0 - s  # (r0 - r1) / 2: (a-c)/2, (b-d)/2
     s0, s1, t0, t1 = s[..., 0::2], s[..., 1::2], t[..., 0::2], t[..., 1::2]
     ll = s0 + s1
     bands = x.new_empty(n, c, 3, h // 2, w // 2)
@@ -52,16 +53,16 @@ def _haar_synthesis(ll: Tensor, bands: Tensor) -> Tensor:
     """The inverse of ``_haar_analysis``: (N, C, h, w) and (N, C, 3, h, w) -> (N, C, 2h, 2w)."""
     n, c, h, w = ll.shape
     b0, b1, b2 = bands.unbind(2)
-    p = torch.lerp(ll, b0, 0.5)                          # (LL + B0) / 2
-    q = ll - p                                           # (LL - B0) / 2
-    u = torch.lerp(b1, b2, 0.5)                          # (B1 + B2) / 2
-    v = b1 - u                                           # (B1 - B2) / 2
+    p = torch.lerp(ll, b0, 0.5)  # (LL + B0) / 2
+    q = ll - p  # (LL - B0) / 2
+    u = torch.lerp(b1, b2, 0.5)  # (B1 + B2) / 2
+    v = b1 - u  # (B1 - B2) / 2
     out = ll.new_empty(n, c, 2 * h, 2 * w)
     cells = out.view(n, c, h, 2, w, 2)
-    torch.add(p, u, out=cells[:, :, :, 0, :, 0])         # a
-    torch.sub(p, u, out=cells[:, :, :, 0, :, 1])         # b
-    torch.add(q, v, out=cells[:, :, :, 1, :, 0])         # c
-    torch.sub(q, v, out=cells[:, :, :, 1, :, 1])         # d
+    torch.add(p, u, out=cells[:, :, :, 0, :, 0])  # a
+    torch.sub(p, u, out=cells[:, :, :, 0, :, 1])  # b
+    torch.add(q, v, out=cells[:, :, :, 1, :, 0])  # c
+    torch.sub(q, v, out=cells[:, :, :, 1, :, 1])  # d
     return out
 
 
@@ -153,7 +154,7 @@ class DWT(nn.Module):
         """[(LL_l, bands_l) for l = 1..levels]: LL_l is (N,C,h_l,w_l), bands_l (N,C,3,h_l,w_l)."""
         out = []
         for _ in range(self.levels):
-            if self.step is None:   # the Haar fast path
+            if self.step is None:  # the Haar fast path
                 if self.mode == "periodization" and (x.shape[-2] % 2 or x.shape[-1] % 2):
                     raise UnknownWavelet("the Haar fast path supports periodization on even sizes only")
                 x, bands = haar_step(x)

@@ -4,6 +4,7 @@ A cell without a number says why: ``failed: <reason>`` (the last line of the run
 ``unavailable: <reason>`` (the evaluation could not compute that metric), ``cancelled``,
 ``running (step N)``, ``not measured``, ``pending`` or ``missing: not launched``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Cell:
     mean: float | None = None
     std: float | None = None
     n: int = 0
-    why: str = ""            # the text shown when there is no number
+    why: str = ""  # the text shown when there is no number
 
     def text(self, col: Column) -> str:
         if self.mean is None:

@@ -2,8 +2,10 @@
 
 A reconstruction table shows rFID, LPIPS, PSNR and SSIM (plus the encoder's parameters where the
 paper counts the whole encoder: Tables 1, 2a, 2b); Table 3 shows parameters, multiply-accumulates,
-throughput and peak memory, its parameter difference in percent of the paper's count.
+throughput and peak memory, its parameter difference in percent of the paper's count; Table 6
+shows the latents' MMD to a standard Gaussian per kernel bandwidth.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,13 +13,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Column:
-    key: str                 # our value: a column of the collected frame
+    key: str  # our value: a column of the collected frame
     label: str
     lower_is_better: bool
     digits: int
-    paper: str | None        # the paper's value: a column of its reference CSV
-    scale: float = 1.0       # our value * scale is in the paper's unit
-    relative: bool = False   # the difference in percent of the paper's value
+    paper: str | None  # the paper's value: a column of its reference CSV
+    scale: float = 1.0  # our value * scale is in the paper's unit
+    relative: bool = False  # the difference in percent of the paper's value
 
     @property
     def heading(self) -> str:
@@ -36,6 +38,11 @@ THROUGHPUT_COLUMN = Column("throughput_img_s", "Throughput (img/s)", False, 1, "
 MEMORY_COLUMN = Column("peak_mem_mb", "Memory (MB)", True, 0, "gpu_memory_mb")
 COMPLEXITY_COLUMNS = (PARAMS_COLUMN, GMACS_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN)
 
+# Table 6: the MMD of the latents to N(0, I) per RBF bandwidth (study.measure.latent_stats). The
+# paper does not state its MMD's units, so our values are not on its scale.
+LATENT_TABLE = "6"
+LATENT_COLUMNS = tuple(Column(f"mmd_{h}", f"MMD σ={h}", True, 2, f"mmd_{h}") for h in (25, 50, 100, 250, 500))
+
 COMPLEXITY_TABLE = "3"
 # Tables whose parameter column counts the whole encoder (Table 20 counts the aggregator only).
 ENCODER_PARAM_TABLES = ("1", "2a", "2b")
@@ -45,4 +52,6 @@ def columns_for(table: str | None) -> tuple[Column, ...]:
     """The columns of a study's table, by the paper table it reproduces (None: no paper table)."""
     if table == COMPLEXITY_TABLE:
         return COMPLEXITY_COLUMNS
+    if table == LATENT_TABLE:
+        return LATENT_COLUMNS
     return METRIC_COLUMNS + ((PARAMS_COLUMN,) if table in ENCODER_PARAM_TABLES else ())

@@ -8,6 +8,7 @@ global backend is chosen: PNGs are written with matplotlib's Agg renderer).
 - ``training_curves.png``: training loss and validation PSNR against step (band: sd over seeds).
 - ``complexity.png`` (Table 3): parameters, throughput and memory, ours beside the paper's.
 """
+
 from __future__ import annotations
 
 import io
@@ -71,24 +72,36 @@ def plot_metrics(inp: TableInput) -> Figure | None:
     fig, axes = _panels(len(shown), 3.2, 3.6, extra=1)
     for ax, col in zip(axes, shown):
         sub = data[data["column"] == col.heading]
-        sns.barplot(data=sub, x="variant", y="value", order=order, errorbar="sd", color="#8fb3d9",
-                    capsize=0.2, ax=ax)
+        sns.barplot(data=sub, x="variant", y="value", order=order, errorbar="sd", color="#8fb3d9", capsize=0.2, ax=ax)
         sns.stripplot(data=sub, x="variant", y="value", order=order, color="#1f3b5c", size=4, ax=ax)
         paper = [(i, paper_value(inp, n, col)) for i, n in enumerate(order)]
         paper = [(i, v) for i, v in paper if v is not None]
         if paper:
-            ax.scatter([i for i, _ in paper], [v for _, v in paper], marker="D", color="#c0392b",
-                       zorder=5, label="paper")
+            ax.scatter(
+                [i for i, _ in paper], [v for _, v in paper], marker="D", color="#c0392b", zorder=5, label="paper"
+            )
             ax.legend(loc="best", fontsize=8)
         for i, name in enumerate(order):
             if name not in set(sub["variant"]):
-                ax.text(i, 0, " " + cell(inp.runs[name], col).why.split(":")[0], rotation=90,
-                        ha="center", va="bottom", fontsize=8, color="#c0392b")
+                ax.text(
+                    i,
+                    0,
+                    " " + cell(inp.runs[name], col).why.split(":")[0],
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="#c0392b",
+                )
         _label_bars(ax, col.heading, col.label)
     fig.suptitle("Metrics per variant (mean ± sd over seeds; dots: seeds)")
     fig.tight_layout()
-    return Figure("metrics.png", "Each metric per variant: mean over seeds with a standard-deviation "
-                  "bar, the seeds as dots, the paper's number as a red diamond.", _png(fig))
+    return Figure(
+        "metrics.png",
+        "Each metric per variant: mean over seeds with a standard-deviation "
+        "bar, the seeds as dots, the paper's number as a red diamond.",
+        _png(fig),
+    )
 
 
 def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[tuple[float, float]]:
@@ -104,8 +117,17 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> li
 def plot_quality_cost(inp: TableInput) -> Figure | None:
     """rFID (PSNR where no rFID was measured) against encoder GMACs and parameters, with the
     Pareto front of our variants; the paper's points where it gives parameter counts."""
-    numbers = summarize(TableInput(inp.names, inp.runs, METRIC_COLUMNS + (PARAMS_COLUMN, GMACS_COLUMN),
-                                   inp.planned_seeds, inp.paper, inp.paper_labels, inp.notes))
+    numbers = summarize(
+        TableInput(
+            inp.names,
+            inp.runs,
+            METRIC_COLUMNS + (PARAMS_COLUMN, GMACS_COLUMN),
+            inp.planned_seeds,
+            inp.paper,
+            inp.paper_labels,
+            inp.notes,
+        )
+    )
     numbers = numbers[~numbers["variant"].isin(inp.aliases)]
     measured = set(numbers.loc[numbers["mean"].notna(), "column"])
     quality = next((c for c in (METRIC_COLUMNS[0], METRIC_COLUMNS[2]) if c.key in measured), None)
@@ -124,9 +146,15 @@ def plot_quality_cost(inp: TableInput) -> Figure | None:
         front = pareto_front(list(zip(ok[cost.key], ok[quality.key])), quality.lower_is_better)
         if len(front) > 1:
             ax.plot(*zip(*front), color="black", linestyle="--", linewidth=1, label="Pareto front")
-        paper = [(float(r["params_m"]), float(r[quality.paper])) for r in inp.paper.values()
-                 if cost is PARAMS_COLUMN and isinstance(r, pd.Series) and "params_m" in r.index
-                 and pd.notna(r["params_m"]) and pd.notna(r.get(quality.paper))]
+        paper = [
+            (float(r["params_m"]), float(r[quality.paper]))
+            for r in inp.paper.values()
+            if cost is PARAMS_COLUMN
+            and isinstance(r, pd.Series)
+            and "params_m" in r.index
+            and pd.notna(r["params_m"])
+            and pd.notna(r.get(quality.paper))
+        ]
         if paper:
             ax.scatter(*zip(*paper), marker="D", facecolors="none", edgecolors="#c0392b", label="paper")
         ax.set_xlabel(cost.label if cost is not PARAMS_COLUMN else "Encoder parameters (M)")
@@ -134,8 +162,11 @@ def plot_quality_cost(inp: TableInput) -> Figure | None:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Quality against encoder cost ({quality.label}; dashed: Pareto front)")
     fig.tight_layout()
-    return Figure("quality_cost.png", f"{quality.label} against encoder cost, with the Pareto front of "
-                  "our variants (error bars: sd over seeds).", _png(fig))
+    return Figure(
+        "quality_cost.png",
+        f"{quality.label} against encoder cost, with the Pareto front of our variants (error bars: sd over seeds).",
+        _png(fig),
+    )
 
 
 def history_frame(histories: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> pd.DataFrame:
@@ -145,8 +176,15 @@ def history_frame(histories: dict[str, list[dict[str, Any]]], names: dict[str, s
         for r in records:
             for quantity in ("loss", "val_psnr"):
                 if "step" in r and isinstance(r.get(quantity), (int, float)):
-                    rows.append({"variant": names.get(run_id, run_id), "run": run_id, "step": r["step"],
-                                 "quantity": quantity, "value": float(r[quantity])})
+                    rows.append(
+                        {
+                            "variant": names.get(run_id, run_id),
+                            "run": run_id,
+                            "step": r["step"],
+                            "quantity": quantity,
+                            "value": float(r[quantity]),
+                        }
+                    )
     return pd.DataFrame(rows, columns=["variant", "run", "step", "quantity", "value"])
 
 
@@ -166,8 +204,9 @@ def plot_training(curves: pd.DataFrame) -> Figure | None:
             ax.set_yscale("log")
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return Figure("training_curves.png", "Training loss and validation PSNR from the runs' histories "
-                  "(metrics.jsonl).", _png(fig))
+    return Figure(
+        "training_curves.png", "Training loss and validation PSNR from the runs' histories (metrics.jsonl).", _png(fig)
+    )
 
 
 def plot_complexity(inp: TableInput) -> Figure | None:
@@ -187,19 +226,33 @@ def plot_complexity(inp: TableInput) -> Figure | None:
     quantities = list(dict.fromkeys(data["quantity"]))
     fig, axes = _panels(len(quantities), 4.6, 4)
     for ax, quantity in zip(axes, quantities):
-        sns.barplot(data=data[data["quantity"] == quantity], x="encoder", y="value", hue="source",
-                    hue_order=["ours", "paper"], palette=["#4c72b0", "#c0392b"], order=inp.names, ax=ax)
+        sns.barplot(
+            data=data[data["quantity"] == quantity],
+            x="encoder",
+            y="value",
+            hue="source",
+            hue_order=["ours", "paper"],
+            palette=["#4c72b0", "#c0392b"],
+            order=inp.names,
+            ax=ax,
+        )
         _label_bars(ax, quantity, quantity)
     fig.suptitle("Encoder complexity: ours beside the paper's Table 3")
     fig.tight_layout()
-    return Figure("complexity.png", "Parameters, throughput and peak memory per encoder, ours beside "
-                  "the paper's (Table 3: batch 32 on one Quadro RTX 6000).", _png(fig))
+    return Figure(
+        "complexity.png",
+        "Parameters, throughput and peak memory per encoder, ours beside "
+        "the paper's (Table 3: batch 32 on one Quadro RTX 6000).",
+        _png(fig),
+    )
 
 
 def figures_for(inp: TableInput, curves: pd.DataFrame, complexity_table: bool) -> list[Figure]:
     """The report's figures: Table 3 its complexity bars; any other study its metrics, quality
     against cost and training curves (a figure without data to draw is left out)."""
-    plots = [plot_complexity(inp)] if complexity_table else \
-        [plot_metrics(inp), plot_quality_cost(inp), plot_training(curves)]
+    plots = (
+        [plot_complexity(inp)]
+        if complexity_table
+        else [plot_metrics(inp), plot_quality_cost(inp), plot_training(curves)]
+    )
     return [f for f in plots if f is not None]
-

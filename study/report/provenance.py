@@ -1,6 +1,7 @@
 """Where a report's numbers come from: the harness's git commit, the report machine, library
 versions, and what the runs' own records say (their hosts, the complexity measurement's
 settings, each evaluation protocol verbatim)."""
+
 from __future__ import annotations
 
 import datetime
@@ -26,12 +27,15 @@ def git_commit(repo: Path = REPO) -> str:
     """HEAD of the repository the harness runs from ("unknown" outside git), with
     "(+uncommitted changes)" when tracked files differ from it."""
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + (" (+uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -60,6 +64,7 @@ def hardware() -> dict[str, str]:
     gpu = "none"
     try:
         import torch
+
         if torch.cuda.is_available():
             gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     except Exception:  # noqa: BLE001 -- no torch or a broken driver: report no GPU

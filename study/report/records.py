@@ -6,6 +6,7 @@ run id, seed, axes, dataset, resolution, latent, paper row), the study's row ord
 seeds, its paper table with the row each name is compared with, the profile and the study file's
 path. The run folders hold the numbers; ``store.collect`` gathers them into one frame.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ class NoIndexError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class StudyRecords:
-    root: Path                 # the results folder the runs live in
-    index: dict[str, Any]      # results/<study>/index.json
-    frame: pd.DataFrame        # store.collect over the index's variants
+    root: Path  # the results folder the runs live in
+    index: dict[str, Any]  # results/<study>/index.json
+    frame: pd.DataFrame  # store.collect over the index's variants
 
     @property
     def study(self) -> str:
@@ -47,8 +48,10 @@ def read_study(root: Path, study: str) -> StudyRecords:
     root = Path(root)
     index = store.read_index(root, study)
     if index is None:
-        raise NoIndexError(f"{store.study_dir(root, study) / 'index.json'} not found: launch the study "
-                           "or run `run_study.py collect SPEC` first")
+        raise NoIndexError(
+            f"{store.study_dir(root, study) / 'index.json'} not found: launch the study "
+            "or run `run_study.py collect SPEC` first"
+        )
     return StudyRecords(root, index, store.collect(root, study, index["variants"]))
 
 

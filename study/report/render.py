@@ -1,5 +1,6 @@
 """A report as a document of blocks, rendered to markdown and to self-contained HTML; a display
 table rendered to markdown, HTML and LaTeX (booktabs). Bold cells are marked ``**...**``."""
+
 from __future__ import annotations
 
 import base64
@@ -15,7 +16,7 @@ BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 @dataclass
 class Figure:
-    name: str       # file name under figures/
+    name: str  # file name under figures/
     caption: str
     png: bytes
 
@@ -46,9 +47,23 @@ def table_html(table: pd.DataFrame) -> str:
     return '<div class="scroll">' + BOLD.sub(r"<strong>\1</strong>", body) + "</div>"
 
 
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                "±": r"$\pm$", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "—": "---"}
+_TEX_ESCAPES = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "—": "---",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -57,15 +72,23 @@ def tex_escape(text: str) -> str:
 
 def table_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     """A booktabs table; bold cells become \\textbf."""
+
     def fmt(value: Any) -> str:
         parts = BOLD.split(str(value))  # odd indices were inside ** **
-        return "".join(r"\textbf{" + tex_escape(p) + "}" if i % 2 else tex_escape(p)
-                       for i, p in enumerate(parts))
+        return "".join(r"\textbf{" + tex_escape(p) + "}" if i % 2 else tex_escape(p) for i, p in enumerate(parts))
 
     spec = "l" * 2 + "r" * (len(table.columns) - 2)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{tex_escape(caption)}}}",
-             f"\\label{{{label}}}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        f"\\caption{{{tex_escape(caption)}}}",
+        f"\\label{{{label}}}",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(fmt(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -105,8 +128,12 @@ pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.8em}ul.kv{font-size
 def render_html(doc: Doc) -> str:
     """The document as one self-contained page: CSS inline, figures embedded as base64 PNG."""
     esc = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{esc(doc.title)}</title><style>{CSS}</style></head><body>", f"<h1>{esc(doc.title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(doc.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{esc(doc.title)}</h1>",
+    ]
     for kind, value in doc.blocks:
         if kind == "h2":
             out.append(f"<h2>{esc(value)}</h2>")
@@ -116,11 +143,16 @@ def render_html(doc: Doc) -> str:
             out.append(table_html(value))
         elif kind == "figure":
             data = base64.b64encode(value.png).decode()
-            out.append(f'<figure><img alt="{esc(value.caption)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{esc(value.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img alt="{esc(value.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{esc(value.caption)}</figcaption></figure>"
+            )
         elif kind == "kv":
-            out.append('<ul class="kv">' + "".join(f"<li><b>{esc(str(k))}</b>: {esc(_plain(v))}</li>"
-                                                   for k, v in value.items()) + "</ul>")
+            out.append(
+                '<ul class="kv">'
+                + "".join(f"<li><b>{esc(str(k))}</b>: {esc(_plain(v))}</li>" for k, v in value.items())
+                + "</ul>"
+            )
         elif kind == "code":
             out.append(f"<pre>{esc(value)}</pre>")
     out.append("</body></html>")

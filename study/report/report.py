@@ -14,6 +14,7 @@ The table is ``tables.main_table``'s; the figures ``figures.figures_for``'s; Tab
 complexity, no training) shows parameters, multiply-accumulates, throughput and peak memory from
 each run's ``complexity.json``, the parameter difference in percent of the paper's count.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,25 +24,37 @@ from typing import Any
 import pandas as pd
 
 from study import store
+from study.paper import REFERENCE_TABLE
 from study.report.cells import short_reason
 from study.report.columns import COMPLEXITY_TABLE, PARAMS_COLUMN
 from study.report.figures import figures_for, history_frame
 from study.report.provenance import now, provenance, run_records
 from study.report.records import StudyRecords, main_eval_id, read_study
+from study.report.references import NOTE as REFERENCE_NOTE
+from study.report.references import reference_table
 from study.report.render import Doc, Figure, render_html, render_markdown, table_latex, table_markdown
 from study.report.tables import TableInput, build_table, summarize, table_input
 
-LEGEND = ("Ours: mean ± sample standard deviation over seeds (one seed: the mean). Δ: ours − paper "
-          "({relative}). **Bold**: the best value of a column (↓ lower is better, ↑ higher). "
-          "Seeds: completed / planned. A cell without a number says why (failed, unavailable, "
-          "or the run's state).")
-PARAMS_NOTE = ("The paper prints parameter counts with two decimals, cut rather than rounded where it "
-               "can be told: LiteVAE-S's 1.036 M (Tables 23/24's structure counted by hand) appears as "
-               "1.03, so its difference reads about +0.56%.")
+LEGEND = (
+    "Ours: mean ± sample standard deviation over seeds (one seed: the mean). Δ: ours − paper "
+    "({relative}). **Bold**: the best value of a column (↓ lower is better, ↑ higher). "
+    "Seeds: completed / planned. A cell without a number says why (failed, unavailable, "
+    "or the run's state)."
+)
+PARAMS_NOTE = (
+    "The paper prints parameter counts with two decimals, cut rather than rounded where it "
+    "can be told: LiteVAE-S's 1.036 M (Tables 23/24's structure counted by hand) appears as "
+    "1.03, so its difference reads about +0.56%."
+)
 
 
-def report(root: Path, study: str, out_dir: Path, histories: dict[str, list[dict[str, Any]]] | None = None,
-           meta: dict[str, Any] | None = None) -> Path:
+def report(
+    root: Path,
+    study: str,
+    out_dir: Path,
+    histories: dict[str, list[dict[str, Any]]] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write the report of study ``study`` whose runs live in the results folder ``root`` (see
     the module docstring); ``histories``: run id -> its training history (None: read each run's
     metrics.jsonl); ``meta``: extra provenance lines. Returns report.html's path."""
@@ -53,23 +66,51 @@ def report(root: Path, study: str, out_dir: Path, histories: dict[str, list[dict
     curves = history_frame(histories if histories is not None else _histories(records), names)
     figures = figures_for(inp, curves, records.table == COMPLEXITY_TABLE)
     doc = document(records, table, figures, meta)
-    summary = {"study": records.study, "description": records.index.get("description", ""),
-               "table": records.table, "variants": len(inp.names), "headline": headline(inp, numbers),
-               "report": "report.html", "generated": now()}
-    caption = f"{records.study}: ours beside LiteVAE Table {records.table}" if records.table else records.study
+    if records.table == REFERENCE_TABLE:  # a protocol check: the published numbers beside ours
+        at = _after_results(doc)
+        doc.blocks[at:at] = [
+            ("h2", "Published numbers beside ours"),
+            ("p", REFERENCE_NOTE),
+            ("table", reference_table(records)),
+        ]
+    summary = {
+        "study": records.study,
+        "description": records.index.get("description", ""),
+        "table": records.table,
+        "variants": len(inp.names),
+        "headline": headline(inp, numbers),
+        "report": "report.html",
+        "generated": now(),
+    }
+    caption = (
+        f"{records.study}: ours beside LiteVAE Table {records.table}"
+        if records.table and records.table != REFERENCE_TABLE
+        else records.study
+    )
     return write_report(Path(out_dir), doc, table, numbers, caption, f"tab:{records.study}", figures, summary)
 
 
-def document(records: StudyRecords, table: pd.DataFrame, figures: list[Figure],
-             meta: dict[str, Any] | None = None) -> Doc:
+def document(
+    records: StudyRecords, table: pd.DataFrame, figures: list[Figure], meta: dict[str, Any] | None = None
+) -> Doc:
     """The report's content: intro, table and legend, figures, provenance, protocols, runs."""
     index, frame, paper_table = records.index, records.frame, records.table
     doc = Doc(f"Study {records.study}")
     if index.get("description"):
         doc.add("p", index["description"])
+    if paper_table == REFERENCE_TABLE:
+        doc.add(
+            "p",
+            "Reference: published numbers of other autoencoders, each with its source "
+            "(results/paper/reference_autoencoders.csv); not a LiteVAE table.",
+        )
+        paper_table = None
     if paper_table:
-        doc.add("p", f"Paper reference: LiteVAE (Sadat et al., NeurIPS 2024, arXiv 2405.14477), "
-                     f"Table {paper_table}; the paper's numbers come from results/paper/.")
+        doc.add(
+            "p",
+            f"Paper reference: LiteVAE (Sadat et al., NeurIPS 2024, arXiv 2405.14477), "
+            f"Table {paper_table}; the paper's numbers come from results/paper/.",
+        )
     doc.add("p", f"Study file: {index.get('spec', 'not recorded')}")
     doc.add("h2", "Results" + (f" beside the paper's Table {paper_table}" if paper_table else ""))
     doc.add("table", table)
@@ -80,8 +121,11 @@ def document(records: StudyRecords, table: pd.DataFrame, figures: list[Figure],
     eval_ids = list(dict.fromkeys(frame["eval_id"].dropna())) if "eval_id" in frame else []
     if len(eval_ids) > 1:
         main = main_eval_id(frame)
-        doc.add("p", f"The table uses evaluation protocol {main}; the runs were also "
-                     f"evaluated with: {', '.join(e for e in eval_ids if e != main)}.")
+        doc.add(
+            "p",
+            f"The table uses evaluation protocol {main}; the runs were also "
+            f"evaluated with: {', '.join(e for e in eval_ids if e != main)}.",
+        )
     doc.add("h2", "Figures")
     for fig in figures:
         doc.add("figure", fig)
@@ -89,8 +133,11 @@ def document(records: StudyRecords, table: pd.DataFrame, figures: list[Figure],
         doc.add("p", "No figures: no run has numbers yet.")
     runs = run_records(records.root, frame)
     doc.add("h2", "Provenance")
-    doc.add("kv", provenance(_study_lines(records) | (meta or {}))
-            | {"run hosts": runs["hosts"], "complexity measured with": runs["complexity"]})
+    doc.add(
+        "kv",
+        provenance(_study_lines(records) | (meta or {}))
+        | {"run hosts": runs["hosts"], "complexity measured with": runs["complexity"]},
+    )
     doc.add("h2", "Evaluation protocol")
     for eval_id, protocol in runs["protocols"].items():
         doc.add("p", f"Protocol {eval_id}:")
@@ -100,6 +147,11 @@ def document(records: StudyRecords, table: pd.DataFrame, figures: list[Figure],
     doc.add("h2", "Runs")
     doc.add("table", _runs_table(frame) if len(frame) else pd.DataFrame({"run": ["none collected"]}))
     return doc
+
+
+def _after_results(doc: Doc) -> int:
+    """The index of the block after the main table and its legend (before the figures)."""
+    return next(i for i, (kind, value) in enumerate(doc.blocks) if kind == "h2" and value == "Figures")
 
 
 def headline(inp: TableInput, numbers: pd.DataFrame) -> list[str]:
@@ -126,8 +178,16 @@ def headline(inp: TableInput, numbers: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_report(out_dir: Path, doc: Doc, table: pd.DataFrame, numbers: pd.DataFrame, caption: str,
-                 label: str, figures: list[Figure], summary: dict[str, Any]) -> Path:
+def write_report(
+    out_dir: Path,
+    doc: Doc,
+    table: pd.DataFrame,
+    numbers: pd.DataFrame,
+    caption: str,
+    label: str,
+    figures: list[Figure],
+    summary: dict[str, Any],
+) -> Path:
     """Every file of a report; returns report.html's path."""
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)

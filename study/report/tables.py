@@ -6,6 +6,7 @@ completed seeds (ddof 1; one seed shows the mean alone), the paper's number and 
 (Table 3's parameters: in percent of the paper's count). The best value of each column, ours and
 the paper's separately, is **bold** (markdown), judged by the column's direction.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ class TableInput:
     """What a comparison table is made of, independent of where the numbers came from."""
 
     names: list[str]
-    runs: dict[str, pd.DataFrame]              # name -> its rows (one per seed)
+    runs: dict[str, pd.DataFrame]  # name -> its rows (one per seed)
     columns: tuple[Column, ...]
     planned_seeds: int
     paper: dict[str, pd.Series | str] = field(default_factory=dict)  # a row, or why none
@@ -45,10 +46,15 @@ def table_input(records: StudyRecords) -> TableInput:
     names, alias_of = variant_order(records.index)
     by_name = {n: frame[frame["name"] == n] if "name" in frame.columns else frame.iloc[0:0] for n in names}
     paper = records.paper or {}
-    return TableInput(names=names, runs={n: by_name[alias_of.get(n, n)] for n in names},
-                      columns=columns_for(records.table), planned_seeds=planned_seeds(records.index),
-                      paper=paper_rows(records.index), paper_labels=dict(paper.get("rows") or {}),
-                      notes={n: [f"{ALIAS_NOTE} {alias_of[n]}"] for n in names if n in alias_of})
+    return TableInput(
+        names=names,
+        runs={n: by_name[alias_of.get(n, n)] for n in names},
+        columns=columns_for(records.table),
+        planned_seeds=planned_seeds(records.index),
+        paper=paper_rows(records.index),
+        paper_labels=dict(paper.get("rows") or {}),
+        notes={n: [f"{ALIAS_NOTE} {alias_of[n]}"] for n in names if n in alias_of},
+    )
 
 
 def paper_value(inp: TableInput, name: str, col: Column) -> float | None:
@@ -70,8 +76,19 @@ def summarize(inp: TableInput) -> pd.DataFrame:
             diff = None
             if c.mean is not None and theirs is not None:
                 diff = (c.mean - theirs) / theirs * 100 if col.relative else c.mean - theirs
-            rows.append({"variant": name, "column": col.key, "label": col.label, "mean": c.mean,
-                         "std": c.std, "n": c.n, "text": c.text(col), "paper": theirs, "diff": diff})
+            rows.append(
+                {
+                    "variant": name,
+                    "column": col.key,
+                    "label": col.label,
+                    "mean": c.mean,
+                    "std": c.std,
+                    "n": c.n,
+                    "text": c.text(col),
+                    "paper": theirs,
+                    "diff": diff,
+                }
+            )
     return pd.DataFrame(rows)
 
 

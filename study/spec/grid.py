@@ -8,6 +8,7 @@ one replaces the list (``--set seed=77`` runs every variant once, with seed 77).
 with the same resolved config are one run: the later one is dropped and named as an alias of
 the first.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,9 +25,9 @@ class Variant:
     name: str
     run_id: str
     seed: int
-    axes: dict[str, Any]          # the varied keys and their values for this variant
+    axes: dict[str, Any]  # the varied keys and their values for this variant
     config: C.ExperimentConfig
-    source: str                   # "grid", "variant" (named) or "base"
+    source: str  # "grid", "variant" (named) or "base"
     aliases: tuple[str, ...] = field(default=())
 
 
@@ -94,17 +95,24 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
         for row in _rows(spec):
             if _excluded(row, spec.exclude):
                 continue
-            name = ",".join(
-                format_value(row[k]) if k == PRESET_KEY else f"{shorts[k]}={format_value(row[k])}"
-                for k in varied) or spec.study
+            name = (
+                ",".join(
+                    format_value(row[k]) if k == PRESET_KEY else f"{shorts[k]}={format_value(row[k])}" for k in varied
+                )
+                or spec.study
+            )
             candidates.append((name, row, resolve(row), "grid", "grid"))
     for name, overrides in spec.variants.items():
         candidates.append((name, {}, resolve(overrides), "variant", f"variants.{name}"))
     if not candidates and not spec.variants and not (spec.grid or spec.zip):
         candidates.append((spec.study, {}, {}, "base", "set"))
     if not candidates:  # every row excluded and no named variant: nothing to run is a mistake
-        raise StudySpecError(spec.path, "exclude", spec.exclude, "exclusions that leave at least one "
-                             "row of grid x zip (or a named variant)")
+        raise StudySpecError(
+            spec.path,
+            "exclude",
+            spec.exclude,
+            "exclusions that leave at least one row of grid x zip (or a named variant)",
+        )
 
     start = _resolve(spec, "set", fixed, None, check=False)  # base and set, applied once
     variants: list[Variant] = []
@@ -116,19 +124,28 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
         names.add(name)
         for seed in seeds:
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
+            if cfg.model.init:
+                cfg = _with_init_digest(spec, where, cfg)
             rid = C.run_id(cfg)
             if rid in by_id:
                 first = variants[by_id[rid]]
                 variants[by_id[rid]] = _with_alias(first, name)
                 continue
             by_id[rid] = len(variants)
-            variants.append(Variant(index=len(variants), name=name, run_id=rid, seed=seed, axes=axes,
-                                    config=cfg, source=source))
+            variants.append(
+                Variant(index=len(variants), name=name, run_id=rid, seed=seed, axes=axes, config=cfg, source=source)
+            )
     return variants
 
 
-def _resolve(spec: StudySpec, where: str, overrides: dict[str, Any], profile: str | None,
-             start: C.ExperimentConfig | None = None, check: bool = True) -> C.ExperimentConfig:
+def _resolve(
+    spec: StudySpec,
+    where: str,
+    overrides: dict[str, Any],
+    profile: str | None,
+    start: C.ExperimentConfig | None = None,
+    check: bool = True,
+) -> C.ExperimentConfig:
     """``start`` (default: the config defaults) with ``overrides`` applied, then validated."""
     try:
         cfg = C.apply_overrides(start or C.ExperimentConfig(), overrides)
@@ -138,8 +155,30 @@ def _resolve(spec: StudySpec, where: str, overrides: dict[str, Any], profile: st
         raise StudySpecError(spec.path, f"{origin}: {e.key}", e.value, e.allowed) from None
 
 
+def _with_init_digest(spec: StudySpec, where: str, cfg: C.ExperimentConfig) -> C.ExperimentConfig:
+    """``model.init`` resolved against the study file's folder (a run id stays as it is) and
+    ``model.init_sha256`` set from the file: the weights a run starts from are its identity."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from study.training import pretrained  # torch: imported only for studies that need it
+
+    init = Path(cfg.model.init).expanduser()
+    if not init.is_absolute() and (spec.path.parent / init).exists():
+        init = (spec.path.parent / init).resolve()
+    source = str(init) if init.exists() else cfg.model.init
+    try:
+        digest = pretrained.checkpoint_sha256(source)  # cached per (file, size, mtime)
+    except pretrained.CheckpointError as e:
+        raise StudySpecError(
+            spec.path, f"{where}: model.init", cfg.model.init, f"a readable checkpoint ({e})"
+        ) from None
+    return replace(cfg, model=replace(cfg.model, init=source, init_sha256=digest))
+
+
 def _with_alias(variant: Variant, alias: str) -> Variant:
     from dataclasses import replace
+
     if alias == variant.name or alias in variant.aliases:
         return variant
     return replace(variant, aliases=variant.aliases + (alias,))

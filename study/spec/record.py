@@ -11,24 +11,34 @@
   resolution, latent). Those settings are the study's own configs without a profile: the
   paper's, even when a profile collapses them (Table 1 under ``smoke``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Iterable
 
 from study import store
+from study.paper import REFERENCE_TABLE
 from study.spec.grid import Variant, expand
 from study.spec.studyfile import StudySpec
 
 SETTING = ("dataset", "resolution", "latent")  # what picks a paper row where its label repeats
 
 
-def study_record(spec: StudySpec, variants: list[Variant], profile: str | None = None,
-                 sets: Iterable[str] = ()) -> dict[str, Any]:
+def study_record(
+    spec: StudySpec, variants: list[Variant], profile: str | None = None, sets: Iterable[str] = ()
+) -> dict[str, Any]:
     """The index's study-level fields for ``variants`` (the expansion with ``profile`` and
     ``sets`` applied); pass them to ``store.write_index`` as keywords."""
-    return {"description": spec.description, "spec": str(spec.path), "profile": profile, "set": list(sets),
-            "seeds": list(spec.seeds), "order": variant_order(spec, variants), "paper": paper_record(spec)}
+    return {
+        "description": spec.description,
+        "spec": str(spec.path),
+        "profile": profile,
+        "set": list(sets),
+        "seeds": list(spec.seeds),
+        "order": variant_order(spec, variants),
+        "paper": paper_record(spec),
+    }
 
 
 def variant_order(spec: StudySpec, variants: list[Variant]) -> list[str]:
@@ -42,7 +52,7 @@ def paper_record(spec: StudySpec) -> dict[str, Any] | None:
     if spec.paper is None:
         return None
     settings: dict[str, dict[str, Any]] = {}
-    if spec.paper.rows:
+    if spec.paper.rows and spec.paper.table != REFERENCE_TABLE:  # reference rows: by label alone
         for v in expand(spec):  # no profile: the paper's settings tell repeated labels apart
             record = store.variant_record(v)
             for name in (v.name, *v.aliases):

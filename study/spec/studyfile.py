@@ -10,6 +10,7 @@ Override mappings (``set``, each named variant, each profile, the base file) acc
 pseudo-key ``preset`` naming a model preset of Tables 2/3 (``preset: LiteVAE-S``), which is
 applied before the other keys of its mapping.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,11 +21,23 @@ from typing import Any
 import yaml
 
 from study import config as C
-from study.paper import paper_tables
+from study.paper import REFERENCE_TABLE, paper_tables
 
 STUDY_NAME = re.compile(r"^[a-z0-9_-]+$")
-TOP_KEYS = ("study", "description", "paper", "base", "set", "grid", "zip", "variants", "exclude",
-            "seeds", "profiles", "resources")
+TOP_KEYS = (
+    "study",
+    "description",
+    "paper",
+    "base",
+    "set",
+    "grid",
+    "zip",
+    "variants",
+    "exclude",
+    "seeds",
+    "profiles",
+    "resources",
+)
 PRESET_KEY = "preset"
 SEED_KEY = "seed"  # set by the top-level `seeds` list (or a profile / --set, which replace it)
 
@@ -75,8 +88,8 @@ class StudySpec:
     study: str
     description: str = ""
     paper: PaperRef | None = None
-    base: dict[str, Any] = field(default_factory=dict)       # dotted overrides from `base`
-    set: dict[str, Any] = field(default_factory=dict)        # dotted overrides
+    base: dict[str, Any] = field(default_factory=dict)  # dotted overrides from `base`
+    set: dict[str, Any] = field(default_factory=dict)  # dotted overrides
     grid: dict[str, list[Any]] = field(default_factory=dict)  # axis -> values
     zip: list[dict[str, list[Any]]] = field(default_factory=list)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,8 +128,8 @@ class _StrictLoader(yaml.SafeLoader):
 # YAML 1.1 (PyYAML) reads 1e-4 and 1e5 as strings: it wants a dot and a signed exponent. Read
 # them as numbers, as YAML 1.2 and every researcher do (`train.lr: 1e-4` must mean 0.0001).
 _StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _read_text(path: Path) -> str:
@@ -130,10 +143,13 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")  # a byte-order mark, if any, is not part of the text
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise StudySpecError(path, f"line {line}", f"byte 0x{data[e.start]:02x}, not UTF-8 text",
-                             "a UTF-8 text file (a binary file, or text in another encoding such "
-                             "as Latin-1: save it as UTF-8)") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise StudySpecError(
+            path,
+            f"line {line}",
+            f"byte 0x{data[e.start]:02x}, not UTF-8 text",
+            "a UTF-8 text file (a binary file, or text in another encoding such as Latin-1: save it as UTF-8)",
+        ) from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -141,12 +157,14 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKey as e:
-        raise StudySpecError(path, str(e.key), f"a second {e.key!r} at line {e.line}",
-                             "each key once per mapping") from None
+        raise StudySpecError(
+            path, str(e.key), f"a second {e.key!r} at line {e.line}", "each key once per mapping"
+        ) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
-        line = text[:e.position].count("\n") + 1
-        raise StudySpecError(path, f"line {line}", f"character {chr(e.character)!r}",
-                             "printable YAML text (no control characters)") from None
+        line = text[: e.position].count("\n") + 1
+        raise StudySpecError(
+            path, f"line {line}", f"character {chr(e.character)!r}", "printable YAML text (no control characters)"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "<file>"
@@ -187,10 +205,12 @@ def _check_key(path: Path, where: str, key: str) -> None:
     if key == PRESET_KEY or key in _KEYS:
         return
     if key in _SECTIONS:
-        raise StudySpecError(path, where, key, "a leaf key below this section, e.g. "
-                             + next(k for k in _KEYS if k.startswith(key + ".")))
-    raise StudySpecError(path, where, key, "a key of the experiment config"
-                         + C.suggest(key, list(_KEYS) + [PRESET_KEY]))
+        raise StudySpecError(
+            path, where, key, "a leaf key below this section, e.g. " + next(k for k in _KEYS if k.startswith(key + "."))
+        )
+    raise StudySpecError(
+        path, where, key, "a key of the experiment config" + C.suggest(key, list(_KEYS) + [PRESET_KEY])
+    )
 
 
 def check_value(path: Path, where: str, key: str, value: Any) -> Any:
@@ -198,14 +218,20 @@ def check_value(path: Path, where: str, key: str, value: Any) -> Any:
     _check_key(path, where, key)
     if key == PRESET_KEY:
         if not isinstance(value, str) or value not in C.MODEL_PRESETS:
-            raise StudySpecError(path, where, value, "one of " + ", ".join(C.MODEL_PRESETS)
-                                 + (C.suggest(value, C.MODEL_PRESETS) if isinstance(value, str) else ""))
+            raise StudySpecError(
+                path,
+                where,
+                value,
+                "one of "
+                + ", ".join(C.MODEL_PRESETS)
+                + (C.suggest(value, C.MODEL_PRESETS) if isinstance(value, str) else ""),
+            )
         return value
     try:
         coerced = C.coerce(key, value, _KEYS[key])
     except C.ConfigError as e:
         # e.key is ``key`` or a path below it (``train.stages[0].steps``): where + the rest
-        sub = e.key[len(key):] if e.key.startswith(key) else f".{e.key}"
+        sub = e.key[len(key) :] if e.key.startswith(key) else f".{e.key}"
         raise StudySpecError(path, where + sub, e.value, e.allowed) from None
     if key == SEED_KEY and coerced < 0:  # as the `seeds` list requires
         raise StudySpecError(path, where, value, "a non-negative integer")
@@ -240,8 +266,13 @@ def _refuse_seed(path: Path, where: str, key: str) -> None:
     """``seed`` is the one key a study sets through its top-level ``seeds`` list: an override of
     it in ``set``, the base file, a variant or an axis would be replaced by that list."""
     if key == SEED_KEY:
-        raise StudySpecError(path, where, key, "config keys other than `seed` here; the study's seeds "
-                             "are its top-level `seeds` list (e.g. seeds: [0, 1, 2])")
+        raise StudySpecError(
+            path,
+            where,
+            key,
+            "config keys other than `seed` here; the study's seeds "
+            "are its top-level `seeds` list (e.g. seeds: [0, 1, 2])",
+        )
 
 
 def _overrides_without_seed(path: Path, where: str, mapping: Any) -> dict[str, Any]:
@@ -295,9 +326,21 @@ def load_spec(path: str | Path) -> StudySpec:
     paper = _paper(path, doc["paper"]) if "paper" in doc else None
     if not grid and not zips and not variants and ("grid" in doc or "zip" in doc):
         raise StudySpecError(path, "grid", {}, "at least one axis or named variant")
-    return StudySpec(path=path, study=study, description=description, paper=paper, base=base,
-                     set=fixed, grid=grid, zip=zips, variants=variants, exclude=exclude, seeds=seeds,
-                     profiles=profiles, resources=resources)
+    return StudySpec(
+        path=path,
+        study=study,
+        description=description,
+        paper=paper,
+        base=base,
+        set=fixed,
+        grid=grid,
+        zip=zips,
+        variants=variants,
+        exclude=exclude,
+        seeds=seeds,
+        profiles=profiles,
+        resources=resources,
+    )
 
 
 def _check_top(path: Path, doc: Any) -> None:
@@ -305,8 +348,9 @@ def _check_top(path: Path, doc: Any) -> None:
         raise StudySpecError(path, "<top>", doc, "a mapping with keys " + ", ".join(TOP_KEYS))
     for key in doc:
         if key not in TOP_KEYS:
-            raise StudySpecError(path, str(key), doc[key], "top-level keys " + ", ".join(TOP_KEYS)
-                                 + C.suggest(str(key), TOP_KEYS))
+            raise StudySpecError(
+                path, str(key), doc[key], "top-level keys " + ", ".join(TOP_KEYS) + C.suggest(str(key), TOP_KEYS)
+            )
 
 
 def _base(path: Path, raw: Any) -> dict[str, Any]:
@@ -347,8 +391,9 @@ def _zips(path: Path, raw: Any) -> list[dict[str, list[Any]]]:
     return zips
 
 
-def _check_axes_vary_once(path: Path, grid: dict[str, list[Any]], zips: list[dict[str, list[Any]]],
-                          fixed: dict[str, Any]) -> None:
+def _check_axes_vary_once(
+    path: Path, grid: dict[str, list[Any]], zips: list[dict[str, list[Any]]], fixed: dict[str, Any]
+) -> None:
     """Each axis in one place only: not in the grid and a zip group, not in two groups, not
     also fixed under ``set``."""
     seen_axes: list[str] = list(grid)
@@ -368,8 +413,9 @@ def _variants(path: Path, raw: Any) -> dict[str, dict[str, Any]]:
     variants = {}
     for name, overrides in raw.items():
         if not isinstance(name, str) or not STUDY_NAME.match(name):
-            raise StudySpecError(path, f"variants.{name}", name,
-                                 "a variant name of lowercase letters, digits, '_' and '-'")
+            raise StudySpecError(
+                path, f"variants.{name}", name, "a variant name of lowercase letters, digits, '_' and '-'"
+            )
         variants[name] = _overrides_without_seed(path, f"variants.{name}", overrides or {})
     return variants
 
@@ -390,16 +436,20 @@ def _exclude(path: Path, raw: Any, axis_values: dict[str, list[Any]]) -> list[di
                 raise StudySpecError(path, f"{where}.{key}", key, allowed + C.suggest(str(key), axis_values))
             value = check_value(path, f"{where}.{key}", key, value)
             if value not in axis_values[key]:
-                raise StudySpecError(path, f"{where}.{key}", value,
-                                     "one of the axis values " + ", ".join(map(repr, axis_values[key])))
+                raise StudySpecError(
+                    path, f"{where}.{key}", value, "one of the axis values " + ", ".join(map(repr, axis_values[key]))
+                )
             checked[key] = value
         exclude.append(checked)
     return exclude
 
 
 def _seeds(path: Path, raw: Any) -> tuple[int, ...]:
-    if (not isinstance(raw, list) or not raw
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)):
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)
+    ):
         raise StudySpecError(path, "seeds", raw, "a non-empty list of non-negative integers")
     if len(set(raw)) != len(raw):
         raise StudySpecError(path, "seeds", raw, "distinct seeds")
@@ -455,8 +505,15 @@ def _paper(path: Path, raw: Any) -> PaperRef:
         if key not in ("table", "rows"):
             raise StudySpecError(path, f"paper.{key}", raw[key], "keys table, rows")
     table = str(raw["table"])
-    if table not in paper_tables():
-        raise StudySpecError(path, "paper.table", raw["table"], "a paper table: " + ", ".join(paper_tables()))
+    if table not in paper_tables() and table != REFERENCE_TABLE:
+        raise StudySpecError(
+            path,
+            "paper.table",
+            raw["table"],
+            "a paper table: "
+            + ", ".join(paper_tables())
+            + f", or {REFERENCE_TABLE} (the published numbers of other autoencoders)",
+        )
     rows = raw.get("rows") or {}
     if not isinstance(rows, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in rows.items()):
         raise StudySpecError(path, "paper.rows", rows, "a mapping of variant name -> paper row label")
@@ -468,8 +525,9 @@ def with_profile(spec: StudySpec, profile: str | None) -> dict[str, Any]:
     if profile is None:
         return {}
     if profile not in spec.profiles:
-        raise StudySpecError(spec.path, "profiles", profile,
-                             "a profile of this study: " + (", ".join(spec.profiles) or "(none defined)"))
+        raise StudySpecError(
+            spec.path, "profiles", profile, "a profile of this study: " + (", ".join(spec.profiles) or "(none defined)")
+        )
     return spec.profiles[profile]
 
 

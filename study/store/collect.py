@@ -4,6 +4,7 @@ One row per (variant, seed, eval protocol): the varied axes as columns, every me
 the run's state (``study/store/state.py``'s rule, the one `status` shows) and its reason kept. A
 run without an evaluation still has its row; nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,18 @@ def collect(root: Path, study: str, variants: list[dict[str, Any]]) -> pd.DataFr
     folders = [run_dir(root, v["run_id"]) for v in variants]
     rows: list[dict[str, Any]] = []
     for v, folder, run in zip(variants, folders, run_states(folders)):
-        base = {"study": study, "index": v["index"], "name": v["name"], "run_id": v["run_id"],
-                "seed": v["seed"], **{k: _cell(x) for k, x in v["axes"].items()},
-                "state": run.state.value, "reason": run.reason, "attempts": run.attempts, "step": run.step}
+        base = {
+            "study": study,
+            "index": v["index"],
+            "name": v["name"],
+            "run_id": v["run_id"],
+            "seed": v["seed"],
+            **{k: _cell(x) for k, x in v["axes"].items()},
+            "state": run.state.value,
+            "reason": run.reason,
+            "attempts": run.attempts,
+            "step": run.step,
+        }
         complexity = read_json(folder / "complexity.json") or {}
         base |= {key: complexity[key] for key in COMPLEXITY_COLUMNS if key in complexity}
         evals = read_evals(folder)

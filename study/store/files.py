@@ -8,6 +8,7 @@ research group from the others in a shared results folder. ``*.jsonl`` files are
 torn last line (a kill during an append) is skipped by the reader. A record that cannot be
 parsed is reported by path (a ``CorruptRecord`` warning) and skipped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CorruptRecord", "append_jsonl", "file_mode", "read_json", "read_jsonl", "truncate_jsonl",
-           "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "CorruptRecord",
+    "append_jsonl",
+    "file_mode",
+    "read_json",
+    "read_jsonl",
+    "truncate_jsonl",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 _UMASK_LOCK = threading.Lock()
 

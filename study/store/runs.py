@@ -17,6 +17,7 @@ writers (the launcher, the job) said last; what state a run is in, given that re
 scheduler, is ``study/store/state.py``'s one rule. The launcher and the job both write the
 status, so every update is a read-modify-write under the folder's lock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,26 @@ import yaml
 from study import config as C
 from study.store.files import read_json, write_json_atomic, write_text_atomic
 
-__all__ = ["RESULTS_ENV", "append_job_id", "init_run", "is_done", "locked", "mark_done", "read_config",
-           "read_evals", "read_index", "read_status", "results_root", "run_dir", "study_dir",
-           "update_status", "variant_record", "write_complexity", "write_eval", "write_index"]
+__all__ = [
+    "RESULTS_ENV",
+    "append_job_id",
+    "init_run",
+    "is_done",
+    "locked",
+    "mark_done",
+    "read_config",
+    "read_evals",
+    "read_index",
+    "read_status",
+    "results_root",
+    "run_dir",
+    "study_dir",
+    "update_status",
+    "variant_record",
+    "write_complexity",
+    "write_eval",
+    "write_index",
+]
 
 RESULTS_ENV = "LITEVAE_RESULTS"
 
@@ -64,8 +82,10 @@ def init_run(root: Path, cfg: C.ExperimentConfig) -> Path:
         # The id hashes identity fields only: refresh the rest (intervals, paths, eval protocol).
         write_text_atomic(path, text)
     if read_json(folder / "status.json") is None:
-        write_json_atomic(folder / "status.json", {"state": "pending", "attempts": 0, "job_ids": [],
-                                                   "run_id": rid, "updated": time.time()})
+        write_json_atomic(
+            folder / "status.json",
+            {"state": "pending", "attempts": 0, "job_ids": [], "run_id": rid, "updated": time.time()},
+        )
     return folder
 
 
@@ -157,10 +177,19 @@ def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
     W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with."""
     cfg = v.config
     res = cfg.eval.resolution or cfg.data.resolution
-    return {"index": v.index, "name": v.name, "run_id": v.run_id, "seed": v.seed, "source": v.source,
-            "axes": {k: list(x) if isinstance(x, tuple) else x for k, x in v.axes.items()},
-            "aliases": list(v.aliases), "dataset": cfg.data.name, "resolution": res,
-            "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}", "paper_row": paper_row}
+    return {
+        "index": v.index,
+        "name": v.name,
+        "run_id": v.run_id,
+        "seed": v.seed,
+        "source": v.source,
+        "axes": {k: list(x) if isinstance(x, tuple) else x for k, x in v.axes.items()},
+        "aliases": list(v.aliases),
+        "dataset": cfg.data.name,
+        "resolution": res,
+        "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}",
+        "paper_row": paper_row,
+    }
 
 
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
@@ -169,8 +198,9 @@ def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Pat
     paper). A variant's ``paper_row`` is its label in ``meta["paper"]["rows"]``."""
     rows = (meta.get("paper") or {}).get("rows") or {}
     path = study_dir(root, study) / "index.json"
-    write_json_atomic(path, {"study": study, **meta,
-                             "variants": [variant_record(v, rows.get(v.name)) for v in variants]})
+    write_json_atomic(
+        path, {"study": study, **meta, "variants": [variant_record(v, rows.get(v.name)) for v in variants]}
+    )
     return path
 
 

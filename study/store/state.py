@@ -53,6 +53,7 @@ SLURM accounting (sacct) of a job that is gone while its run's record still says
 A run recorded as requeued whose job is gone (not cancelled) is lost, whatever sacct says: it
 checkpointed and asked to be requeued; the scheduler did not start it again.
 """
+
 from __future__ import annotations
 
 import enum
@@ -68,8 +69,20 @@ from typing import Any, Sequence
 from study.store.files import read_json
 from study.store.runs import is_done, read_status
 
-__all__ = ["ACTIVE", "FINAL", "QUEUE_SNAPSHOT_TTL_S", "RunState", "SLURM_STATES", "State", "pid_alive",
-           "queued_slurm_jobs", "run_state", "run_states", "sacct_states", "slurm_end_state"]
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "QUEUE_SNAPSHOT_TTL_S",
+    "RunState",
+    "SLURM_STATES",
+    "State",
+    "pid_alive",
+    "queued_slurm_jobs",
+    "run_state",
+    "run_states",
+    "sacct_states",
+    "slurm_end_state",
+]
 
 QUEUE_SNAPSHOT_TTL_S = 2.0  # how old a squeue listing may be when it says a job is still there
 SCHEDULER_TIMEOUT_S = 30
@@ -77,26 +90,42 @@ SCHEDULER_TIMEOUT_S = 30
 
 class State(enum.StrEnum):
     """A run's state (the module docstring says what each means); equal to its name as a string."""
-    MISSING = "missing"        # no run folder
-    PENDING = "pending"        # a folder, no job yet
-    SUBMITTED = "submitted"    # a job, not started
-    RUNNING = "running"        # a live job runs the run's code
-    REQUEUED = "requeued"      # checkpointed, waiting to start again
-    COMPLETED = "completed"    # DONE written
-    FAILED = "failed"          # raised, out of requeues, or died of itself: --retry-failed
-    CANCELLED = "cancelled"    # somebody cancelled it: --retry-failed
-    LOST = "lost"              # its job vanished without a word: a plain launch resubmits it
+
+    MISSING = "missing"  # no run folder
+    PENDING = "pending"  # a folder, no job yet
+    SUBMITTED = "submitted"  # a job, not started
+    RUNNING = "running"  # a live job runs the run's code
+    REQUEUED = "requeued"  # checkpointed, waiting to start again
+    COMPLETED = "completed"  # DONE written
+    FAILED = "failed"  # raised, out of requeues, or died of itself: --retry-failed
+    CANCELLED = "cancelled"  # somebody cancelled it: --retry-failed
+    LOST = "lost"  # its job vanished without a word: a plain launch resubmits it
 
 
-ACTIVE = frozenset({State.SUBMITTED, State.RUNNING, State.REQUEUED})   # a job is on it
+ACTIVE = frozenset({State.SUBMITTED, State.RUNNING, State.REQUEUED})  # a job is on it
 FINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.LOST})  # no job will change it
 _RECORDED_ACTIVE = ("submitted", "running", "requeued", "completed")  # "completed" without DONE
 
 # sacct's State (first word) -> the run's state; None: still queued or running
 SLURM_STATES: dict[str, State | None] = {
-    **dict.fromkeys(("PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
-                     "SUSPENDED", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD",
-                     "SPECIAL_EXIT"), None),
+    **dict.fromkeys(
+        (
+            "PENDING",
+            "RUNNING",
+            "REQUEUED",
+            "REQUEUE_FED",
+            "REQUEUE_HOLD",
+            "RESIZING",
+            "SUSPENDED",
+            "COMPLETING",
+            "CONFIGURING",
+            "STAGE_OUT",
+            "SIGNALING",
+            "RESV_DEL_HOLD",
+            "SPECIAL_EXIT",
+        ),
+        None,
+    ),
     "CANCELLED": State.CANCELLED,
     **dict.fromkeys(("FAILED", "OUT_OF_MEMORY", "TIMEOUT", "COMPLETED"), State.FAILED),
     **dict.fromkeys(("NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "REVOKED", "LAUNCH_FAILED"), State.LOST),
@@ -107,6 +136,7 @@ SLURM_STATES: dict[str, State | None] = {
 class RunState:
     """A run's state, why (an error, sacct's word, what was lost), its last job and the status
     record it was read from (empty for a missing run)."""
+
     state: State
     reason: str | None = None
     job_id: str | None = None
@@ -168,6 +198,7 @@ def _from_record(folder: Path) -> tuple[RunState | None, dict[str, Any]]:
 class _Verdict:
     """What the executor says of a run's job: alive (True), gone (False, with the state its end
     makes of the run) or not known (None)."""
+
     alive: bool | None
     end: State = State.LOST
     detail: str = ""
@@ -182,8 +213,7 @@ def _after_asking(folder: Path, record: dict[str, Any], verdict: _Verdict) -> Ru
         return RunState(State.COMPLETED, None, job, read_status(folder))
     now = read_status(folder)
     if now.get("state") in ("failed", "cancelled"):
-        return RunState(State(now["state"]), now.get("error") or now.get("reason") or now["state"],
-                        _last_job(now), now)
+        return RunState(State(now["state"]), now.get("error") or now.get("reason") or now["state"], _last_job(now), now)
     end = State.LOST if recorded is State.REQUEUED and verdict.end is State.FAILED else verdict.end
     if end is State.LOST:
         return RunState(end, f"job {job or '?'} no longer queued or running ({verdict.detail})", job, record)
@@ -245,8 +275,11 @@ def _ask_slurm(records: list[dict[str, Any]]) -> list[_Verdict]:
         else:
             raw, detail = accounting[job]
             end = slurm_end_state(raw)
-            out.append(_Verdict(None, detail=f"the queue no longer lists it; sacct still says {raw}") if end is None
-                       else _Verdict(False, end, detail))
+            out.append(
+                _Verdict(None, detail=f"the queue no longer lists it; sacct still says {raw}")
+                if end is None
+                else _Verdict(False, end, detail)
+            )
     return out
 
 
@@ -304,8 +337,9 @@ def queued_slurm_jobs(job_ids: list[str]) -> dict[str, str] | None:
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
     """{id: (sacct State, "state (sacct; reason R, exit C)")} of the given jobs from SLURM's
     accounting, in one call; ids without a record are absent; None when sacct cannot answer."""
-    out = _scheduler(["sacct", "-n", "-X", "-P", "-j", ",".join(dict.fromkeys(job_ids)),
-                      "-o", "JobID,State,Reason,ExitCode"])
+    out = _scheduler(
+        ["sacct", "-n", "-X", "-P", "-j", ",".join(dict.fromkeys(job_ids)), "-o", "JobID,State,Reason,ExitCode"]
+    )
     if out is None or out.returncode != 0:
         return None
     found = {}

@@ -48,6 +48,7 @@ epoch's order. The counter lives in shared memory, so skips inside DataLoader wo
 spawn) are visible to the trainer's copy; concurrent increments are not atomic, so with several
 workers it is a lower bound.
 """
+
 from __future__ import annotations
 
 import functools
@@ -90,8 +91,9 @@ _FORMAT = 1
 def check_resolution(resolution: int, where: str) -> int:
     """``resolution`` if it is a positive multiple of 8 (the latent is R/8), else a DataError."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
-        raise DataError(f"{where}: resolution {resolution!r} is not a positive multiple of 8 "
-                        "(the latent is resolution/8)")
+        raise DataError(
+            f"{where}: resolution {resolution!r} is not a positive multiple of 8 (the latent is resolution/8)"
+        )
     return resolution
 
 
@@ -133,10 +135,9 @@ class _SkipCounter:
     def __init__(self) -> None:
         self._count = torch.zeros((), dtype=torch.int64).share_memory_()
 
-    def add(self, what: str, reason: Exception) -> None:
+    def add(self, what: str, reason: BaseException) -> None:
         self._count.add_(1)
-        warnings.warn(f"skipped {what}: {reason} ({int(self._count)} skipped so far)", DataWarning,
-                      stacklevel=3)
+        warnings.warn(f"skipped {what}: {reason} ({int(self._count)} skipped so far)", DataWarning, stacklevel=3)
 
     def __int__(self) -> int:
         return int(self._count)
@@ -148,7 +149,7 @@ class _SkipCounter:
 def split_hash(relpath: str) -> float:
     """The file's place in [0, 1): sha256 of its relative POSIX path, first 8 bytes."""
     digest = hashlib.sha256(relpath.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def is_heldout(relpath: str, val_fraction: float) -> bool:
@@ -163,11 +164,13 @@ def list_images(root: str | Path) -> list[str]:
         raise DataError("data.path is empty: an image folder is needed when data.kind is 'folder'")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such image folder")
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
     if not files:
-        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder "
-                        "or below it")
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder or below it")
     return files
 
 
@@ -190,8 +193,12 @@ def read_list(list_file: str | Path, root: str | Path, where: str) -> list[str]:
         raise DataError(f"{where}: {path} lists {name!r}; paths must be relative to {folder}")
     missing = [n for n in names if not (folder / n).is_file()]
     if missing or len(set(names)) != len(names):
-        raise DataError(f"{where}: {len(missing)} of the {len(names)} files that {path} lists are not in {folder}, "
-                        f"e.g. {', '.join(missing[:3])}" if missing else f"{where}: {path} names some files twice")
+        raise DataError(
+            f"{where}: {len(missing)} of the {len(names)} files that {path} lists are not in {folder}, "
+            f"e.g. {', '.join(missing[:3])}"
+            if missing
+            else f"{where}: {path} names some files twice"
+        )
     return names
 
 
@@ -217,11 +224,15 @@ def _split(cfg: DataConfig, resolution: int) -> tuple[Path, list[str], list[str]
     heldout = sorted((f for f in files if is_heldout(f, cfg.val_fraction)), key=lambda f: (split_hash(f), f))
     train = [f for f in files if not is_heldout(f, cfg.val_fraction)]
     if not train:
-        raise DataError(f"{folder}: all {len(files)} images fall in the held-out split "
-                        f"(val_fraction={cfg.val_fraction}); add images or lower data.val_fraction")
+        raise DataError(
+            f"{folder}: all {len(files)} images fall in the held-out split "
+            f"(val_fraction={cfg.val_fraction}); add images or lower data.val_fraction"
+        )
     if not heldout:
-        raise DataError(f"{folder}: none of its {len(files)} images falls in the held-out split "
-                        f"(val_fraction={cfg.val_fraction}); add images or raise data.val_fraction")
+        raise DataError(
+            f"{folder}: none of its {len(files)} images falls in the held-out split "
+            f"(val_fraction={cfg.val_fraction}); add images or raise data.val_fraction"
+        )
     return folder, train, heldout
 
 
@@ -244,8 +255,10 @@ class FolderTrain(Dataset):
                 return
             except DataError as err:
                 errors.append(str(err))
-        raise DataError(f"{self.folder}: no readable image among its {len(self.files)} training files; "
-                        "first errors: " + "; ".join(errors[:3]))
+        raise DataError(
+            f"{self.folder}: no readable image among its {len(self.files)} training files; "
+            "first errors: " + "; ".join(errors[:3])
+        )
 
     @property
     def skipped(self) -> int:
@@ -282,7 +295,7 @@ class FolderTrain(Dataset):
         h, w = image.shape[:2]
         top, left = int(rng.integers(0, h - r + 1)), int(rng.integers(0, w - r + 1))
         flip = rng.random() < 0.5  # drawn even without flips: crops do not depend on hflip
-        crop = image[top:top + r, left:left + r]
+        crop = image[top : top + r, left : left + r]
         return crop[:, ::-1] if self.hflip and flip else crop
 
 
@@ -300,14 +313,23 @@ class FolderEval(Dataset):
         image = resize_shorter_side(decode_image(self.folder / self.files[i]), r)
         h, w = image.shape[:2]
         top, left = (h - r) // 2, (w - r) // 2
-        return to_tensor(image[top:top + r, left:left + r])
+        return to_tensor(image[top : top + r, left : left + r])
 
 
 # --------------------------------------------------------------------------------------------
 # samples: the photographs inside scikit-image
 # --------------------------------------------------------------------------------------------
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-                 "immunohistochemistry", "retina", "motorcycle_left", "motorcycle_right")
+SAMPLE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle_left",
+    "motorcycle_right",
+)
 SAMPLE_HOLDOUT = 0.25
 SAMPLE_MAX_ZOOM_OUT = 4
 _SAMPLES_WHERE = "the scikit-image sample photos"
@@ -323,8 +345,7 @@ def sample_photos() -> dict[str, np.ndarray]:
     photos["motorcycle_left"], photos["motorcycle_right"], _ = skimage.data.stereo_motorcycle()
     for name, photo in photos.items():
         if photo.dtype != np.uint8 or photo.ndim != 3 or photo.shape[2] != 3:
-            raise DataError(f"{_SAMPLES_WHERE}: {name} is not an RGB uint8 photo "
-                            f"({photo.dtype}, {photo.shape})")
+            raise DataError(f"{_SAMPLES_WHERE}: {name} is not an RGB uint8 photo ({photo.dtype}, {photo.shape})")
         photo.setflags(write=False)
     return {name: photos[name] for name in SAMPLE_PHOTOS}
 
@@ -366,7 +387,7 @@ def _crop_sizes(region: Region, resolution: int) -> tuple[int, int]:
 
 def render(crop: Crop, resolution: int) -> torch.Tensor:
     """The pixels of ``crop`` resized to resolution x resolution, as a tensor in [-1, 1]."""
-    pixels = sample_photos()[crop.photo][crop.top:crop.top + crop.size, crop.left:crop.left + crop.size]
+    pixels = sample_photos()[crop.photo][crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
     pixels = resize(pixels, resolution, resolution)
     return to_tensor(pixels[:, ::-1] if crop.flip else pixels)
 
@@ -409,9 +430,11 @@ def eval_crops(resolution: int) -> tuple[Crop, ...]:
         per_size, k, size = [], 0, lo
         while size <= hi:
             stride = max(1, size // 2)
-            grid = [Crop(name, region.top + t, region.left + l, size)
-                    for t in range(0, region.height - size + 1, stride)
-                    for l in range(0, region.width - size + 1, stride)]
+            grid = [
+                Crop(name, region.top + t, region.left + l, size)
+                for t in range(0, region.height - size + 1, stride)
+                for l in range(0, region.width - size + 1, stride)
+            ]
             shuffle = _rng(p, _EVAL_GRID_STREAM, k).permutation(len(grid))
             per_size.append([grid[j] for j in shuffle])
             k += 1
@@ -470,14 +493,18 @@ def eval_set(cfg: DataConfig, resolution: int, num_images: int) -> Dataset:
     if cfg.kind == "folder":
         folder, _, heldout = _split(cfg, resolution)
         if num_images > len(heldout):
-            raise DataError(f"{folder}: {len(heldout)} images are held out "
-                            f"(val_fraction={cfg.val_fraction}); asked to evaluate {num_images}")
+            raise DataError(
+                f"{folder}: {len(heldout)} images are held out "
+                f"(val_fraction={cfg.val_fraction}); asked to evaluate {num_images}"
+            )
         return FolderEval(folder, heldout[:num_images], resolution)
     check_resolution(resolution, _SAMPLES_WHERE)
     crops = eval_crops(resolution)
     if num_images > len(crops):
-        raise DataError(f"{_SAMPLES_WHERE}: their held-out strips give {len(crops)} distinct "
-                        f"{resolution}x{resolution} crops; asked to evaluate {num_images}")
+        raise DataError(
+            f"{_SAMPLES_WHERE}: their held-out strips give {len(crops)} distinct "
+            f"{resolution}x{resolution} crops; asked to evaluate {num_images}"
+        )
     return SampleEval(crops[:num_images], resolution)
 
 
@@ -490,10 +517,14 @@ def dataset_fingerprint(cfg: DataConfig, resolution: int) -> str:
     if cfg.kind == "folder":
         folder, _, heldout = _split(cfg, resolution)
         names = hashlib.sha256("\n".join(heldout).encode("utf-8")).hexdigest()[:16]
-        return (f"data-v{_FORMAT} folder name={cfg.name} split=sha256(relpath)<{cfg.val_fraction!r} "
-                f"heldout={len(heldout)} files sha256={names} order=split-hash "
-                f"crop=shorter-side-bicubic+center resolution={resolution}")
+        return (
+            f"data-v{_FORMAT} folder name={cfg.name} split=sha256(relpath)<{cfg.val_fraction!r} "
+            f"heldout={len(heldout)} files sha256={names} order=split-hash "
+            f"crop=shorter-side-bicubic+center resolution={resolution}"
+        )
     check_resolution(resolution, _SAMPLES_WHERE)
-    return (f"data-v{_FORMAT} samples photos={','.join(SAMPLE_PHOTOS)} sha256={_photos_digest()} "
-            f"heldout=right-{SAMPLE_HOLDOUT!r}-of-width crop=grid(stride=s/2,s=min(R,m)*2^(k/2)"
-            f"<=min(m,{SAMPLE_MAX_ZOOM_OUT}R))+bicubic resolution={resolution}")
+    return (
+        f"data-v{_FORMAT} samples photos={','.join(SAMPLE_PHOTOS)} sha256={_photos_digest()} "
+        f"heldout=right-{SAMPLE_HOLDOUT!r}-of-width crop=grid(stride=s/2,s=min(R,m)*2^(k/2)"
+        f"<=min(m,{SAMPLE_MAX_ZOOM_OUT}R))+bicubic resolution={resolution}"
+    )

@@ -11,6 +11,7 @@ no warm-up or bias correction). Buffers (none in our autoencoders, which use Gro
 from the model, not averaged, as running statistics are already averages. The copy has no
 gradients, is in eval mode, and lives on the model's device. Under DDP, pass the unwrapped module.
 """
+
 from __future__ import annotations
 
 import copy

@@ -13,6 +13,7 @@ first ``eval.num_images`` files in the order of their path's sha256 (a stable, u
 subset; ``all`` takes every file). Asking for more images than the set holds is a ``DataError``
 naming both numbers, raised before any training step (``check_size``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,11 +54,19 @@ def resolve_count(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
     if ev.num_images == "all":
         return size
     if ev.num_images > size:
-        where = _where(ev) if ev.path else (
-            f"the held-out split of {data.path} (data.val_fraction={data.val_fraction})"
-            if data.kind == "folder" else f"the held-out strips of {D._SAMPLES_WHERE}")
-        raise D.DataError(f"eval.num_images is {ev.num_images} but {where} holds {size} images "
-                          f"at {resolution}x{resolution}; lower eval.num_images or use 'all'")
+        where = (
+            _where(ev)
+            if ev.path
+            else (
+                f"the held-out split of {data.path} (data.val_fraction={data.val_fraction})"
+                if data.kind == "folder"
+                else f"the held-out strips of {D._SAMPLES_WHERE}"
+            )
+        )
+        raise D.DataError(
+            f"eval.num_images is {ev.num_images} but {where} holds {size} images "
+            f"at {resolution}x{resolution}; lower eval.num_images or use 'all'"
+        )
     return int(ev.num_images)
 
 
@@ -82,9 +91,11 @@ def fingerprint(data: DataConfig, ev: EvalConfig, resolution: int) -> str:
         return D.dataset_fingerprint(data, resolution)
     files = _files(ev)
     digest = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()[:16]
-    return (f"eval-v{_FORMAT} folder name={ev.name} split={'list' if ev.list else 'all files'} "
-            f"files={len(files)} sha256={digest} order=split-hash "
-            f"crop=shorter-side-bicubic+center resolution={resolution}")
+    return (
+        f"eval-v{_FORMAT} folder name={ev.name} split={'list' if ev.list else 'all files'} "
+        f"files={len(files)} sha256={digest} order=split-hash "
+        f"crop=shorter-side-bicubic+center resolution={resolution}"
+    )
 
 
 def describe(data: DataConfig, ev: EvalConfig) -> dict[str, str | None]:

@@ -14,6 +14,7 @@ study/measure/metrics.py; docs/evaluation.md states the whole protocol.
 Metrics whose weights are missing or corrupt are recorded in ``unavailable`` with the reason,
 never as numbers; the others still run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from study import config as C
 from study import store
+from study.measure import latent_stats as LS
 from study.measure import metrics as M
 from study.measure import weights as W
-from study.training.data import dataset_fingerprint, eval_set
+from study.training import eval_data as E
 from study.training.loop import MissingCheckpoint, load_trained
 
 PROTOCOL_VERSION = 1
@@ -61,22 +63,31 @@ def eval_resolution(cfg: C.ExperimentConfig) -> int:
 def protocol(cfg: C.ExperimentConfig, *, fingerprint: str | None = None) -> dict[str, Any]:
     """The evaluation protocol of ``cfg`` as plain JSON data (its hash is ``protocol_id``).
 
-    ``fingerprint`` stands in for ``study.training.data.dataset_fingerprint`` when the images
+    ``fingerprint`` stands in for ``study.training.eval_data.fingerprint`` when the images
     come from elsewhere (``evaluate(dataset=...)``)."""
     ev, data = cfg.eval, cfg.data
     resolution = eval_resolution(cfg)
     if fingerprint is None:
-        fingerprint = dataset_fingerprint(data, resolution)
+        fingerprint = E.fingerprint(data, ev, resolution)
+    dataset: dict[str, Any] = {
+        "kind": data.kind,
+        "name": data.name,
+        "split": "held-out",
+        "val_fraction": data.val_fraction if data.kind == "folder" else None,
+        "fingerprint": fingerprint,
+    }
+    if ev.path:  # a set apart from the training data (study/training/eval_data.py)
+        dataset = {"kind": "folder", **E.describe(data, ev), "fingerprint": fingerprint}
+    folder = data.kind == "folder" or bool(ev.path)
     p: dict[str, Any] = {
         "version": PROTOCOL_VERSION,
-        "dataset": {"kind": data.kind, "name": data.name, "split": "held-out",
-                    "val_fraction": data.val_fraction if data.kind == "folder" else None,
-                    "fingerprint": fingerprint},
+        "dataset": dataset,
         "num_images": ev.num_images,
         "resolution": resolution,
-        "resize": "shorter side to the resolution, PIL bicubic" if data.kind == "folder"
-                  else "square grid crops resized to the resolution, PIL bicubic",
-        "crop": "center" if data.kind == "folder" else "held-out grid (see dataset.fingerprint)",
+        "resize": "shorter side to the resolution, PIL bicubic"
+        if folder
+        else "square grid crops resized to the resolution, PIL bicubic",
+        "crop": "center" if folder else "held-out grid (see dataset.fingerprint)",
         "quantisation": "uint8 round((clamp(x,-1,1)+1)*127.5), originals and reconstructions",
         "posterior": ev.posterior,
         "metrics": sorted(ev.metrics),
@@ -84,6 +95,16 @@ def protocol(cfg: C.ExperimentConfig, *, fingerprint: str | None = None) -> dict
     }
     if ev.posterior == "sample":
         p["sample_seed"] = SAMPLE_SEED
+    if ev.weights == "ema":  # only then, so the ids of protocols before the field stay the same
+        p["weights"] = "ema"
+    if ev.latent_stats:  # only then, so the ids of protocols without Table 6 stay the same
+        p["latent_stats"] = {
+            "latents": "posterior mean, unscaled",
+            "mmd_samples": ev.mmd_samples,
+            "mmd_repeats": ev.mmd_repeats,
+            "mmd_bandwidths": list(ev.mmd_bandwidths),
+            "mmd": "unbiased MMD^2, RBF exp(-d^2/(2h^2)), vs N(0, I), seed 0",
+        }
     _add_metric_definitions(p, ev)
     return p
 
@@ -93,26 +114,37 @@ def _add_metric_definitions(p: dict[str, Any], ev: C.EvalConfig) -> None:
     versions of the packages that compute it."""
     metrics = p["metrics"]
     if "rfid" in metrics:
-        p["rfid"] = {"extractor": f"torch-fidelity {M.FID_EXTRACTOR}", "features": f"pool3 ({M.FID_LAYER})",
-                     "weights_sha256": W.expected_sha256("inception"),
-                     "statistics": "float64 mean and unbiased covariance; all originals vs all "
-                                   "reconstructions"}
+        p["rfid"] = {
+            "extractor": f"torch-fidelity {M.FID_EXTRACTOR}",
+            "features": f"pool3 ({M.FID_LAYER})",
+            "weights_sha256": W.expected_sha256("inception"),
+            "statistics": "float64 mean and unbiased covariance; all originals vs all reconstructions",
+        }
         p["versions"]["torch-fidelity"] = _version("torch-fidelity")
     if "lpips" in metrics:
         backbone = W.LPIPS_BACKBONES[ev.lpips_net]
         linear = W.lpips_linear_path(ev.lpips_net)
-        p["lpips"] = {"net": ev.lpips_net, "version": "0.1",
-                      "backbone_sha256": W.expected_sha256(backbone),
-                      "linear_sha256": W.sha256_file(linear) if linear.is_file() else None,
-                      "input": "uint8-quantised images scaled to [-1, 1]", "reduce": "mean over images"}
+        p["lpips"] = {
+            "net": ev.lpips_net,
+            "version": "0.1",
+            "backbone_sha256": W.expected_sha256(backbone),
+            "linear_sha256": W.sha256_file(linear) if linear.is_file() else None,
+            "input": "uint8-quantised images scaled to [-1, 1]",
+            "reduce": "mean over images",
+        }
         p["versions"]["lpips"] = _version("lpips")
         p["versions"]["torchvision"] = _version("torchvision")
     if "psnr" in metrics:
         p["psnr"] = "uint8 [0, 255]; per image 10*log10(255^2/MSE over CxHxW); mean over images"
     if "ssim" in metrics:
-        p["ssim"] = {"window": f"gaussian {M.SSIM_WINDOW}x{M.SSIM_WINDOW} sigma {M.SSIM_SIGMA}",
-                     "k1": M.SSIM_K1, "k2": M.SSIM_K2, "data_range": 255, "covariance": "population",
-                     "reduce": "mean over valid window positions, channels, images"}
+        p["ssim"] = {
+            "window": f"gaussian {M.SSIM_WINDOW}x{M.SSIM_WINDOW} sigma {M.SSIM_SIGMA}",
+            "k1": M.SSIM_K1,
+            "k2": M.SSIM_K2,
+            "data_range": 255,
+            "covariance": "population",
+            "reduce": "mean over valid window positions, channels, images",
+        }
 
 
 def _hash(obj: Any) -> str:
@@ -170,8 +202,9 @@ class _Instruments:
     missing_weights: list[str] = field(default_factory=list)
 
 
-def _instruments(ev: C.EvalConfig, p: dict[str, Any], n: int, device: torch.device,
-                 weights_dir: str | Path | None, cache_dir: Path) -> _Instruments:
+def _instruments(
+    ev: C.EvalConfig, p: dict[str, Any], n: int, device: torch.device, weights_dir: str | Path | None, cache_dir: Path
+) -> _Instruments:
     inst = _Instruments()
     if "rfid" in ev.metrics:
         if n < 2:
@@ -248,12 +281,15 @@ def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def _reconstruct(autoencoder: torch.nn.Module, x: Tensor,
-                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _reconstruct(
+    autoencoder: torch.nn.Module, x: Tensor, generator: torch.Generator | None, latents: list[Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """(originals, reconstructions) as uint8: the posterior mean decoded, or a sample drawn
-    from ``generator``."""
+    from ``generator``; the posterior means are appended to ``latents`` (Table 6) if given."""
     ae: Any = autoencoder  # study.models.autoencoder.Autoencoder: encode, decode
     posterior = ae.encode(x)
+    if latents is not None:
+        latents.append(posterior.mode().float().cpu())
     z = posterior.mode() if generator is None else posterior.sample(generator)
     return M.to_uint8(x), M.to_uint8(ae.decode(z))
 
@@ -285,16 +321,25 @@ def _still_unavailable(record: dict[str, Any], directory: Any) -> bool:
     return True
 
 
-def evaluate(autoencoder: torch.nn.Module, cfg: C.ExperimentConfig, run_folder: str | Path,
-             device: Any = "cpu", progress: bool = True, *, force: bool = False,
-             dataset: Dataset | None = None, weights_dir: str | Path | None = None,
-             cache_dir: str | Path | None = None, num_workers: int | None = None) -> dict[str, Any]:
+def evaluate(
+    autoencoder: torch.nn.Module,
+    cfg: C.ExperimentConfig,
+    run_folder: str | Path,
+    device: Any = "cpu",
+    progress: bool = True,
+    *,
+    force: bool = False,
+    dataset: Dataset | None = None,
+    weights_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    num_workers: int | None = None,
+) -> dict[str, Any]:
     """Evaluate ``autoencoder`` on the eval set of ``cfg`` under ``protocol(cfg)`` and write the
     record to ``run_folder/eval/<protocol_id>.json``.
 
     An existing record of the same protocol id is returned as is (``force`` recomputes), unless
     it lacks a metric whose weights have been staged since. ``dataset`` replaces
-    ``study.training.data.eval_set`` (float 3 x H x W in [-1, 1]; its pixels are hashed into the
+    ``study.training.eval_data.evaluation_set`` (float 3 x H x W in [-1, 1]; its pixels are hashed into the
     protocol). ``cache_dir`` holds the originals' Inception statistics (default
     ``<results>/cache/fid_ref``, where ``<results>`` is the parent of the ``runs`` folder). The
     returned dict is the record plus ``"reused": bool`` (not stored)."""
@@ -303,37 +348,57 @@ def evaluate(autoencoder: torch.nn.Module, cfg: C.ExperimentConfig, run_folder: 
     p = protocol(cfg, fingerprint=_content_fingerprint(dataset) if dataset is not None else None)
     pid = protocol_id(p)
     existing = store.read_evals(run_folder).get(pid)
-    if (existing is not None and not force and existing.get("protocol") == p
-            and _still_unavailable(existing, weights_dir)):
+    if (
+        existing is not None
+        and not force
+        and existing.get("protocol") == p
+        and _still_unavailable(existing, weights_dir)
+    ):
         return {**existing, "reused": True}
 
     if dataset is None:
-        dataset = eval_set(cfg.data, eval_resolution(cfg), ev.num_images)
+        dataset = E.evaluation_set(cfg.data, ev, eval_resolution(cfg))
     n = len(dataset)  # type: ignore[arg-type]
     cache = Path(cache_dir) if cache_dir else run_folder.parent.parent / "cache" / "fid_ref"
     inst = _instruments(ev, p, n, device, weights_dir, cache)
     if num_workers is None:
         num_workers = min(cfg.train.num_workers, os.cpu_count() or 1) if device.type == "cuda" else 0
-    loader = DataLoader(dataset, batch_size=ev.batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_size=ev.batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
     generator = torch.Generator(device).manual_seed(SAMPLE_SEED) if ev.posterior == "sample" else None
 
     tally = _Tally(ev.metrics, inst)
+    latents: list[Tensor] | None = [] if ev.latent_stats else None
     with _eval_mode(autoencoder), torch.no_grad():
         for x in M.with_progress(loader, n, progress, f"eval {run_folder.name}"):
-            tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator))
+            tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator, latents))
     results = tally.means()
+    latent_details: dict[str, Any] | None = None
+    if latents is not None:  # Table 6
+        latent_metrics, latent_details = LS.table6_summary(
+            torch.cat(latents), ev.mmd_bandwidths, ev.mmd_repeats, ev.mmd_samples
+        )
+        results.update(latent_metrics)
     rfid, reference_cache = tally.rfid(n)
     if rfid is not None:
         results["rfid"] = rfid
 
     record = {
-        "protocol_id": pid, "protocol": p,
+        "protocol_id": pid,
+        "protocol": p,
         "metrics": {k: results[k] for k in sorted(results)},
-        "unavailable": inst.unavailable, "missing_weights": inst.missing_weights,
-        "num_images": n, "created": time.time(), "seconds": round(time.time() - start, 3),
-        "device": str(device), "batch_size": ev.batch_size, "reference_cache": reference_cache,
+        "unavailable": inst.unavailable,
+        "missing_weights": inst.missing_weights,
+        "num_images": n,
+        "created": time.time(),
+        "seconds": round(time.time() - start, 3),
+        "device": str(device),
+        "batch_size": ev.batch_size,
+        "reference_cache": reference_cache,
     }
+    if latent_details is not None:
+        record["latent_stats"] = latent_details
     store.write_eval(run_folder, pid, record)
     return {**record, "reused": False}
 
@@ -355,16 +420,22 @@ def parse_protocol_overrides(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         key = key if key.startswith("eval.") else f"eval.{key}"
         if key not in keys:
-            raise C.ConfigError(f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys))
-                                + C.suggest(key, keys))
+            raise C.ConfigError(f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys)) + C.suggest(key, keys))
         out[key] = yaml.safe_load(raw)
     return out
 
 
-def evaluate_study(variants: list[Any], root: Path, *, overrides: dict[str, Any] | None = None,
-                   device: Any = None, force: bool = False, progress: bool = True,
-                   load: Loader | None = None,
-                   echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def evaluate_study(
+    variants: list[Any],
+    root: Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    device: Any = None,
+    force: bool = False,
+    progress: bool = True,
+    load: Loader | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate every completed run of ``variants`` (objects with ``run_id``, ``name``, ``config``)
     under its config's eval section with ``overrides`` applied; one summary row per variant.
     Runs that are not completed are skipped (a half-trained model must not get a record that a
@@ -381,7 +452,7 @@ def evaluate_study(variants: list[Any], root: Path, *, overrides: dict[str, Any]
         cfg = C.validate(C.apply_overrides(v.config, overrides or {}))
         if not store.is_done(folder):
             rows.append(row | {"state": "skipped", "reason": "run not completed"})
-        elif cfg.train.steps == 0:
+        elif cfg.train.steps == 0 and not cfg.model.init:
             rows.append(row | {"state": "skipped", "reason": "nothing trained (train.steps 0)"})
         else:
             try:
@@ -390,9 +461,15 @@ def evaluate_study(variants: list[Any], root: Path, *, overrides: dict[str, Any]
                 rows.append(row | {"state": "failed", "reason": str(e)})
             else:
                 record = evaluate(autoencoder, cfg, folder, device, progress=progress, force=force)
-                rows.append(row | {"state": "reused" if record["reused"] else "evaluated",
-                                   "protocol_id": record["protocol_id"], "metrics": record["metrics"],
-                                   "unavailable": record["unavailable"]})
+                rows.append(
+                    row
+                    | {
+                        "state": "reused" if record["reused"] else "evaluated",
+                        "protocol_id": record["protocol_id"],
+                        "metrics": record["metrics"],
+                        "unavailable": record["unavailable"],
+                    }
+                )
         if echo:
             echo(format_row(rows[-1]))
     return rows

@@ -34,6 +34,7 @@ offline). The details the paper's text leaves open follow the authors' released 
   1e-2; LiteVAE's Table 15 gives no weight. The proposed default ``loss.ldl_weight`` is 1.0,
   relative to our L1 weight of 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,19 +59,24 @@ def local_variance(r: Tensor, window: int = LDL_WINDOW) -> Tensor:
     pixel, reflect-padded at the border: N x 1 x H x W."""
     pad = (window - 1) // 2
     if window % 2 != 1 or min(r.shape[-2:]) <= pad:
-        raise LDLError(f"window {window} must be odd with (window - 1) / 2 < H and W (reflect padding); "
-                       f"got an image of {tuple(r.shape[-2:])}")
+        raise LDLError(
+            f"window {window} must be odd with (window - 1) / 2 < H and W (reflect padding); "
+            f"got an image of {tuple(r.shape[-2:])}"
+        )
     patches = F.pad(r, (pad, pad, pad, pad), mode="reflect").unfold(2, window, 1).unfold(3, window, 1)
     return patches.var(dim=(-2, -1), unbiased=True)
 
 
 @torch.no_grad()
-def artifact_map(x: Tensor, x_hat: Tensor, x_hat_ema: Tensor, window: int = LDL_WINDOW,
-                 alpha: float = LDL_ALPHA) -> Tensor:
+def artifact_map(
+    x: Tensor, x_hat: Tensor, x_hat_ema: Tensor, window: int = LDL_WINDOW, alpha: float = LDL_ALPHA
+) -> Tensor:
     """M_refine (N x 1 x H x W, detached): delta * local variance of R, zero where R < R_ema."""
     if not (x.shape == x_hat.shape == x_hat_ema.shape) or x.ndim != 4:
-        raise LDLError(f"x, x_hat, x_hat_ema must be N x C x H x W of one shape, got "
-                       f"{tuple(x.shape)}, {tuple(x_hat.shape)}, {tuple(x_hat_ema.shape)}")
+        raise LDLError(
+            f"x, x_hat, x_hat_ema must be N x C x H x W of one shape, got "
+            f"{tuple(x.shape)}, {tuple(x_hat.shape)}, {tuple(x_hat_ema.shape)}"
+        )
     x, x_hat, x_hat_ema = x.float(), x_hat.float(), x_hat_ema.float()
     r, r_ema = residual_map(x, x_hat), residual_map(x, x_hat_ema)
     delta = r.var(dim=(1, 2, 3), unbiased=True, keepdim=True) ** (1.0 / alpha)
@@ -78,8 +84,7 @@ def artifact_map(x: Tensor, x_hat: Tensor, x_hat_ema: Tensor, window: int = LDL_
     return torch.where(r < r_ema, torch.zeros_like(m), m)
 
 
-def ldl_loss(x: Tensor, x_hat: Tensor, x_hat_ema: Tensor, window: int = LDL_WINDOW,
-             alpha: float = LDL_ALPHA) -> Tensor:
+def ldl_loss(x: Tensor, x_hat: Tensor, x_hat_ema: Tensor, window: int = LDL_WINDOW, alpha: float = LDL_ALPHA) -> Tensor:
     """L_artif = mean over N, C, H, W of |M_refine * x - M_refine * x_hat| (float32, autocast off);
     ``x_hat_ema`` is the EMA autoencoder's reconstruction of ``x`` (computed without gradients)."""
     with torch.autocast(device_type=x.device.type, enabled=False):

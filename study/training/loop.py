@@ -12,6 +12,7 @@ LPIPS + KL + adversarial (Eq. 1) with a constant adversarial weight (Table 8) an
 discriminator (Table 10), the high-frequency losses of Table 9, optional low-resolution
 pretraining stages (Table 5).
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,12 +32,17 @@ from tqdm import tqdm
 from study import config as C
 from study import store
 from study.measure import metrics
-from study.training import losses
-from study.training.data import eval_set, train_set
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
+from study.training import losses
+from study.training.data import eval_set, train_set
+from study.training.ema import EMA
 
 CHECKPOINT = "checkpoints/last.pt"
+
+
+class MissingEMA(RuntimeError):
+    """EMA weights asked for (LDL, resume, ``eval.weights: ema``) where there are none."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -98,8 +104,7 @@ def _sample_seed(seed: int, step: int, index: int, stream: int) -> int:
     return (seed * 1_000_003 + step * 7919 + index * 104_729 + stream * 15_485_863) % (2**63 - 1)
 
 
-def posterior_noise(seed: int, step: int, indices: range, shape: tuple[int, ...],
-                    device: torch.device) -> torch.Tensor:
+def posterior_noise(seed: int, step: int, indices: range, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Per-sample standard normal noise, a pure function of (seed, step, global sample index)."""
     out = []
     for i in indices:
@@ -149,14 +154,22 @@ def _unwrap(m: nn.Module) -> nn.Module:
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 
-def save_checkpoint(folder: Path, step: int, ae: nn.Module, disc: nn.Module | None,
-                    opt_ae: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None) -> None:
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    ae: nn.Module,
+    disc: nn.Module | None,
+    opt_ae: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
+    ema: EMA | None = None,
+) -> None:
     state = {
         "step": step,
         "autoencoder": _unwrap(ae).state_dict(),
         "discriminator": _unwrap(disc).state_dict() if disc is not None else None,
         "opt_autoencoder": opt_ae.state_dict(),
         "opt_discriminator": opt_d.state_dict() if opt_d is not None else None,
+        "ema": ema.state_dict() if ema is not None else None,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "data_position": step,  # the batch stream is indexed by step
@@ -182,8 +195,9 @@ def _validation_set(data: C.DataConfig, resolution: int, num_images: int):
 
 
 @torch.no_grad()
-def validate_psnr(model: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device,
-                  num_images: int) -> float:
+def validate_psnr(
+    model: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device, num_images: int
+) -> float:
     """PSNR (dB; study.measure.metrics.psnr: uint8-quantised, per image, then averaged) of
     posterior-mean reconstructions of held-out crops."""
     ae: Any = _unwrap(model)  # study.models.autoencoder.Autoencoder: encode, decode
@@ -202,14 +216,39 @@ def validate_psnr(model: nn.Module, cfg: C.ExperimentConfig, resolution: int, de
 # --------------------------------------------------------------------------------------------
 # the steps
 # --------------------------------------------------------------------------------------------
-def resume(folder: Path, ae: nn.Module, disc: nn.Module | None, opt_ae: torch.optim.Optimizer,
-           opt_d: torch.optim.Optimizer | None) -> int:
-    """Load the run's last checkpoint into the networks, the optimisers and the RNGs; the step
-    to continue from (0 without a checkpoint)."""
+def load_perceptual(cfg: C.LossConfig, device: torch.device) -> nn.Module | None:
+    """The frozen network of the perceptual term (``loss.perceptual``; none when its weight is
+    0): LPIPS-VGG or ESRGAN's VGG19 (Table 14). Raises MissingWeightsError, naming ``weights
+    fetch``, when its weights are not in the cache: called before the first step."""
+    if cfg.lpips_weight <= 0:
+        return None
+    if cfg.perceptual == "esrgan":
+        from study.training.perceptual import load_esrgan_vgg
+
+        return load_esrgan_vgg(device)
+    from study.measure.weights import load_lpips
+
+    return load_lpips("vgg", device)
+
+
+def resume(
+    folder: Path,
+    ae: nn.Module,
+    disc: nn.Module | None,
+    opt_ae: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
+    ema: EMA | None = None,
+) -> int:
+    """Load the run's last checkpoint into the networks, the optimisers, the EMA and the RNGs;
+    the step to continue from (0 without a checkpoint)."""
     state = load_checkpoint(folder)
     if state is None:
         return 0
     ae.load_state_dict(state["autoencoder"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise MissingEMA(f"{folder / CHECKPOINT} has no EMA weights to resume train.ema_decay from")
+        ema.load_state_dict(state["ema"])
     if disc is not None and opt_d is not None:
         disc.load_state_dict(state["discriminator"])
         opt_d.load_state_dict(state["opt_discriminator"])
@@ -230,23 +269,48 @@ def _distribute(model: nn.Module, disc: nn.Module | None, ctx: Context) -> tuple
     return model, disc
 
 
-def autoencoder_step(cfg: C.ExperimentConfig, model: nn.Module, disc: nn.Module | None,
-                     opt_ae: torch.optim.Optimizer, x: torch.Tensor, noise: torch.Tensor, *, step: int,
-                     perceptual: nn.Module | None, last_layer: torch.Tensor,
-                     bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def autoencoder_step(
+    cfg: C.ExperimentConfig,
+    model: nn.Module,
+    disc: nn.Module | None,
+    opt_ae: torch.optim.Optimizer,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    step: int,
+    perceptual: nn.Module | None,
+    last_layer: torch.Tensor,
+    bf16: bool = False,
+    ema: EMA | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """One update of the autoencoder on Eq. 1's loss; the discriminator (when on at ``step``)
     judges the reconstructions frozen and unwrapped, so it takes no gradient and no DDP
-    reduction. Returns (reconstructions, total loss, the loss terms)."""
+    reduction. With LDL on (Table 15), the EMA model reconstructs ``x`` from the same posterior
+    noise without gradients. Returns (reconstructions, total loss, the loss terms)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         x_hat, posterior = model(x, noise)
+        x_hat_ema = None
+        if cfg.loss.ldl_weight > 0:
+            if ema is None:
+                raise MissingEMA("loss.ldl_weight > 0 needs the EMA model (train.ema_decay > 0)")
+            with torch.no_grad():
+                x_hat_ema, _ = Reconstruct(ema.module)(x, noise)
         fake_logits = None
         if disc is not None and step >= cfg.loss.discriminator_start:
             judge = _unwrap(disc)
             judge.requires_grad_(False)
             fake_logits = judge(x_hat)
         total_loss, terms = losses.autoencoder_loss(
-            cfg.loss, x, x_hat, posterior, fake_logits=fake_logits, lpips_model=perceptual,
-            last_layer=last_layer, step=step)
+            cfg.loss,
+            x,
+            x_hat,
+            posterior,
+            fake_logits=fake_logits,
+            lpips_model=perceptual,
+            last_layer=last_layer,
+            step=step,
+            x_hat_ema=x_hat_ema,
+        )
     if not torch.isfinite(total_loss):
         raise NonFiniteLoss(f"non-finite loss at step {step}")
     opt_ae.zero_grad(set_to_none=True)
@@ -264,9 +328,16 @@ class DiscriminatorStep:
     fake_logits: list[torch.Tensor]
 
 
-def discriminator_step(cfg: C.LossConfig, disc: nn.Module, opt_d: torch.optim.Optimizer,
-                       x: torch.Tensor, x_hat: torch.Tensor, *, step: int,
-                       bf16: bool = False) -> DiscriminatorStep:
+def discriminator_step(
+    cfg: C.LossConfig,
+    disc: nn.Module,
+    opt_d: torch.optim.Optimizer,
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    *,
+    step: int,
+    bf16: bool = False,
+) -> DiscriminatorStep:
     """One update of the discriminator, as LDM makes it: the real images and the (detached)
     reconstructions go through it in separate forward passes, so no batch statistic (PatchGAN's
     BatchNorm in train mode, the StyleGAN discriminator's minibatch standard deviation) mixes
@@ -283,25 +354,35 @@ def discriminator_step(cfg: C.LossConfig, disc: nn.Module, opt_d: torch.optim.Op
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    return DiscriminatorStep(loss.detach(), [t.detach() for t in real_logits],
-                             [t.detach() for t in fake_logits])
+    return DiscriminatorStep(loss.detach(), [t.detach() for t in real_logits], [t.detach() for t in fake_logits])
 
 
-def _log(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, loss: torch.Tensor,
-         terms: dict[str, Any], rate: float, bar: tqdm) -> None:
+def _log(
+    cfg: C.ExperimentConfig,
+    folder: Path,
+    ctx: Context,
+    step: int,
+    loss: torch.Tensor,
+    terms: dict[str, Any],
+    rate: float,
+    bar: tqdm,
+) -> None:
     """The step's losses (the global batch's mean under DDP) to metrics.jsonl and the status."""
     logged = {"loss": loss.detach(), **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
     if ctx.world > 1:  # the global batch's mean, as one process would log it
         values = torch.stack([v.float().reshape(()) for v in logged.values()])
         dist.all_reduce(values)
         logged = dict(zip(logged, values / ctx.world))
-    record = {"step": step, "images_per_s": rate, "resolution": stage_at(cfg, step - 1).resolution,
-              **{k: float(v) for k, v in logged.items()}}
+    record = {
+        "step": step,
+        "images_per_s": rate,
+        "resolution": stage_at(cfg, step - 1).resolution,
+        **{k: float(v) for k, v in logged.items()},
+    }
     bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.1f}")
     if ctx.main:
         store.append_jsonl(folder / "metrics.jsonl", record)
-        store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"],
-                            heartbeat=time.time())
+        store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"], heartbeat=time.time())
 
 
 def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
@@ -317,9 +398,14 @@ def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
-def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
-          stop: threading.Event | None = None, progress: bool = True,
-          max_steps: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: C.ExperimentConfig,
+    folder: Path,
+    ctx: Context | None = None,
+    stop: threading.Event | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     """Train (or resume) the run in ``folder`` to cfg.train.steps; returns a summary.
 
     ``stop`` set from another thread (preemption) makes the loop write a checkpoint at the next
@@ -331,19 +417,21 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     bf16 = use_bf16(cfg, device)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
-    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device, memory_format=fmt)
+    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device).to(memory_format=fmt)
     disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
-    disc = disc.to(device, memory_format=fmt) if disc is not None else None
-    perceptual = None
-    if cfg.loss.lpips_weight > 0:
-        from study.measure.weights import load_lpips  # fails before the first step when weights are missing
-        perceptual = load_lpips("vgg", device)
+    disc = disc.to(device).to(memory_format=fmt) if disc is not None else None
+    perceptual = load_perceptual(cfg.loss, device)
     betas = (cfg.train.betas[0], cfg.train.betas[1])
     opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=betas)
-    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas)
-             if disc is not None else None)
+    opt_d = (
+        torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas) if disc is not None else None
+    )
 
-    step = resume(folder, ae, disc, opt_ae, opt_d)
+    if cfg.model.init and not (folder / CHECKPOINT).exists():  # a pretrained start; resume wins
+        _initialise(ae, cfg, folder if ctx.main else None)
+    # The EMA starts from the (initialised) autoencoder, before resume restores both.
+    ema = EMA(ae, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    step = resume(folder, ae, disc, opt_ae, opt_d, ema)
     if ctx.main:
         store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
     model, disc = _distribute(Reconstruct(ae), disc, ctx)
@@ -351,21 +439,40 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
     stream = BatchStream(cfg, ctx)
     total = cfg.train.steps
     end = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name,
-               mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        disable=not (progress and ctx.main),
+        desc=folder.name,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     tic, seen = time.perf_counter(), 0
     summary: dict[str, Any] = {"resumed_from": step}
     model.train()
     while step < end:
         if stop is not None and stop.is_set():
             if ctx.main:
-                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d)
+                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema)
             raise Preempted(f"checkpointed at step {step} on request")
         x = stream.batch(step).to(device, memory_format=fmt)
         latent = (cfg.model.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
         noise = posterior_noise(cfg.seed, step, stream.indices(step), latent, device)
-        x_hat, total_loss, terms = autoencoder_step(cfg, model, disc, opt_ae, x, noise, step=step,
-                                                    perceptual=perceptual, last_layer=ae.last_layer, bf16=bf16)
+        x_hat, total_loss, terms = autoencoder_step(
+            cfg,
+            model,
+            disc,
+            opt_ae,
+            x,
+            noise,
+            step=step,
+            perceptual=perceptual,
+            last_layer=ae.last_layer,
+            bf16=bf16,
+            ema=ema,
+        )
+        if ema is not None:  # on every rank: the ranks' weights are equal after the step
+            ema.update(ae)
         if disc is not None and opt_d is not None and step >= cfg.loss.discriminator_start:
             terms["discriminator"] = discriminator_step(cfg.loss, disc, opt_d, x, x_hat, step=step, bf16=bf16).loss
         step += 1
@@ -380,7 +487,7 @@ def train(cfg: C.ExperimentConfig, folder: Path, ctx: Context | None = None,
             summary["val_psnr"] = psnr
         if step % cfg.train.checkpoint_every == 0 or step == total:
             if ctx.main:
-                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d)
+                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema)
             if ctx.world > 1:
                 dist.barrier()
     bar.close()
@@ -394,16 +501,45 @@ class MissingCheckpoint(FileNotFoundError):
 
     def __init__(self, folder: Path):
         self.folder = folder
-        super().__init__(f"run {folder} has no checkpoint: expected {folder / CHECKPOINT} (a run with "
-                         f"train.steps 0 trains nothing, so it cannot be evaluated)")
+        super().__init__(
+            f"run {folder} has no checkpoint: expected {folder / CHECKPOINT} (a run with "
+            f"train.steps 0 trains nothing, so it cannot be evaluated)"
+        )
 
 
 def load_trained(folder: Path, cfg: C.ExperimentConfig, device: torch.device) -> nn.Module:
     """The autoencoder of a run's last checkpoint, in eval mode; MissingCheckpoint when the run
     has none (never random weights)."""
     state = load_checkpoint(folder)
+    if state is None and cfg.model.init:  # nothing trained yet (train.steps 0): the pretrained weights
+        ae = build_autoencoder(C.autoencoder_args(cfg.model))
+        _initialise(ae, cfg, None)
+        return ae.to(device).eval()
     if state is None:
         raise MissingCheckpoint(folder)
     ae = build_autoencoder(C.autoencoder_args(cfg.model))
-    ae.load_state_dict(state["autoencoder"])
+    ae.load_state_dict(_trained_weights(folder, state, cfg.eval.weights))
     return ae.to(device).eval()
+
+
+def _trained_weights(folder: Path, state: dict[str, Any], weights: str) -> dict[str, Any]:
+    """The checkpoint's autoencoder weights, or their EMA (``eval.weights: ema``); MissingEMA
+    when the run kept none (train.ema_decay 0)."""
+    if weights == "model":
+        return state["autoencoder"]
+    if state.get("ema") is None:
+        raise MissingEMA(
+            f"eval.weights is 'ema' but {folder / CHECKPOINT} has no EMA weights "
+            f"(the run trained with train.ema_decay 0)"
+        )
+    return state["ema"]["module"]
+
+
+def _initialise(ae: nn.Module, cfg: C.ExperimentConfig, folder: Path | None) -> None:
+    """``model.init``'s weights into ``ae`` (study/training/pretrained.py), checked against the
+    digest the run was planned with; what was loaded goes to the run's status when ``folder``."""
+    from study.training.pretrained import apply_init
+
+    report = apply_init(ae, cfg.model.init, expected_sha256=cfg.model.init_sha256 or None)
+    if folder is not None:
+        store.update_status(folder, **report.record())

@@ -7,7 +7,9 @@ Reduction convention (one for every term): a loss is the **mean over every value
 the resolution and of the batch size:
 
     l1          mean over N, C, H, W of |x - x_hat|
-    lpips       mean over N of LPIPS (itself a spatial mean inside each of its layers)
+    lpips       mean over N of LPIPS (itself a spatial mean inside each of its layers); with
+                ``perceptual: esrgan`` (Table 14) the ESRGAN VGG19 term instead, logged "esrgan"
+    ldl         LDL's artifact loss (Table 15, study/training/ldl.py): mean over N, C, H, W
     kl          KL of the diagonal Gaussian summed over the latent (C, h, w), mean over N, divided by
                 the image's value count C*H*W: nats per image value
     wavelet     mean over N, C, 3 bands, H/2, W/2 of the Charbonnier distance
@@ -29,8 +31,11 @@ Gaussian weights (0.1) are likewise relative to the mean L1.
 All terms but LPIPS are computed in float32 with autocast off; LPIPS runs under the caller's
 autocast. Images are in [-1, 1].
 """
+
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from study.config import LossConfig
+from study.models.dwt_encoder import Deterministic
 from study.models.wavelets import haar_dwt
+from study.training.ldl import ldl_loss
 
 Logits = Tensor | Sequence[Tensor]
 
@@ -75,7 +82,10 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
 def kl_loss(posterior, image_numel: int = 1) -> Tensor:
     """``gaussian_kl(posterior.mean, posterior.logvar)`` averaged over N, divided by
     ``image_numel``: with the image's C*H*W, nats per image value (the module's convention);
-    with 1, LDM's nats per image."""
+    with 1, LDM's nats per image. A fixed DWT latent's point mass (Tables 11, 12) gives 0: its KL
+    is dropped, no parameter could change it (study.models.dwt_encoder)."""
+    if isinstance(posterior, Deterministic):
+        return posterior.kl().float().mean()
     return gaussian_kl(posterior.mean, posterior.logvar).mean() / image_numel
 
 
@@ -84,7 +94,7 @@ def kl_loss(posterior, image_numel: int = 1) -> Tensor:
 # --------------------------------------------------------------------------------------------
 def charbonnier(a: Tensor, b: Tensor, eps: float) -> Tensor:
     """Mean over all values of sqrt((a - b)^2 + eps^2) (it equals eps where a == b)."""
-    return torch.sqrt((a - b) ** 2 + eps ** 2).mean()
+    return torch.sqrt((a - b) ** 2 + eps**2).mean()
 
 
 def wavelet_loss(x: Tensor, x_hat: Tensor, eps: float) -> Tensor:
@@ -100,7 +110,7 @@ def gaussian_kernel(size: int, sigma: float) -> Tensor:
     if size < 1 or size % 2 == 0 or sigma <= 0:
         raise LossError(f"a Gaussian kernel needs an odd size >= 1 and sigma > 0, got {size}, {sigma}")
     t = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
     return g[:, None] * g[None, :]
 
@@ -139,15 +149,16 @@ def _mean_over_list(logits: Logits, per_value) -> Tensor:
 def hinge_d_loss(real_logits: Logits, fake_logits: Logits) -> Tensor:
     """(mean relu(1 - real) + mean relu(1 + fake)) / 2, each mean over a tensor's values and then
     averaged over the list (LDM's hinge loss; one list per UNet discriminator output)."""
-    return 0.5 * (_mean_over_list(real_logits, lambda t: F.relu(1.0 - t))
-                  + _mean_over_list(fake_logits, lambda t: F.relu(1.0 + t)))
+    return 0.5 * (
+        _mean_over_list(real_logits, lambda t: F.relu(1.0 - t))
+        + _mean_over_list(fake_logits, lambda t: F.relu(1.0 + t))
+    )
 
 
 def logistic_d_loss(real_logits: Logits, fake_logits: Logits) -> Tensor:
     """(mean softplus(-real) + mean softplus(fake)) / 2: the logistic (non-saturating GAN)
     discriminator loss, reduced as ``hinge_d_loss``."""
-    return 0.5 * (_mean_over_list(real_logits, lambda t: F.softplus(-t))
-                  + _mean_over_list(fake_logits, F.softplus))
+    return 0.5 * (_mean_over_list(real_logits, lambda t: F.softplus(-t)) + _mean_over_list(fake_logits, F.softplus))
 
 
 def generator_loss(fake_logits: Logits, kind: str) -> Tensor:
@@ -169,8 +180,7 @@ def discriminator_kind_loss(real_logits: Logits, fake_logits: Logits, kind: str)
     raise LossError(f"unknown adversarial loss {kind!r}; allowed: 'hinge', 'logistic'")
 
 
-def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor,
-                    max_weight: float = 1e4) -> Tensor:
+def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_weight: float = 1e4) -> Tensor:
     """Esser et al.'s weight (Eq. 2): ||d rec / d w|| / (||d g / d w|| + 1e-4) at the decoder's last
     layer's weight w, clamped to [0, max_weight] and detached. Gradients are taken with
     ``autograd.grad`` (retaining the graph), so nothing is accumulated in ``.grad``. Under
@@ -192,9 +202,18 @@ def adversarial_factor(step: int, start: int) -> float:
 # --------------------------------------------------------------------------------------------
 # the objectives the trainer minimises
 # --------------------------------------------------------------------------------------------
-def autoencoder_loss(cfg: LossConfig, x: Tensor, x_hat: Tensor, posterior, *, step: int,
-                     fake_logits: Logits | None = None, lpips_model=None,
-                     last_layer: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def autoencoder_loss(
+    cfg: LossConfig,
+    x: Tensor,
+    x_hat: Tensor,
+    posterior,
+    *,
+    step: int,
+    fake_logits: Logits | None = None,
+    lpips_model=None,
+    last_layer: Tensor | None = None,
+    x_hat_ema: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The autoencoder's loss (Eq. 1 plus Table 9) and its named terms for logging.
 
     total = rec + kl_weight * kl + factor * lambda * generator, where
@@ -223,13 +242,21 @@ def autoencoder_loss(cfg: LossConfig, x: Tensor, x_hat: Tensor, posterior, *, st
             terms["gaussian"] = gaussian_highpass_loss(x32, xh32, cfg.gaussian_kernel, cfg.gaussian_sigma)
             weighted.append(cfg.gaussian_weight * terms["gaussian"])
         terms["kl"] = kl_loss(posterior, x[0].numel())
-    if cfg.lpips_weight:
+    if cfg.lpips_weight:  # the perceptual term (Table 14), logged under loss.perceptual's name
         if lpips_model is None:
-            raise LossError(f"loss.lpips_weight is {cfg.lpips_weight} but no LPIPS model was given "
-                            "(study.weights.load_lpips builds one; loss.lpips_weight: 0 trains without)")
-        terms["lpips"] = lpips_loss(lpips_model, x, x_hat).float()
-        weighted.append(cfg.lpips_weight * terms["lpips"])
-    rec = sum(weighted) if weighted else x_hat.float().sum() * 0.0
+            raise LossError(
+                f"loss.lpips_weight is {cfg.lpips_weight} but no {cfg.perceptual} model was "
+                "given (study.measure.weights.load_lpips or study.training.perceptual.load_esrgan_vgg "
+                "builds one; loss.lpips_weight: 0 trains without)"
+            )
+        terms[cfg.perceptual] = lpips_loss(lpips_model, x, x_hat).float()
+        weighted.append(cfg.lpips_weight * terms[cfg.perceptual])
+    if cfg.ldl_weight:  # Table 15: LDL's artifact loss against the EMA model's reconstruction
+        if x_hat_ema is None:
+            raise LossError(f"loss.ldl_weight is {cfg.ldl_weight} but no EMA reconstruction was given")
+        terms["ldl"] = ldl_loss(x, x_hat, x_hat_ema)
+        weighted.append(cfg.ldl_weight * terms["ldl"])
+    rec: Tensor = functools.reduce(operator.add, weighted) if weighted else x_hat.float().sum() * 0.0
     total = rec + cfg.kl_weight * terms["kl"]
 
     if fake_logits is not None and cfg.discriminator != "none":
@@ -239,8 +266,10 @@ def autoencoder_loss(cfg: LossConfig, x: Tensor, x_hat: Tensor, posterior, *, st
         if factor:
             if cfg.adversarial_weight_mode == "adaptive":
                 if last_layer is None:
-                    raise LossError("loss.adversarial_weight_mode is 'adaptive' but no decoder last "
-                                    "layer was given to take gradients at")
+                    raise LossError(
+                        "loss.adversarial_weight_mode is 'adaptive' but no decoder last "
+                        "layer was given to take gradients at"
+                    )
                 lam = cfg.adversarial_weight * adaptive_weight(rec, g, last_layer)
             else:
                 lam = torch.tensor(cfg.adversarial_weight, device=g.device)
@@ -250,8 +279,7 @@ def autoencoder_loss(cfg: LossConfig, x: Tensor, x_hat: Tensor, posterior, *, st
     return total, {k: v.detach() for k, v in terms.items()}
 
 
-def discriminator_loss(cfg: LossConfig, real_logits: Logits, fake_logits: Logits,
-                       step: int | None = None) -> Tensor:
+def discriminator_loss(cfg: LossConfig, real_logits: Logits, fake_logits: Logits, step: int | None = None) -> Tensor:
     """The discriminator's loss (hinge or logistic, ``cfg.adversarial_loss``), reduced as
     ``hinge_d_loss``; times ``adversarial_factor(step, discriminator_start)`` when ``step`` is
     given (the trainer may instead skip the discriminator's step before its start). Logits of

@@ -27,6 +27,7 @@ classification.
 Weights: torchvision's ``vgg19-dcbb9e9d.pth`` from the weights cache (``study/measure/weights.py``
 entry ``vgg19``, staged by ``python run_study.py weights fetch``); nothing is ever downloaded here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,7 +100,8 @@ def esrgan_from_state(state: dict[str, Any]) -> ESRGANPerceptual:
         if source is None or tuple(source.shape) != tuple(tensor.shape):
             raise PerceptualLossError(
                 f"not a torchvision VGG19 state dict: features.{key} is "
-                f"{'missing' if source is None else tuple(source.shape)}, expected {tuple(tensor.shape)}")
+                f"{'missing' if source is None else tuple(source.shape)}, expected {tuple(tensor.shape)}"
+            )
         picked[key] = source
     features.load_state_dict(picked, strict=True)
     return ESRGANPerceptual(features)

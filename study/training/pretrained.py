@@ -32,6 +32,7 @@ must match exactly; the encoder side (``encoder``, ``quant_conv``) keeps its fre
 Identity. ``checkpoint_sha256`` is the sha256 of the file that holds the weights (a diffusers
 folder: its weights file; a run: its ``last.pt``), cached per (path, size, mtime) in a process.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,12 @@ Kind = Literal["diffusers", "torch", "safetensors", "run"]
 
 # The trainer's checkpoint inside a run folder (study/training/loop.py writes it).
 RUN_CHECKPOINT = "checkpoints/last.pt"
-DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
-                     "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
+DIFFUSERS_WEIGHTS = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.fp16.bin",
+)
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 LDM_PREFIX = "first_stage_model."
 LDM_LOSS_PREFIX = "loss."
@@ -89,10 +94,10 @@ class Module(NamedTuple):
 # the stage's resampler (= its block count); {R} a residual block's sub-module (RESBLOCK).
 MODULES = (
     Module("{part}.conv_in", "{part}.conv_in", "{part}.conv_in"),
-    Module("encoder.down.{i}.{j}.{R}", "encoder.down.{i}.block.{j}.{R}",
-           "encoder.down_blocks.{i}.resnets.{j}.{R}"),
-    Module("encoder.down.{i}.{n}.conv", "encoder.down.{i}.downsample.conv",
-           "encoder.down_blocks.{i}.downsamplers.0.conv"),
+    Module("encoder.down.{i}.{j}.{R}", "encoder.down.{i}.block.{j}.{R}", "encoder.down_blocks.{i}.resnets.{j}.{R}"),
+    Module(
+        "encoder.down.{i}.{n}.conv", "encoder.down.{i}.downsample.conv", "encoder.down_blocks.{i}.downsamplers.0.conv"
+    ),
     Module("{part}.mid.0.{R}", "{part}.mid.block_1.{R}", "{part}.mid_block.resnets.0.{R}"),
     Module("{part}.mid.1.norm", "{part}.mid.attn_1.norm", "{part}.mid_block.attentions.0.group_norm"),
     Module("{part}.mid.1.q", "{part}.mid.attn_1.q", "{part}.mid_block.attentions.0.to_q", True),
@@ -100,29 +105,36 @@ MODULES = (
     Module("{part}.mid.1.v", "{part}.mid.attn_1.v", "{part}.mid_block.attentions.0.to_v", True),
     Module("{part}.mid.1.proj", "{part}.mid.attn_1.proj_out", "{part}.mid_block.attentions.0.to_out.0", True),
     Module("{part}.mid.2.{R}", "{part}.mid.block_2.{R}", "{part}.mid_block.resnets.1.{R}"),
-    Module("decoder.up.{i}.{j}.{R}", "decoder.up.{r}.block.{j}.{R}",
-           "decoder.up_blocks.{i}.resnets.{j}.{R}"),
-    Module("decoder.up.{i}.{n}.conv", "decoder.up.{r}.upsample.conv",
-           "decoder.up_blocks.{i}.upsamplers.0.conv"),
+    Module("decoder.up.{i}.{j}.{R}", "decoder.up.{r}.block.{j}.{R}", "decoder.up_blocks.{i}.resnets.{j}.{R}"),
+    Module("decoder.up.{i}.{n}.conv", "decoder.up.{r}.upsample.conv", "decoder.up_blocks.{i}.upsamplers.0.conv"),
     Module("{part}.norm_out", "{part}.norm_out", "{part}.conv_norm_out"),
     Module("{part}.conv_out", "{part}.conv_out", "{part}.conv_out"),
     Module("quant_conv", "quant_conv", "quant_conv"),
     Module("post_quant_conv", "post_quant_conv", "post_quant_conv"),
 )
-RESBLOCK = (Module("norm1", "norm1", "norm1"), Module("conv1", "conv1", "conv1"),
-            Module("norm2", "norm2", "norm2"), Module("conv2", "conv2", "conv2"),
-            Module("skip", "nin_shortcut", "conv_shortcut"))
+RESBLOCK = (
+    Module("norm1", "norm1", "norm1"),
+    Module("conv1", "conv1", "conv1"),
+    Module("norm2", "norm2", "norm2"),
+    Module("conv2", "conv2", "conv2"),
+    Module("skip", "nin_shortcut", "conv_shortcut"),
+)
 # Attention names of diffusers before 0.14, still found in saved folders (read, never written).
-LEGACY_DIFFUSERS = {".attentions.0.query.": ".attentions.0.to_q.", ".attentions.0.key.": ".attentions.0.to_k.",
-                    ".attentions.0.value.": ".attentions.0.to_v.",
-                    ".attentions.0.proj_attn.": ".attentions.0.to_out.0."}
+LEGACY_DIFFUSERS = {
+    ".attentions.0.query.": ".attentions.0.to_q.",
+    ".attentions.0.key.": ".attentions.0.to_k.",
+    ".attentions.0.value.": ".attentions.0.to_v.",
+    ".attentions.0.proj_attn.": ".attentions.0.to_out.0.",
+}
 
 
 def _pattern(template: str, naming: Naming) -> re.Pattern[str]:
     """A template as a regex over full keys (module path, then the parameter's name)."""
-    groups = {"part": "(?P<part>encoder|decoder)",
-              "R": "(?P<R>" + "|".join(getattr(m, naming) for m in RESBLOCK) + ")",
-              **{f: rf"(?P<{f}>\d+)" for f in "ijnr"}}
+    groups = {
+        "part": "(?P<part>encoder|decoder)",
+        "R": "(?P<R>" + "|".join(getattr(m, naming) for m in RESBLOCK) + ")",
+        **{f: rf"(?P<{f}>\d+)" for f in "ijnr"},
+    }
     parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
     body = "".join(re.escape(p) if k % 2 == 0 else groups[p] for k, p in enumerate(parts))
     return re.compile(body + r"\.(?P<param>\w+)")
@@ -153,8 +165,7 @@ def translate(state: dict[str, Tensor], src: Naming, dst: Naming) -> tuple[dict[
         if p and ("i" in p[1] or "r" in p[1]):
             i = int(p[1]["i"]) if "i" in p[1] else ldm_depth - 1 - int(p[1]["r"])
             stage[key] = (MODULES[p[0]].ours.split(".")[0], i)  # down: encoder, up: decoder
-    levels = {part: 1 + max((i for q, i in stage.values() if q == part), default=-1)
-              for part in ("encoder", "decoder")}
+    levels = {part: 1 + max((i for q, i in stage.values() if q == part), default=-1) for part in ("encoder", "decoder")}
     blocks: dict[tuple[str, int], set[str]] = {}
     for key, p in parsed.items():
         if p and "j" in p[1]:
@@ -171,8 +182,12 @@ def translate(state: dict[str, Tensor], src: Naming, dst: Naming) -> tuple[dict[
         module = MODULES[index]
         if key in stage:
             part, i = stage[key]
-            fields = {**fields, "i": str(i), "r": str(levels["decoder"] - 1 - i),
-                      "n": str(len(blocks.get((part, i), ())))}
+            fields = {
+                **fields,
+                "i": str(i),
+                "r": str(levels["decoder"] - 1 - i),
+                "n": str(len(blocks.get((part, i), ()))),
+            }
         if "R" in fields:
             fields["R"] = next(getattr(m, dst) for m in RESBLOCK if getattr(m, src) == fields["R"])
         new = getattr(module, dst).format(**fields) + "." + fields["param"]
@@ -228,27 +243,31 @@ def resolve(path: str | Path, root: str | Path | None = None) -> Checkpoint:
             for name in DIFFUSERS_WEIGHTS:
                 if (p / name).is_file():
                     return Checkpoint(source, p / name, "diffusers")
-            raise CheckpointError(f"{p}: a diffusers folder (config.json) without weights; expected "
-                                  + " or ".join(DIFFUSERS_WEIGHTS))
+            raise CheckpointError(
+                f"{p}: a diffusers folder (config.json) without weights; expected " + " or ".join(DIFFUSERS_WEIGHTS)
+            )
         if (p / RUN_CHECKPOINT).is_file():
             return Checkpoint(source, p / RUN_CHECKPOINT, "run")
-        raise CheckpointError(f"{p}: neither a diffusers folder (config.json) nor a run folder "
-                              f"({RUN_CHECKPOINT})")
+        raise CheckpointError(f"{p}: neither a diffusers folder (config.json) nor a run folder ({RUN_CHECKPOINT})")
     if p.is_file():
         if p.suffix == ".safetensors":
             return Checkpoint(source, p, "safetensors")
         if p.suffix in TORCH_SUFFIXES:
             return Checkpoint(source, p, "torch")
-        raise CheckpointError(f"{p}: unknown checkpoint type {p.suffix!r}; expected .safetensors, "
-                              + ", ".join(TORCH_SUFFIXES) + ", a diffusers folder or a run")
+        raise CheckpointError(
+            f"{p}: unknown checkpoint type {p.suffix!r}; expected .safetensors, "
+            + ", ".join(TORCH_SUFFIXES)
+            + ", a diffusers folder or a run"
+        )
     if source and "/" not in source and source not in (".", ".."):
         run = store.run_dir(store.results_root(root), source)
         if (run / RUN_CHECKPOINT).is_file():
             return Checkpoint(source, run / RUN_CHECKPOINT, "run")
         if run.is_dir():
             raise CheckpointError(f"run {source}: no checkpoint yet ({run / RUN_CHECKPOINT} is missing)")
-    raise CheckpointError(f"{source}: no such checkpoint file or folder, and no run of that id under "
-                          f"{store.results_root(root) / 'runs'}")
+    raise CheckpointError(
+        f"{source}: no such checkpoint file or folder, and no run of that id under {store.results_root(root) / 'runs'}"
+    )
 
 
 def checkpoint_sha256(path: str | Path, root: str | Path | None = None) -> str:
@@ -300,8 +319,9 @@ def _torch_load(file: Path) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{file}: holds more than tensors, which weights_only loading refuses "
-                              f"(re-save its state dict): {err}") from err
+        raise CheckpointError(
+            f"{file}: holds more than tensors, which weights_only loading refuses (re-save its state dict): {err}"
+        ) from err
     except (RuntimeError, OSError, EOFError) as err:
         raise CheckpointError(f"{file}: cannot read it as a torch file ({type(err).__name__}: {err})") from err
 
@@ -310,8 +330,9 @@ def _read_safetensors(file: Path) -> dict[str, Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError as err:
-        raise CheckpointError(f"{file}: reading .safetensors needs the safetensors package "
-                              "(pip install safetensors)") from err
+        raise CheckpointError(
+            f"{file}: reading .safetensors needs the safetensors package (pip install safetensors)"
+        ) from err
     try:
         return load_file(str(file), device="cpu")
     except Exception as err:  # safetensors raises its own SafetensorError (not exported stably)
@@ -333,7 +354,7 @@ def _tensors(obj: Any, file: Path) -> dict[str, Tensor]:
 def _ldm_autoencoder(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A whole LDM model's ``first_stage_model.``, or an autoencoder's own tensors without ``loss.``."""
     if any(k.startswith(LDM_PREFIX) for k in state):
-        return {k[len(LDM_PREFIX):]: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
+        return {k[len(LDM_PREFIX) :]: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
     return {k: v for k, v in state.items() if not k.startswith(LDM_LOSS_PREFIX)}
 
 
@@ -352,12 +373,19 @@ class InitReport:
     skipped: tuple[str, ...]
 
     def record(self) -> dict[str, Any]:
-        return {"init": self.source, "init_file": self.file, "init_naming": self.naming,
-                "init_sha256": self.sha256, "init_loaded": self.loaded, "init_skipped": len(self.skipped)}
+        return {
+            "init": self.source,
+            "init_file": self.file,
+            "init_naming": self.naming,
+            "init_sha256": self.sha256,
+            "init_loaded": self.loaded,
+            "init_skipped": len(self.skipped),
+        }
 
 
-def apply_init(autoencoder: nn.Module, path: str | Path, root: str | Path | None = None,
-               expected_sha256: str | None = None) -> InitReport:
+def apply_init(
+    autoencoder: nn.Module, path: str | Path, root: str | Path | None = None, expected_sha256: str | None = None
+) -> InitReport:
     """Load the checkpoint ``path`` names into ``autoencoder`` (in place, before any wrapping).
 
     ``expected_sha256`` (the digest recorded in the run's identity) must match the file's, else
@@ -366,8 +394,10 @@ def apply_init(autoencoder: nn.Module, path: str | Path, root: str | Path | None
     checkpoint = resolve(path, root)
     digest = checkpoint_sha256(checkpoint.file)
     if expected_sha256 is not None and digest != expected_sha256:
-        raise CheckpointError(f"{checkpoint.file}: sha256 {digest} differs from the {expected_sha256} "
-                              "the run was planned with (the file changed)")
+        raise CheckpointError(
+            f"{checkpoint.file}: sha256 {digest} differs from the {expected_sha256} "
+            "the run was planned with (the file changed)"
+        )
     state = read(checkpoint)
     model = autoencoder.state_dict()
     tensors = state.tensors
@@ -377,16 +407,21 @@ def apply_init(autoencoder: nn.Module, path: str | Path, root: str | Path | None
         skipped = tuple(sorted(k for k in tensors if not k.startswith(DECODER_SIDE)))
         tensors = {k: v for k, v in tensors.items() if k.startswith(DECODER_SIDE)}
         model = {k: v for k, v in model.items() if k.startswith(DECODER_SIDE)}
-    check_match(tensors, model, state.names, f"{checkpoint.source} ({state.naming} names)"
-                + (", decoder side only: the variant's encoder is not the SD encoder" if decoder_only else ""))
+    check_match(
+        tensors,
+        model,
+        state.names,
+        f"{checkpoint.source} ({state.naming} names)"
+        + (", decoder side only: the variant's encoder is not the SD encoder" if decoder_only else ""),
+    )
     autoencoder.load_state_dict(tensors, strict=not decoder_only)
     return InitReport(checkpoint.source, str(checkpoint.file), state.naming, digest, len(tensors), skipped)
 
 
-def check_match(checkpoint: dict[str, Tensor], model: dict[str, Tensor], names: dict[str, str],
-                where: str) -> None:
+def check_match(checkpoint: dict[str, Tensor], model: dict[str, Tensor], names: dict[str, str], where: str) -> None:
     """CheckpointMismatch naming the first keys whose shapes differ, that the checkpoint lacks,
     and that the model lacks (our names; the file's name in brackets where it differs)."""
+
     def shown(key: str) -> str:
         return key if names.get(key, key) == key else f"{key} [{names[key]}]"
 
@@ -397,17 +432,26 @@ def check_match(checkpoint: dict[str, Tensor], model: dict[str, Tensor], names: 
         return
     parts = []
     if shapes:
-        parts.append(f"{len(shapes)} shapes differ: " + ", ".join(
-            f"{shown(k)} checkpoint {tuple(checkpoint[k].shape)} vs model {tuple(model[k].shape)}"
-            for k in shapes[:SHOW]))
+        parts.append(
+            f"{len(shapes)} shapes differ: "
+            + ", ".join(
+                f"{shown(k)} checkpoint {tuple(checkpoint[k].shape)} vs model {tuple(model[k].shape)}"
+                for k in shapes[:SHOW]
+            )
+        )
     if missing:
-        parts.append(f"{len(missing)} missing from the checkpoint: " + ", ".join(
-            f"{k} {tuple(model[k].shape)}" for k in missing[:SHOW]))
+        parts.append(
+            f"{len(missing)} missing from the checkpoint: "
+            + ", ".join(f"{k} {tuple(model[k].shape)}" for k in missing[:SHOW])
+        )
     if unexpected:
-        parts.append(f"{len(unexpected)} not in the model: " + ", ".join(
-            f"{shown(k)} {tuple(checkpoint[k].shape)}" for k in unexpected[:SHOW]))
+        parts.append(
+            f"{len(unexpected)} not in the model: "
+            + ", ".join(f"{shown(k)} {tuple(checkpoint[k].shape)}" for k in unexpected[:SHOW])
+        )
     raise CheckpointMismatch(
         f"{where}: does not match the variant's model ({len(model)} tensors; the checkpoint has "
         f"{len(checkpoint)}): " + "; ".join(parts) + f" (first {SHOW} of each). Set the variant's "
         "model config to the checkpoint's: model.latent_channels, model.quant_conv, the encoder "
-        "and the decoder widths")
+        "and the decoder widths"
+    )

@@ -10,6 +10,7 @@ folder ``imgs/`` keeps its path relative to that folder, ``imgs/x/y.jpg`` -> ``O
 Two inputs that would write one output name are a ``ReconstructError`` before anything is
 written.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -56,8 +57,13 @@ def plan_outputs(inputs: Sequence[str | Path], out_dir: str | Path) -> list[tupl
 
 
 @torch.no_grad()
-def reconstruct_files(autoencoder: Autoencoder, inputs: Sequence[str | Path], out_dir: str | Path,
-                      resolution: int, device: torch.device | str = "cpu") -> list[Path]:
+def reconstruct_files(
+    autoencoder: Autoencoder,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    resolution: int,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
     """Write the reconstruction of every input image (files, or folders searched recursively)
     as a resolution x resolution PNG under ``out_dir``; returns the paths written, in order."""
     check_resolution(resolution, "reconstruct --resolution")
