@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from study.measure import metrics as M  # noqa: E402
 from study.measure import weights as W  # noqa: E402
+from study.measure.stand_ins import make_random_inception  # noqa: E402
 
 
 def images(n: int, res: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +92,7 @@ def main() -> int:
     try:
         weights_path, which = W.inception_weights_path(), "staged torch-fidelity weights"
     except W.MissingWeightsError:
-        weights_path = W.make_random_inception(Path(tempfile.mkdtemp()) / "inception-random.pth")
+        weights_path = make_random_inception(Path(tempfile.mkdtemp()) / "inception-random.pth")
         which = "random-init Inception (real weights not staged; same cost)"
     real, fake = images(args.n, args.res)
     print(

@@ -3,7 +3,7 @@ name in ``pytest_plugins``).
 
 The Inception file is generated locally (torch-fidelity's architecture, random init with the
 convolutions re-initialised Kaiming, so pool3 features vary with the image; see
-study.measure.weights.make_random_inception); the LPIPS backbone is a randomly initialised
+study.measure.stand_ins.make_random_inception); the LPIPS backbone is a randomly initialised
 torchvision AlexNet. Both are passed in as custom files ($LITEVAE_INCEPTION_WEIGHTS,
 $LITEVAE_ALEXNET_WEIGHTS).
 """
@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from study.measure import weights as W
+from study.measure.stand_ins import make_random_inception
 
 
 @pytest.fixture(scope="session")
 def inception_file(tmp_path_factory) -> Path:
-    return W.make_random_inception(tmp_path_factory.mktemp("weights") / "inception-random.pth", seed=0)
+    return make_random_inception(tmp_path_factory.mktemp("weights") / "inception-random.pth", seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -81,11 +81,12 @@ def test_charbonnier_by_hand():
 
 
 def test_wavelet_loss_by_hand_on_one_haar_cell():
-    # a, b, c, d = 1, 2, 3, 4: details (a+b-c-d)/2 = -2, (a-b+c-d)/2 = -1, (a-b-c+d)/2 = 0
+    # a, b, c, d = 1, 2, 3, 4: details (a+b-c-d)/2 = -2, (a-b+c-d)/2 = -1, (a-b-c+d)/2 = 0,
+    # divided by 2 as in the paper's pseudocode: -1, -0.5, 0
     x = t([[[[1.0, 2.0], [3.0, 4.0]]]])
-    assert L.wavelet_loss(x, torch.zeros_like(x), eps=0.0).item() == approx((2 + 1 + 0) / 3)
+    assert L.wavelet_loss(x, torch.zeros_like(x), eps=0.0).item() == approx((1 + 0.5 + 0) / 3)
     eps = 0.5
-    expected = (math.sqrt(4 + eps**2) + math.sqrt(1 + eps**2) + eps) / 3
+    expected = (math.sqrt(1 + eps**2) + math.sqrt(0.25 + eps**2) + eps) / 3
     assert L.wavelet_loss(x, torch.zeros_like(x), eps=eps).item() == approx(expected)
 
 
@@ -105,7 +106,7 @@ def test_wavelet_loss_equals_charbonnier_on_pytorch_wavelets_bands():
     gen = torch.Generator().manual_seed(2)
     x, x_hat = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
     dwt = DWTForward(J=1, wave="haar", mode="zero")
-    expected = L.charbonnier(dwt(x)[1][0], dwt(x_hat)[1][0], eps=1e-3)
+    expected = L.charbonnier(dwt(x)[1][0] / 2, dwt(x_hat)[1][0] / 2, eps=1e-3)
     assert L.wavelet_loss(x, x_hat, eps=1e-3).item() == approx(expected.item(), rel=1e-5)
 
 

@@ -110,12 +110,13 @@ class LossConfig:
     adversarial_loss: Literal["hinge", "logistic"] = "hinge"
     # Table 8: LiteVAE uses a constant weight instead of the adaptive weight of Esser et al.
     adversarial_weight_mode: Literal["constant", "adaptive"] = "constant"
-    # Paper gap: LDM's disc_weight 0.5 (a constant here, the adaptive ratio's factor otherwise).
+    # Ours (paper gap): LDM's disc_weight 0.5 (a constant here, the adaptive ratio's factor otherwise).
     adversarial_weight: float = 0.5
-    # Paper gap: LDM starts the discriminator at step 50001.
+    # Ours (paper gap): LDM starts the discriminator at step 50001.
     discriminator_start: int = 50_001
     # Table 9: Charbonnier loss on the level-1 Haar detail bands (paper gap: weight 0.1).
     wavelet_weight: float = 0.1
+    # Ours (paper gap): the Charbonnier epsilon, 1e-3 as in LapSRN (Lai et al., CVPR 2017).
     charbonnier_eps: float = 1e-3
     # Table 9: L1 between x - G(x) and x_hat - G(x_hat) (paper gap: weight 0.1, 5x5, sigma 1).
     gaussian_weight: float = 0.1
@@ -145,7 +146,8 @@ class TrainConfig:
     # Empty: one stage of ``steps`` at data.resolution. Otherwise the stages run in order and
     # their steps must add up to ``steps`` (Table 5: [{128, 100000}, {256, 50000}]).
     stages: tuple[Stage, ...] = ()
-    # Paper: batch 16 (on two GPUs), Adam lr 1e-4, betas (0.5, 0.9), for both networks.
+    # Paper: batch 16 (on two GPUs), Adam lr 1e-4, betas (0.5, 0.9) for the autoencoder. The
+    # discriminator's learning rate is ours (paper gap): the same 1e-4 and betas, as LDM uses one lr.
     batch_size: int = 16
     lr: float = 1e-4
     betas: tuple[float, ...] = (0.5, 0.9)

@@ -35,7 +35,8 @@ from study.measure import metrics
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
 from study.training import losses
-from study.training.data import eval_set, train_set
+from study.training.batches import BatchStream, posterior_noise, stage_at
+from study.training.data import eval_set
 from study.training.ema import EMA
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -95,56 +96,6 @@ def default_context() -> Context:
 
 def use_bf16(cfg: C.ExperimentConfig, device: torch.device) -> bool:
     return cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-
-
-# --------------------------------------------------------------------------------------------
-# determinism
-# --------------------------------------------------------------------------------------------
-def _sample_seed(seed: int, step: int, index: int, stream: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + index * 104_729 + stream * 15_485_863) % (2**63 - 1)
-
-
-def posterior_noise(seed: int, step: int, indices: range, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Per-sample standard normal noise, a pure function of (seed, step, global sample index)."""
-    out = []
-    for i in indices:
-        g = torch.Generator().manual_seed(_sample_seed(seed, step, i, stream=1))
-        out.append(torch.randn(shape, generator=g))
-    return torch.stack(out).to(device)
-
-
-def stage_at(cfg: C.ExperimentConfig, step: int) -> C.Stage:
-    """The resolution stage that step ``step`` (0-based) belongs to."""
-    end = 0
-    for stage in C.stages(cfg):
-        end += stage.steps
-        if step < end:
-            return stage
-    return C.stages(cfg)[-1]
-
-
-class BatchStream:
-    """The global batch of step s is samples [s*B, (s+1)*B) of the endless training stream;
-    rank r of w takes its contiguous slice. Resuming at step s needs nothing but s."""
-
-    def __init__(self, cfg: C.ExperimentConfig, ctx: Context):
-        self.cfg, self.ctx = cfg, ctx
-        B = cfg.train.batch_size
-        if B % ctx.world:
-            raise ValueError(f"train.batch_size {B} is not divisible by the {ctx.world} DDP ranks")
-        self.local = B // ctx.world
-        self._sets: dict[int, Any] = {}
-
-    def indices(self, step: int) -> range:
-        start = step * self.cfg.train.batch_size + self.ctx.rank * self.local
-        return range(start, start + self.local)
-
-    def batch(self, step: int) -> torch.Tensor:
-        res = stage_at(self.cfg, step).resolution
-        if res not in self._sets:
-            self._sets[res] = train_set(self.cfg.data, res, self.cfg.seed)
-        ds = self._sets[res]
-        return torch.stack([ds[i] for i in self.indices(step)])
 
 
 # --------------------------------------------------------------------------------------------

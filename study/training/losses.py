@@ -98,11 +98,12 @@ def charbonnier(a: Tensor, b: Tensor, eps: float) -> Tensor:
 
 
 def wavelet_loss(x: Tensor, x_hat: Tensor, eps: float) -> Tensor:
-    """Charbonnier distance between the level-1 Haar detail bands of x and x_hat, mean over
-    N, C, the 3 bands, H/2, W/2. The DWT is linear, so the bands of x_hat - x are taken once and
+    """Charbonnier distance between the level-1 Haar detail bands of x and x_hat, each divided
+    by 2 as in the paper's pseudocode (the encoder's 2^l input scaling at l = 1), mean over N, C,
+    the 3 bands, H/2, W/2. The DWT is linear, so the bands of x_hat - x are taken once and
     compared with zero: the same value as transforming both."""
     _, (details, *_) = haar_dwt(x_hat - x, 1)
-    return charbonnier(details, torch.zeros_like(details), eps)
+    return charbonnier(details / 2, torch.zeros_like(details), eps)
 
 
 def gaussian_kernel(size: int, sigma: float) -> Tensor:
