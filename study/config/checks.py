@@ -65,6 +65,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             [dataclasses.asdict(s) for s in train.stages],
             f"stages whose steps add up to train.steps ({train.steps})",
         )
+    _check_eval_and_data(cfg)
+    _check_latent_stats(cfg)
+    return cfg
+
+
+def _check_eval_and_data(cfg: ExperimentConfig) -> None:
+    """The evaluation set, the EMA/LDL options and the data source."""
+    train, data = cfg.train, cfg.data
     unknown = [m for m in cfg.eval.metrics if m not in METRICS]
     if unknown or len(set(cfg.eval.metrics)) != len(cfg.eval.metrics):
         raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(METRICS))
@@ -95,8 +103,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if data.kind == "folder" and not data.path:
         raise ConfigError("data.path", data.path, "the image folder's path when data.kind is 'folder'")
     _check_encoder_kind(cfg)
-    _check_latent_stats(cfg)
-    return cfg
 
 
 def _check_latent_stats(cfg: ExperimentConfig) -> None:

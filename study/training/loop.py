@@ -349,6 +349,21 @@ def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
+def _build(cfg: C.ExperimentConfig, device: torch.device, fmt: torch.memory_format) -> tuple[Any, ...]:
+    """The autoencoder, the discriminator (or None), the perceptual network (or None) and both
+    optimisers (Adam, the paper's betas), on ``device``."""
+    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device).to(memory_format=fmt)
+    disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
+    disc = disc.to(device).to(memory_format=fmt) if disc is not None else None
+    perceptual = load_perceptual(cfg.loss, device)
+    betas = (cfg.train.betas[0], cfg.train.betas[1])
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=betas)
+    opt_d = (
+        torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas) if disc is not None else None
+    )
+    return ae, disc, perceptual, opt_ae, opt_d
+
+
 def train(
     cfg: C.ExperimentConfig,
     folder: Path,
@@ -368,15 +383,7 @@ def train(
     bf16 = use_bf16(cfg, device)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
-    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device).to(memory_format=fmt)
-    disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
-    disc = disc.to(device).to(memory_format=fmt) if disc is not None else None
-    perceptual = load_perceptual(cfg.loss, device)
-    betas = (cfg.train.betas[0], cfg.train.betas[1])
-    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=betas)
-    opt_d = (
-        torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas) if disc is not None else None
-    )
+    ae, disc, perceptual, opt_ae, opt_d = _build(cfg, device, fmt)
 
     if cfg.model.init and not (folder / CHECKPOINT).exists():  # a pretrained start; resume wins
         _initialise(ae, cfg, folder if ctx.main else None)
@@ -390,14 +397,7 @@ def train(
     stream = BatchStream(cfg, ctx)
     total = cfg.train.steps
     end = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(
-        total=total,
-        initial=step,
-        disable=not (progress and ctx.main),
-        desc=folder.name,
-        mininterval=1.0,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name, mininterval=1.0)
     tic, seen = time.perf_counter(), 0
     summary: dict[str, Any] = {"resumed_from": step}
     model.train()
