@@ -2,10 +2,11 @@
 """The LiteVAE study harness's command line. Thin: parses, calls study/, prints.
 
     python run_study.py                       the embedded default (ablations/smoke.yaml)
-    python run_study.py plan SPEC [--json]    the expanded variants; no side effects
+    python run_study.py plan SPEC [--json] [--device-class NAME]  the variants, their cost; writes only a cache
     python run_study.py status SPEC [--json]  a table of every variant's run
     python run_study.py collect SPEC          -> results/<study>/results.csv
     python run_study.py report SPEC           -> reports/<study>/report.md, report.html, tables/, figures/
+    python run_study.py compare SPEC SPEC... [--metric rfid] [--name N]  -> reports/compare-<N>/
     python run_study.py complexity [...]      Table 3: params, MACs, throughput, memory
     python run_study.py evaluate SPEC [--protocol KEY=VALUE ...]  re-evaluate runs, no retraining
     python run_study.py weights fetch|check [--dir D]  stage metric weights for offline nodes
@@ -37,7 +38,8 @@ def _spec_and_variants(args: argparse.Namespace):
     from study.spec.studyfile import load_spec, parse_sets
 
     spec = load_spec(args.spec)
-    extra = parse_sets(spec.path, getattr(args, "set", None) or [])
+    wandb = [f"train.wandb_project={args.wandb}"] if getattr(args, "wandb", None) else []  # issue 14: live curves
+    extra = parse_sets(spec.path, (getattr(args, "set", None) or []) + wandb)
     return spec, expand(spec, getattr(args, "profile", None), extra)
 
 
@@ -47,9 +49,12 @@ def _jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
+    from study.measure import cost
     from study.spec.grid import format_value
 
     spec, variants = _spec_and_variants(args)
+    needs = _needs(args, variants)
+    planned = _plan_cost(args, variants)  # issue 14: params, GMACs, GPU-hours (study/measure/cost.py)
     if args.json:
         print(
             json.dumps(
@@ -58,6 +63,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "spec": str(spec.path),
                     "profile": args.profile,
                     "count": len(variants),
+                    "cost": planned.total_json(),
                     "variants": [
                         {
                             "index": v.index,
@@ -68,8 +74,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
                             "aliases": list(v.aliases),
                             "axes": {k: _jsonable(x) for k, x in v.axes.items()},
                             **_data_sets(v.config),
+                            "task": v.config.task,
+                            "needs": needs.get(v.run_id),
+                            "cost": c.to_json(),
                         }
-                        for v in variants
+                        for v, c in zip(variants, planned.variants)
                     ],
                 },
                 indent=1,
@@ -87,10 +96,50 @@ def cmd_plan(args: argparse.Namespace) -> int:
             str(v.seed),
             " ".join(f"{k}={format_value(x)}" for k, x in v.axes.items()) or v.source,
         ]
-        for v in variants
+        + ([_needs_text(needs.get(v.run_id))] if needs else [])
+        + cost.cells(c)
+        for v, c in zip(variants, planned.variants)
     ]
-    print(_table(["#", "id", "name", "seed", "axes"], rows))
+    print(_table(["#", "id", "name", "seed", "axes"] + (["needs"] if needs else []) + list(cost.COLUMNS), rows))
+    print("\n".join(cost.footer(planned)))
     return 0
+
+
+def _plan_cost(args: argparse.Namespace, variants: list[Any]) -> Any:
+    """Each variant's parameters, GMACs and GPU-hour estimate (study/measure/cost.py); the counts
+    are cached in <results>/.cache/cost.json where the results folder exists (plan creates none)."""
+    from study import store
+    from study.measure import cost
+
+    root = store.results_root(args.results)
+    cache = cost.CostCache(root / ".cache" / "cost.json", store.write_json_atomic if root.is_dir() else None)
+    device = args.device_class or cost.local_device()
+    try:
+        return cost.study_cost([v.config for v in variants], device, cost.step_times_path(args.step_times), cache)
+    except cost.CostError as e:  # a malformed step-time table
+        raise UsageError(str(e)) from None
+
+
+def _needs(args: argparse.Namespace, variants: list[Any]) -> dict[str, dict[str, Any]]:
+    """Diffusion run id -> the autoencoder run it waits for: its id, name and state now."""
+    from study import store
+
+    root = store.results_root(getattr(args, "results", None))
+    names = {v.run_id: v.name for v in variants}
+    waiting = [v for v in variants if v.config.task == "diffusion"]
+    ids = [v.config.diffusion.autoencoder_id for v in waiting]
+    states = store.run_states([store.run_dir(root, a) for a in ids])
+    return {
+        v.run_id: {"id": a, "name": names.get(a), "state": run.state.value, "reason": run.reason}
+        for v, a, run in zip(waiting, ids, states)
+    }
+
+
+def _needs_text(need: dict[str, Any] | None) -> str:
+    """What the plan's ``needs`` column says of a diffusion run's autoencoder."""
+    if need is None:
+        return "-"
+    return f"autoencoder {need['name'] or need['id']} ({need['id']}, {need['state']})"
 
 
 def _data_sets(cfg: Any) -> dict[str, Any]:
@@ -122,7 +171,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "job_id": run.job_id,
                 "attempts": run.attempts,
                 "step": run.step,
-                "total_steps": v.config.train.steps,
+                "kind": v.config.task,
+                "total_steps": v.config.diffusion.steps if v.config.task == "diffusion" else v.config.train.steps,
                 "loss": status.get("loss"),
                 "psnr": status.get("psnr"),
                 "reason": run.reason,
@@ -135,11 +185,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(
         _table(
-            ["#", "name", "id", "state", "job", "att", "step", "loss", "psnr", "reason"],
+            ["#", "name", "kind", "id", "state", "job", "att", "step", "loss", "psnr", "reason"],
             [
                 [
                     str(r["index"]),
                     r["name"],
+                    r["kind"],
                     r["id"],
                     r["state"],
                     str(r["job_id"] or "-"),
@@ -276,6 +327,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {path}")
     print(table)
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """One table and one quality-against-cost plot over the variants of several studies, a run
+    shared by two counted once (study/report/compare.py) -> reports/compare-<name>/."""
+    from study import store
+    from study.report import compare
+
+    try:
+        name = compare.check_name(args.name) if args.name else None
+        root, studies = store.results_root(args.results), []
+        for path in args.specs:
+            spec, variants = _spec_and_variants(argparse.Namespace(**{**vars(args), "spec": path}))
+            _write_index(args, spec, variants, root)  # as `report` does: the records the comparison reads
+            studies.append(spec.study)
+        out = Path(args.reports) / f"compare-{name or '-'.join(dict.fromkeys(studies))}"
+        path = compare.compare(root, studies, out, args.metric)
+    except compare.CompareError as e:
+        raise UsageError(str(e)) from None
+    print(f"comparison: {path}")
+    print(compare.markdown_table(out))
+    return 0
+
+
+def add_compare_command(sub: Any) -> None:
+    from study.config import METRICS
+
+    sp = sub.add_parser("compare", help="one table and a quality-vs-cost plot over several studies")
+    sp.add_argument("specs", nargs="+", metavar="SPEC", help="study files, e.g. ablations/table2a.yaml")
+    sp.add_argument("--metric", default="rfid", choices=list(METRICS), help="the plot's quality axis (default rfid)")
+    sp.add_argument("--name", help="names reports/compare-<name>/ (default: the studies' names joined by '-')")
+    sp.add_argument("--profile", help="a profile of every study file, e.g. smoke")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config override for every variant")
+    sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
+    sp.add_argument("--reports", default="reports", help="reports folder (default ./reports)")
+    sp.set_defaults(func=cmd_compare)
 
 
 def cmd_complexity(args: argparse.Namespace) -> int:
@@ -513,8 +600,10 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--results", default=argparse.SUPPRESS, help="results folder")
         return sp
 
-    sp = with_spec("plan", "the expanded variants; no side effects")
+    sp = with_spec("plan", "the expanded variants and their cost; writes only a cache of the counts")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--device-class", help="the GPU to estimate for, e.g. 'NVIDIA H100 80GB HBM3' (default: local)")
+    sp.add_argument("--step-times", help="step-time table (default $LITEVAE_STEP_TIMES, benchmarks/step_times.json)")
     sp.set_defaults(func=cmd_plan)
     sp = with_spec("status", "a table of every variant's run")
     sp.add_argument("--json", action="store_true")
@@ -526,6 +615,7 @@ def parser() -> argparse.ArgumentParser:
     sp = with_spec("report", "write reports/<study>/: tables, plots, the paper's numbers beside ours")
     sp.add_argument("--reports", default="reports", help="reports folder (default ./reports)")
     sp.set_defaults(func=cmd_report)
+    add_compare_command(sub)  # issue 14
 
     sp = with_spec("run", "launch, wait, collect and report")
     add_launch_options(sp)
@@ -555,6 +645,7 @@ def add_launch_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     sp.add_argument("--retry-failed", action="store_true", help="resubmit failed and cancelled runs")
     sp.add_argument("--max-parallel", type=int, default=1, help="local executor: jobs at once")
+    sp.add_argument("--wandb", metavar="PROJECT", help="live curves to this W&B project too (when wandb is installed)")
     g = sp.add_argument_group("resources (override the study file's `resources`)")
     g.add_argument("--partition")
     g.add_argument("--account")

@@ -47,7 +47,7 @@ REQUIRED_TABLES = {
 # datasets and resolutions all become 32x32 sample crops (the encoder x latent axes stay: 4 runs);
 # Tables 5 and 22 vary train.stages, which one profile cannot scale per variant (1 run); Table 11's
 # two datasets become sample crops (the encoder axis stays: 2 runs).
-SMOKE_RUNS = {"1": 4, "5": 1, "11": 2, "22": 1}
+SMOKE_RUNS = {"1": 4, "5": 1, "7": 4, "11": 2, "22": 1}  # 7: FFHQ and CelebA-HQ collapse
 # Tables whose smoke profile keeps the perceptual term, as it is their axis (Table 14: LPIPS vs
 # ESRGAN); tests/test_ablations_e2e.py runs them with random stand-in VGG weights.
 PERCEPTUAL_SMOKE = {"14"}
@@ -122,6 +122,10 @@ def test_smoke_profile_is_cpu_sized_and_keeps_the_axis(path):
     for v in smoke:
         cfg = v.config
         assert cfg.data.kind == "samples" and cfg.data.resolution <= 32, v.name
+        if cfg.task == "diffusion":  # Tables 7, 13: a tiny denoiser, a few hundred steps, 64 samples
+            d = cfg.diffusion
+            assert (d.unet, d.steps <= 300, d.num_samples <= 64, d.sampler_steps <= 20) == ("tiny", True, True, True)
+            continue
         assert cfg.train.steps <= 300 and cfg.train.batch_size <= 8, v.name
         if cfg.train.steps == 0:
             continue  # Table 3: the encoders are measured, nothing is trained or evaluated

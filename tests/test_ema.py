@@ -107,3 +107,22 @@ def test_a_checkpoint_with_another_decay_or_other_weights_is_refused():
         other.load_state_dict(state)
     with pytest.raises(EMAStateError, match="parameters"):
         other.update(_model())
+
+
+def test_the_ramped_decay_is_ldms_litema():
+    """LitEma: decay_n = min(decay, (1 + n) / (10 + n)); the first update moves 0.9 of the way."""
+    import torch
+    from torch import nn
+
+    from study.training.ema import EMA
+
+    m = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        m.weight.zero_()
+    ema = EMA(m, 0.9999, ramp=True)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema.update(m)  # n = 0: decay 1/10
+    assert torch.allclose(ema.module.weight, torch.full((2, 2), 0.9))
+    ema.update(m)  # n = 1: decay 2/11
+    assert torch.allclose(ema.module.weight, torch.full((2, 2), 2 / 11 * 0.9 + 9 / 11))

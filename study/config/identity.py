@@ -64,6 +64,9 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     intervals, paths and fields the chosen encoder kind does not use."""
     d = to_dict(cfg, identity_only=True)
     del d["eval"]
+    if cfg.task == "diffusion":
+        return _diffusion_identity(d)
+    del d["task"], d["diffusion"]  # an autoencoder run: the ids of before diffusion runs stay
     enc = d["model"]["encoder"]
     kind = cfg.model.encoder.kind
     for name in _SDVAE_ONLY if kind == "litevae" else _LITEVAE_ONLY:
@@ -91,11 +94,28 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
         del d["loss"]["ldl_weight"]
     if cfg.train.ema_decay == 0:
         del d["train"]["ema_decay"]
+    if not cfg.train.compile:
+        del d["train"]["compile"]
+    if cfg.train.grad_accum == 1:
+        del d["train"]["grad_accum"]
     if not cfg.model.init_sha256:  # no pretrained start: the ids of before model.init stay
         del d["model"]["init_sha256"]
     if cfg.data.kind == "samples":  # the sample photos have a fixed held-out region instead
         del d["data"]["val_fraction"]
     return d
+
+
+def _diffusion_identity(d: dict[str, Any]) -> dict[str, Any]:
+    """A diffusion run is its diffusion settings, the frozen autoencoder's run id (inside them:
+    the autoencoder's own identity, transitively), the data its latents come from, the
+    precision and the seed; the autoencoder's model and loss sections are not its own."""
+    return {
+        "task": d["task"],
+        "diffusion": d["diffusion"],
+        "data": d["data"],
+        "precision": d["train"]["precision"],
+        "seed": d["seed"],
+    }
 
 
 def canonical_json(obj: Any) -> str:

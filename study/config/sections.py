@@ -162,6 +162,22 @@ class TrainConfig:
     val_every: int = _not_identity(1000)
     val_images: int = _not_identity(64)
     num_workers: int = _not_identity(4)
+    # Live curves also to this Weights & Biases project when wandb is installed (study/training/live_log.py).
+    wandb_project: str = _not_identity("")
+    # Speed (study/training/accelerate.py). compile: torch.compile the encoder, decoder and
+    # discriminator; the same maths with another float rounding, so it is part of the run id
+    # (left out at its default, so the ids of before it stay).
+    compile: bool = False
+    # Each step's batch_size samples in grad_accum equal micro-batches (per DDP rank), gradients
+    # summed before the one optimiser step: the same update up to float summation order, except
+    # batch statistics (PatchGAN's BatchNorm, StyleGAN's minibatch std, the adaptive weight of
+    # Eq. 2), which see a micro-batch, as they see one rank's slice under DDP, and the spectral
+    # norms' power iteration (UNet, StyleGAN discriminators), one per forward pass, so one per
+    # micro-batch. Identity when != 1.
+    grad_accum: int = 1
+    # Activation checkpointing of the SD decoder (recomputed in the backward pass): the same
+    # numbers, less memory, about a third more decoder compute. Not identity.
+    checkpoint_decoder: bool = _not_identity(False)
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,9 @@ class EvalConfig:
     # The trained weights evaluated: the model's, or their EMA (needs train.ema_decay > 0).
     weights: Literal["model", "ema"] = "model"
     batch_size: int = _not_identity(32)
+    # The first gallery_images of the eval set, reconstructed into <run>/gallery/<protocol id>/
+    # for the report (study/training/gallery.py); pictures, not numbers, so not in the protocol id.
+    gallery_images: int = _not_identity(8)
     # Table 6: MMD of the posterior-mean latents to N(0, I) and per-channel statistics. Paper gap:
     # the sample size, repeats and kernel bandwidths of its MMD are not given; our choices.
     latent_stats: bool = False
@@ -216,6 +235,63 @@ class EvalConfig:
 METRICS = ("rfid", "psnr", "ssim", "lpips")
 
 
+# --------------------------------------------------------------------------------------------
+# diffusion (Tables 7, 13): a latent diffusion model on a frozen autoencoder's latents
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The second kind of run (``task: diffusion``). The paper (Sec. 5.3, Tables 7 and 13) says
+    only that its UNet is "identical to the original model from Rombach et al."; every default
+    here is the LDM repository's published KL-f8 256 config,
+    ``configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml`` (paper gap), unless it says "ours"."""
+
+    # The frozen autoencoder, as written in the study file: a variant of this study, "FILE.yaml
+    # VARIANT" (another study's variant), a run id, or a checkpoint path (a diffusers folder, an
+    # LDM .ckpt, a .safetensors file: described by this variant's `model` section, evaluated as
+    # it is). Not identity: ``autoencoder_id`` (the autoencoder's run id, filled in when the
+    # study expands) is.
+    autoencoder: str = _not_identity("")
+    autoencoder_id: str = ""
+    # The denoiser: the LDM UNet of that config, or a tiny one for CPU smoke runs
+    # (study.models.ldm_unet.UNET_PRESETS).
+    unet: Literal["ldm-kl8", "tiny"] = "ldm-kl8"
+    # The DDPM schedule and objective (config: timesteps 1000, linear_start 0.0015, linear_end
+    # 0.0155, eps prediction, loss_type l1).
+    timesteps: int = 1000
+    linear_start: float = 0.0015
+    linear_end: float = 0.0155
+    loss: Literal["l1", "l2"] = "l1"
+    # The latent a training sample uses: a draw from the posterior (LDM's encode_first_stage ->
+    # sample) or its mean.
+    latent: Literal["sample", "mean"] = "sample"
+    # None: 1 / std over the latent cache, measured (LDM's scale_by_std: SD-VAE's 0.18215).
+    scale_factor: float | None = None
+    # Ours (paper gap: no steps given): 200k steps. The config: batch 96; base_learning_rate 5e-5,
+    # "set to target_lr by starting main.py with '--scale_lr False'" (its comment), so used as it
+    # is; AdamW (LDM's DDPM.configure_optimizers); a linear warm-up over 10k steps from 1e-6 x lr,
+    # then constant (its LambdaLinearScheduler).
+    steps: int = 200_000
+    batch_size: int = 96
+    lr: float = 5e-5
+    warmup_steps: int = 10_000
+    # LDM keeps an EMA of the UNet (LitEma: decay 0.9999, ramped as min(decay, (1+n)/(10+n)))
+    # and samples with it.
+    ema_decay: float = 0.9999
+    # Images encoded into the latent cache of a sample-photo dataset (a folder's whole training
+    # list is encoded); ours.
+    cache_images: int = 1024
+    # Generation FID (its own protocol id): N samples with DDIM (Song et al. 2021), eta 0, against
+    # the training set's Inception statistics (LDM's convention: FID against the training images).
+    # 50k samples is the field's convention; 200 DDIM steps as LDM reports FFHQ (Rombach et al.
+    # 2022, Table 1: 200 steps for FFHQ, 500 for CelebA-HQ; table7.yaml sets 500 for CelebA-HQ).
+    # At most timesteps / 2 (LDM's uniform DDIM steps are shifted by one).
+    num_samples: int = _not_identity(50_000)
+    sampler_steps: int = _not_identity(200)
+    eta: float = _not_identity(0.0)
+    reference_images: int | Literal["all"] = _not_identity("all")
+    sample_batch_size: int = _not_identity(100)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -223,6 +299,10 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # autoencoder: train and evaluate an autoencoder; diffusion: train a latent diffusion model on
+    # a frozen autoencoder's latents and measure its generation FID (``diffusion``).
+    task: Literal["autoencoder", "diffusion"] = "autoencoder"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     seed: int = 0
 
 

@@ -6,7 +6,9 @@ executor splits the machine's cores between its jobs; None: SLURM's allocation,
 $SLURM_CPUS_PER_TASK, else torch's default) and nothing else (no model, no mutable state in
 its pickle; the launcher's environment is left as it was). Called, it reads
 the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
-records the model's complexity and marks the run DONE, all through the run store.
+records the model's complexity and marks the run DONE, all through the run store. A diffusion
+run (``task: diffusion``) caches its autoencoder's latents, trains its denoiser and measures its
+generation FID instead (``study.training.diffusion_run``).
 
 Preemption and time-outs: submitit calls ``checkpoint()`` from its signal handler in the main
 thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to stop at the next
@@ -153,6 +155,13 @@ def run(
             reason=None,
         )
     try:
+        if cfg.task == "diffusion":  # Tables 7, 13: latents of a frozen autoencoder -> generation FID
+            from study.training.diffusion_run import run_diffusion
+
+            summary = run_diffusion(cfg, folder, ctx, stop=stop, progress=progress)
+            if ctx.main:
+                store.mark_done(folder)
+            return {"run_id": folder.name, "state": "completed", **summary}
         if cfg.train.steps == 0 and not cfg.model.init:  # complexity only (Table 3): nothing to evaluate
             if ctx.main:
                 measured = complexity.measure_model(

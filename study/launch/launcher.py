@@ -29,10 +29,13 @@ from typing import Any, Iterator
 import submitit
 
 from study import store
+from study.launch import ordering
 from study.launch.job import RunJob
+from study.launch.ordering import Decision
 from study.spec.grid import Variant
 from study.spec.record import study_record
 from study.spec.studyfile import Resources, StudySpec, resource_problem
+from study.store.media import link_tensorboard
 
 EXECUTORS = ("slurm", "local", "debug")
 IO_THREADS = 16  # run records written at once: their fsyncs share the filesystem's journal commits
@@ -53,13 +56,6 @@ class LaunchOptions:
     retry_failed: bool = False
     max_parallel: int = 1
     resources: Resources = field(default_factory=Resources)
-
-
-@dataclass
-class Decision:
-    variant: Variant
-    action: str  # "submit", "skip"
-    why: str
 
 
 @dataclass
@@ -224,7 +220,7 @@ def launch(
     if opts.dry_run:  # reads only: no lock file, no run folder
         return LaunchReport(spec.study, decide(root, variants, opts.retry_failed))
     with study_lock(root, spec.study):
-        decisions = decide(root, variants, opts.retry_failed)
+        decisions = ordering.hold_for_autoencoders(root, decide(root, variants, opts.retry_failed), opts.executor)
         report = LaunchReport(spec.study, decisions)
         todo = report.submitted
         if not todo:
@@ -234,11 +230,22 @@ def launch(
             root, spec.study, variants, **(record if record is not None else study_record(spec, variants))
         )
         folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config), todo)))
+        link_tensorboard(root, store.study_dir(root, spec.study), [store.variant_record(v) for v in variants])
         logs = store.study_dir(root, spec.study) / "logs"
         parallel, threads = _local_share(opts) if opts.executor == "local" else (1, None)
         jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue, threads) for v in todo]
+        _each(
+            lambda v: store.update_status(folders[v.run_id], needs=ordering.autoencoder_of(v)),
+            ordering.diffusion_runs(todo),
+        )
         if opts.executor == "slurm":
-            _submit_slurm(report, todo, jobs, folders, logs, opts.resources, log)
+            first = [i for i, v in enumerate(todo) if v.config.task != "diffusion"]
+            _submit_slurm(
+                report, [todo[i] for i in first], [jobs[i] for i in first], folders, logs, opts.resources, log
+            )
+            for job, idx in ordering.dependency_groups(root, todo, report.job_ids).items():
+                waiting = dataclasses.replace(opts.resources, sbatch=opts.resources.sbatch + ordering.afterok(job))
+                _submit_slurm(report, [todo[i] for i in idx], [jobs[i] for i in idx], folders, logs, waiting, log)
             return report
         # marked while the lock is held: a second launch that takes the lock next skips them
         host = socket.gethostname()
@@ -254,8 +261,17 @@ def launch(
             ),
             todo,
         )
-    # local and debug run outside the lock: their runs are marked submitted by a live launcher
-    _run_here(report, todo, jobs, folders, logs, opts, parallel, log)
+    # local and debug run outside the lock: their runs are marked submitted by a live launcher;
+    # the autoencoders first, then the diffusion runs whose autoencoder is done
+    later = {v.run_id for v in ordering.diffusion_runs(todo)}
+    before = [(v, job) for v, job in zip(todo, jobs) if v.run_id not in later]
+    _run_here(report, [v for v, _ in before], [job for _, job in before], folders, logs, opts, parallel, log)
+    ready = [
+        (v, job)
+        for v, job in zip(todo, jobs)
+        if v.run_id in later and ordering.autoencoder_ready(root, v, report.failed, log)
+    ]
+    _run_here(report, [v for v, _ in ready], [job for _, job in ready], folders, logs, opts, parallel, log)
     return report
 
 
@@ -300,6 +316,8 @@ def _submit_slurm(
     r: Resources,
     log: Any,
 ) -> None:
+    if not todo:
+        return
     ex = slurm_executor(logs, r)
     size = max_array_size()
     for start in range(0, len(todo), size):

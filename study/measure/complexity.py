@@ -98,6 +98,21 @@ def encoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
     return counter.get_total_flops() // 2
 
 
+LATENT_DOWNSAMPLING = 8  # every encoder's latent is H/8 x W/8 (study/models/dwt_encoder.py: DOWNSAMPLING)
+
+
+def decoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
+    """Multiply-accumulates of decoding the latent of one resolution x resolution image (FLOPs / 2)."""
+    _check_resolution(resolution)
+    side = resolution // LATENT_DOWNSAMPLING
+    with torch.device("meta"):
+        model = build_autoencoder(autoencoder_args(model_cfg))
+        z = torch.empty(1, model_cfg.latent_channels, side, side)
+        with FlopCounterMode(display=False) as counter:
+            model.decode(z)
+    return counter.get_total_flops() // 2
+
+
 def run_record(model_cfg: ModelConfig, resolution: int) -> dict[str, Any]:
     """What a run records of its own model (complexity.json): parameters and encoder MACs at
     its training resolution and at 256 (the paper's). Throughput and memory depend on the

@@ -136,16 +136,24 @@ def build_encoder(args: EncoderArgs, latent_channels: int) -> nn.Module:
     )
 
 
-def build_decoder(args: DecoderArgs, latent_channels: int) -> SDDecoder:
+def build_decoder(args: DecoderArgs, latent_channels: int, checkpoint: bool = False) -> SDDecoder:
+    """The SD decoder; ``checkpoint``: activation checkpointing in training (the same numbers)."""
     return SDDecoder(
-        latent_channels, args.channels, tuple(args.channel_mult), args.blocks_per_level, args.mid_attention, args.norm
+        latent_channels,
+        args.channels,
+        tuple(args.channel_mult),
+        args.blocks_per_level,
+        args.mid_attention,
+        args.norm,
+        checkpoint=checkpoint,
     )
 
 
-def build_autoencoder(args: AutoencoderArgs) -> Autoencoder:
+def build_autoencoder(args: AutoencoderArgs, checkpoint_decoder: bool = False) -> Autoencoder:
     """The autoencoder ``args`` describe (``study.config.autoencoder_args`` composes them)."""
     nz = args.latent_channels
-    return Autoencoder(build_encoder(args.encoder, nz), build_decoder(args.decoder, nz), nz, args.quant_conv)
+    decoder = build_decoder(args.decoder, nz, checkpoint_decoder)
+    return Autoencoder(build_encoder(args.encoder, nz), decoder, nz, args.quant_conv)
 
 
 def build_preset(name: str, latent_channels: int = 4) -> Autoencoder:

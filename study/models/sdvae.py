@@ -29,7 +29,9 @@ the attention's output projection stay ordinary convolutions).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from study.models.blocks import AttentionBlock, Norm, ResBlock, check_norm, norm_conv, norm_silu
@@ -109,10 +111,14 @@ class SDDecoder(nn.Module):
         mid_attention: bool = True,
         norm: Norm = "groupnorm",
         dropout: float = 0.0,
+        checkpoint: bool = False,
     ):
         super().__init__()
         check_norm(norm)
         self.norm = norm
+        # Activation checkpointing: with gradients on, the middle and each level keep only their
+        # input and recompute their activations in the backward pass (same numbers, less memory).
+        self.checkpoint = checkpoint
         width = channels * channel_mult[-1]
         self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
         self.mid = nn.Sequential(
@@ -132,7 +138,13 @@ class SDDecoder(nn.Module):
         self.norm_out, self.conv_out = norm_conv(norm, width, 3)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.mid(self.conv_in(z))
+        h = self._run(self.mid, self.conv_in(z))
         for stage in self.up:
-            h = stage(h)
+            h = self._run(stage, h)
         return self.conv_out(norm_silu(self.norm_out, h))
+
+    def _run(self, stage: nn.Module, h: Tensor) -> Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            out: Tensor = torch.utils.checkpoint.checkpoint(stage, h, use_reentrant=False)
+            return out
+        return stage(h)

@@ -2,7 +2,8 @@
 
 A reconstruction table shows rFID, LPIPS, PSNR and SSIM (plus the encoder's parameters where the
 paper counts the whole encoder: Tables 1, 2a, 2b); Table 3 shows parameters, multiply-accumulates,
-throughput and peak memory, its parameter difference in percent of the paper's count; Table 6
+throughput and peak memory, its parameter difference in percent of the paper's count, its
+throughput and memory as ratios to SD-VAE beside the paper's ratios (``ratios``); Table 6
 shows the latents' MMD to a standard Gaussian per kernel bandwidth.
 """
 
@@ -20,6 +21,7 @@ class Column:
     paper: str | None  # the paper's value: a column of its reference CSV
     scale: float = 1.0  # our value * scale is in the paper's unit
     relative: bool = False  # the difference in percent of the paper's value
+    ratio: bool = False  # shown relative to SD-VAE of the same study, beside the paper's ratio (Table 3)
 
     @property
     def heading(self) -> str:
@@ -34,14 +36,21 @@ METRIC_COLUMNS = (
 )
 PARAMS_COLUMN = Column("encoder_params", "Params (M)", True, 3, "params_m", scale=1e-6, relative=True)
 GMACS_COLUMN = Column("encoder_gmacs", "GMACs", True, 2, "gmacs_256")
-THROUGHPUT_COLUMN = Column("throughput_img_s", "Throughput (img/s)", False, 1, "throughput_img_s")
-MEMORY_COLUMN = Column("peak_mem_mb", "Memory (MB)", True, 0, "gpu_memory_mb")
+THROUGHPUT_COLUMN = Column("throughput_img_s", "Throughput (img/s)", False, 1, "throughput_img_s", ratio=True)
+MEMORY_COLUMN = Column("peak_mem_mb", "Memory (MB)", True, 0, "gpu_memory_mb", ratio=True)
 COMPLEXITY_COLUMNS = (PARAMS_COLUMN, GMACS_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN)
 
 # Table 6: the MMD of the latents to N(0, I) per RBF bandwidth (study.measure.latent_stats). The
 # paper does not state its MMD's units, so our values are not on its scale.
 LATENT_TABLE = "6"
 LATENT_COLUMNS = tuple(Column(f"mmd_{h}", f"MMD σ={h}", True, 2, f"mmd_{h}") for h in (25, 50, 100, 250, 500))
+
+# Tables 7, 13: the generation FID of a diffusion run (its own protocol: study.training.generate)
+# beside the reconstruction numbers of the autoencoder whose latents it was trained on.
+GENERATION_TABLES = ("7", "13")
+GENERATION_COLUMNS = (Column("gfid", "FID", True, 2, "fid"),) + tuple(
+    Column(f"ae_{c.key}", f"AE {c.label}", c.lower_is_better, c.digits, None) for c in METRIC_COLUMNS
+)
 
 COMPLEXITY_TABLE = "3"
 # Tables whose parameter column counts the whole encoder (Table 20 counts the aggregator only).
@@ -54,4 +63,6 @@ def columns_for(table: str | None) -> tuple[Column, ...]:
         return COMPLEXITY_COLUMNS
     if table == LATENT_TABLE:
         return LATENT_COLUMNS
+    if table in GENERATION_TABLES:
+        return GENERATION_COLUMNS
     return METRIC_COLUMNS + ((PARAMS_COLUMN,) if table in ENCODER_PARAM_TABLES else ())

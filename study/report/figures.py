@@ -6,7 +6,8 @@ global backend is chosen: PNGs are written with matplotlib's Agg renderer).
 - ``quality_cost.png``: rFID (PSNR where no rFID was measured) against encoder GMACs and
   parameters, the Pareto front of our variants, the paper's points where it gives parameters.
 - ``training_curves.png``: training loss and validation PSNR against step (band: sd over seeds).
-- ``complexity.png`` (Table 3): parameters, throughput and memory, ours beside the paper's.
+- ``complexity.png`` (Table 3): parameters, ours beside the paper's; throughput and memory as
+  ratios to SD-VAE, ours beside the paper's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as Canvas
 
+from study.report import ratios
 from study.report.cells import cell
 from study.report.columns import GMACS_COLUMN, MEMORY_COLUMN, METRIC_COLUMNS, PARAMS_COLUMN, THROUGHPUT_COLUMN, Column
 from study.report.render import Figure
@@ -210,16 +212,23 @@ def plot_training(curves: pd.DataFrame) -> Figure | None:
 
 
 def plot_complexity(inp: TableInput) -> Figure | None:
-    """Table 3: parameters, throughput and memory per encoder, ours beside the paper's."""
+    """Table 3: parameters per encoder, ours beside the paper's; throughput and memory as ratios to
+    SD-VAE (ours measured in the same study, the paper's to its SD-VAE row: study.report.ratios)."""
+    reference = ratios.reference_name(inp.names, inp.paper_labels)
     rows = []
     for name in inp.names:
         for col in (PARAMS_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN):
             c = cell(inp.runs[name], col)
-            if c.mean is not None:
-                rows.append({"encoder": name, "quantity": col.heading, "source": "ours", "value": c.mean})
             theirs = paper_value(inp, name, col)
+            quantity = col.heading
+            if col.ratio and reference is not None:
+                quantity = ratios.ratio_label(col.label)
+                c.mean = ratios.relative(c.mean, cell(inp.runs[reference], col).mean)
+                theirs = ratios.relative(theirs, paper_value(inp, reference, col))
+            if c.mean is not None:
+                rows.append({"encoder": name, "quantity": quantity, "source": "ours", "value": c.mean})
             if theirs is not None:
-                rows.append({"encoder": name, "quantity": col.heading, "source": "paper", "value": theirs})
+                rows.append({"encoder": name, "quantity": quantity, "source": "paper", "value": theirs})
     data = pd.DataFrame(rows)
     if data.empty or not (data["source"] == "ours").any():
         return None
@@ -241,8 +250,8 @@ def plot_complexity(inp: TableInput) -> Figure | None:
     fig.tight_layout()
     return Figure(
         "complexity.png",
-        "Parameters, throughput and peak memory per encoder, ours beside "
-        "the paper's (Table 3: batch 32 on one Quadro RTX 6000).",
+        "Parameters per encoder, ours beside the paper's; throughput and peak memory relative to "
+        "SD-VAE, ours measured in this study, the paper's from Table 3 (batch 32 on one Quadro RTX 6000).",
         _png(fig),
     )
 

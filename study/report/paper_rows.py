@@ -9,6 +9,7 @@ without one falls back to its run's own setting.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -28,13 +29,22 @@ def label_column(table: pd.DataFrame) -> str:
 def same_setting(row: pd.Series, setting: dict[str, Any]) -> bool:
     """Whether a paper row's dataset, resolution and latent are the setting's. A row without a
     resolution (Tables 11, 12 do not state it) matches any; a latent given as channels only
-    ("nz=12") matches any latent of that many channels."""
-    resolution = row.get("resolution")
+    ("nz=12") matches any latent of that many channels; a row without a latent (Tables 7, 13)
+    matches any."""
+    resolution, latent = row.get("resolution"), row.get("latent")
     return (
-        str(row.get("dataset", "")).lower() == str(setting.get("dataset", "")).lower()
+        _same_dataset(str(row.get("dataset", "")), setting)
         and (resolution is None or pd.isna(resolution) or int(resolution) == setting.get("resolution"))
-        and _same_latent(str(row.get("latent")), str(setting.get("latent")))
+        and (latent is None or pd.isna(latent) or _same_latent(str(latent), str(setting.get("latent"))))
     )
+
+
+def _same_dataset(paper: str, setting: dict[str, Any]) -> bool:
+    """``ffhq`` against ``FFHQ``; where the paper names the resolution with the dataset (Tables 7,
+    13: "CelebA-HQ 256"), ``celebahq`` at 256 against it (letters and digits only)."""
+    ours = re.sub(r"[^a-z0-9]", "", str(setting.get("dataset", "")).lower())
+    theirs = re.sub(r"[^a-z0-9]", "", paper.lower())
+    return theirs in (ours, f"{ours}{setting.get('resolution')}")
 
 
 def _same_latent(paper: str, ours: str) -> bool:

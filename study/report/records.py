@@ -64,6 +64,11 @@ def variant_order(index: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     return list(order), alias_of
 
 
+def diffusion_runs(index: dict[str, Any]) -> set[str]:
+    """The names of the index's diffusion runs (``task: diffusion``; Tables 7, 13)."""
+    return {v["name"] for v in index["variants"] if v.get("task") == "diffusion"}
+
+
 def planned_seeds(index: dict[str, Any]) -> int:
     seeds = index.get("seeds")
     return len(seeds) if seeds else len({v["seed"] for v in index["variants"]})

@@ -25,14 +25,19 @@ import pandas as pd
 
 from study import store
 from study.paper import REFERENCE_TABLE
+from study.report import ratios
 from study.report.cells import short_reason
 from study.report.columns import COMPLEXITY_TABLE, PARAMS_COLUMN
 from study.report.figures import figures_for, history_frame
+from study.report.gallery import add_reconstructions
+from study.report.index_page import study_state
 from study.report.provenance import now, provenance, run_records
-from study.report.records import StudyRecords, main_eval_id, read_study
+from study.report.records import StudyRecords, main_eval_id, read_study, variant_order
 from study.report.references import NOTE as REFERENCE_NOTE
 from study.report.references import reference_table
 from study.report.render import Doc, Figure, render_html, render_markdown, table_latex, table_markdown
+from study.report.samples import add_samples
+from study.report.significance import significance
 from study.report.tables import TableInput, build_table, summarize, table_input
 
 LEGEND = (
@@ -66,6 +71,12 @@ def report(
     curves = history_frame(histories if histories is not None else _histories(records), names)
     figures = figures_for(inp, curves, records.table == COMPLEXITY_TABLE)
     doc = document(records, table, figures, meta)
+    figures = figures + add_reconstructions(doc, records)  # study/report/gallery.py
+    figures = figures + add_samples(doc, records)  # Tables 7, 13: study/report/samples.py
+    seeds = significance(inp, records.index)  # None: no cell has two seeds
+    if seeds is not None:  # after the figures, before the provenance
+        at = next(i for i, block in enumerate(doc.blocks) if block == ("h2", "Provenance"))
+        doc.blocks[at:at] = seeds.blocks()
     if records.table == REFERENCE_TABLE:  # a protocol check: the published numbers beside ours
         at = _after_results(doc)
         doc.blocks[at:at] = [
@@ -79,6 +90,7 @@ def report(
         "table": records.table,
         "variants": len(inp.names),
         "headline": headline(inp, numbers),
+        "state": study_state(_runs_per_variant(records, inp)),
         "report": "report.html",
         "generated": now(),
     }
@@ -87,7 +99,28 @@ def report(
         if records.table and records.table != REFERENCE_TABLE
         else records.study
     )
-    return write_report(Path(out_dir), doc, table, numbers, caption, f"tab:{records.study}", figures, summary)
+    if records.table == COMPLEXITY_TABLE:
+        caption += ". " + _complexity_caption(records)
+    path = write_report(Path(out_dir), doc, table, numbers, caption, f"tab:{records.study}", figures, summary)
+    if seeds is not None:
+        seeds.write(Path(out_dir), records.study)
+    return path
+
+
+def _runs_per_variant(records: StudyRecords, inp: TableInput) -> dict[str, pd.DataFrame]:
+    """Each row's runs, one line per run whatever protocols evaluated it (aliases left out)."""
+    frame = records.frame
+    owners = [n for n in inp.names if n not in inp.aliases]
+    if "name" not in frame.columns:
+        return {n: frame.iloc[0:0] for n in owners}
+    return {n: frame[frame["name"] == n].drop_duplicates("run_id") for n in owners}
+
+
+def _complexity_caption(records: StudyRecords) -> str:
+    """Table 3: where our numbers and the paper's were measured, what the ratios are taken to."""
+    names = variant_order(records.index)[0]
+    reference = ratios.reference_name(names, dict((records.paper or {}).get("rows") or {}))
+    return ratios.caption(records.root, records.frame, reference)
 
 
 def document(
@@ -117,6 +150,7 @@ def document(
     complexity = paper_table == COMPLEXITY_TABLE
     doc.add("p", LEGEND.format(relative="parameters: percent of the paper's count" if complexity else "absolute"))
     if complexity:
+        doc.add("p", _complexity_caption(records))
         doc.add("p", PARAMS_NOTE)
     eval_ids = list(dict.fromkeys(frame["eval_id"].dropna())) if "eval_id" in frame else []
     if len(eval_ids) > 1:
@@ -165,7 +199,7 @@ def headline(inp: TableInput, numbers: pd.DataFrame) -> list[str]:
         dev = sub["diff"].abs().dropna()
         if len(sub):
             lines.append(f"params within {dev.max():.2f}% of the paper" if len(dev) else "params measured")
-        return lines
+        return lines + ratios.headline(numbers)
     for key in ("rfid", "psnr"):
         sub = numbers[(numbers["column"] == key) & numbers["mean"].notna()]
         if sub.empty:

@@ -3,8 +3,10 @@
 One row per variant, in the study's order; an alias (a variant whose config equals another's)
 repeats that run's numbers and says so. Per column: our mean ± sample standard deviation over the
 completed seeds (ddof 1; one seed shows the mean alone), the paper's number and ours − paper
-(Table 3's parameters: in percent of the paper's count). The best value of each column, ours and
-the paper's separately, is **bold** (markdown), judged by the column's direction.
+(Table 3's parameters: in percent of the paper's count; Table 3's throughput and memory: ours and
+the paper's as ratios to SD-VAE, no difference of absolutes, see ``ratios``). The best value of
+each column, ours and the paper's separately, is **bold** (markdown), judged by the column's
+direction.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from study.report import ratios
 from study.report.cells import cell, short_reason
-from study.report.columns import Column, columns_for
+from study.report.columns import GENERATION_TABLES, Column, columns_for
 from study.report.paper_rows import paper_rows
-from study.report.records import StudyRecords, main_eval_id, planned_seeds, rows_for_protocol, variant_order
+from study.report.records import StudyRecords, diffusion_runs, main_eval_id, planned_seeds, rows_for_protocol, variant_order
 
 ALIAS_NOTE = "same run as"
 
@@ -42,8 +45,13 @@ class TableInput:
 
 def table_input(records: StudyRecords) -> TableInput:
     """The table of a study's records, under the evaluation protocol most runs used."""
-    frame = rows_for_protocol(records.frame, main_eval_id(records.frame))
+    frame = records.frame
     names, alias_of = variant_order(records.index)
+    if records.table in GENERATION_TABLES:  # Tables 7, 13: the diffusion runs (their autoencoders beside)
+        runs_of = diffusion_runs(records.index)
+        names = [n for n in names if alias_of.get(n, n) in runs_of]
+        frame = frame[frame["name"].isin(runs_of)] if "name" in frame.columns else frame
+    frame = rows_for_protocol(frame, main_eval_id(frame))
     by_name = {n: frame[frame["name"] == n] if "name" in frame.columns else frame.iloc[0:0] for n in names}
     paper = records.paper or {}
     return TableInput(
@@ -67,15 +75,20 @@ def paper_value(inp: TableInput, name: str, col: Column) -> float | None:
 
 def summarize(inp: TableInput) -> pd.DataFrame:
     """The numbers behind the table, long format: one row per (variant, column) with our mean,
-    std and seed count, the text shown, the paper's value and the difference."""
+    std and seed count, the text shown, the paper's value and the difference; for a ratio column
+    (Table 3) ours and the paper's relative to SD-VAE instead of the difference."""
     rows = []
+    reference = ratios.reference_name(inp.names, inp.paper_labels)
     for name in inp.names:
         for col in inp.columns:
             c = cell(inp.runs[name], col)
             theirs = paper_value(inp, name, col)
-            diff = None
-            if c.mean is not None and theirs is not None:
+            diff = ratio = paper_ratio = None
+            if c.mean is not None and theirs is not None and not col.ratio:
                 diff = (c.mean - theirs) / theirs * 100 if col.relative else c.mean - theirs
+            if col.ratio and reference is not None:
+                ratio = ratios.relative(c.mean, cell(inp.runs[reference], col).mean)
+                paper_ratio = ratios.relative(theirs, paper_value(inp, reference, col))
             rows.append(
                 {
                     "variant": name,
@@ -87,6 +100,8 @@ def summarize(inp: TableInput) -> pd.DataFrame:
                     "text": c.text(col),
                     "paper": theirs,
                     "diff": diff,
+                    "ratio": ratio,
+                    "paper_ratio": paper_ratio,
                 }
             )
     return pd.DataFrame(rows)
@@ -103,7 +118,12 @@ def build_table(inp: TableInput) -> pd.DataFrame:
     for col in inp.columns:
         sub = numbers[numbers["column"] == col.key].set_index("variant").loc[inp.names]
         table[col.heading] = _bold_best(list(sub["text"]), list(sub["mean"]), col)
-        if has_paper:
+        if has_paper and col.ratio:  # absolutes measured elsewhere do not compare: ratios to SD-VAE
+            short = ratios.ratio_label(col.label)
+            table[short] = _bold_best([ratios.ratio_text(r) for r in sub["ratio"]], list(sub["ratio"]), col)
+            theirs = [ratios.ratio_text(r) for r in sub["paper_ratio"]]
+            table[f"{short} paper"] = _bold_best(theirs, list(sub["paper_ratio"]), col)
+        elif has_paper:
             theirs = [_paper_cell(inp, name, value, col) for name, value in zip(inp.names, sub["paper"])]
             table[f"{col.label} paper"] = _bold_best(theirs, list(sub["paper"]), col)
             table[f"{col.label} Δ"] = [_diff_text(d, col) for d in sub["diff"]]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from study import config as C
+from study.spec import autoencoder_ref
 from study.spec.studyfile import PRESET_KEY, SEED_KEY, StudySpec, StudySpecError, resolve, with_profile
 
 
@@ -115,9 +116,8 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
         )
 
     start = _resolve(spec, "set", fixed, None, check=False)  # base and set, applied once
-    variants: list[Variant] = []
-    by_id: dict[str, int] = {}
     names: set[str] = set()
+    resolved: list[_Resolved] = []
     for name, axes, overrides, source, where in candidates:
         if name in names:
             raise StudySpecError(spec.path, where, name, "variant names distinct from the grid's names")
@@ -126,15 +126,50 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
             if cfg.model.init:
                 cfg = _with_init_digest(spec, where, cfg)
-            rid = C.run_id(cfg)
-            if rid in by_id:
-                first = variants[by_id[rid]]
-                variants[by_id[rid]] = _with_alias(first, name)
-                continue
-            by_id[rid] = len(variants)
-            variants.append(
-                Variant(index=len(variants), name=name, run_id=rid, seed=seed, axes=axes, config=cfg, source=source)
-            )
+            resolved.append(_Resolved(name, axes, source, where, seed, cfg))
+    return _deduplicated(spec, resolved, profile, extra)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    name: str
+    axes: dict[str, Any]
+    source: str
+    where: str
+    seed: int
+    config: C.ExperimentConfig
+
+
+def _deduplicated(
+    spec: StudySpec, resolved: list[_Resolved], profile: str | None, extra: dict[str, Any] | None
+) -> list[Variant]:
+    """Variants in order, autoencoders before the diffusion runs on them (each diffusion run's
+    autoencoder resolved, and added when it is not a variant of the study); two variants with
+    one config are one run, the later named as an alias."""
+    configs = {(r.name, r.seed): r.config for r in resolved}  # a diffusion run named is refused later
+    own_names = sorted({r.name for r in resolved if r.config.task == "autoencoder"})
+
+    def own(name: str, seed: int) -> C.ExperimentConfig | None:
+        return configs.get((name, seed)) or next((c for (n, _), c in configs.items() if n == name), None)
+
+    variants: list[Variant] = []
+    by_id: dict[str, int] = {}
+
+    def add(name: str, seed: int, axes: dict[str, Any], cfg: C.ExperimentConfig, source: str) -> None:
+        rid = C.run_id(cfg)
+        if rid in by_id:
+            variants[by_id[rid]] = _with_alias(variants[by_id[rid]], name)
+            return
+        by_id[rid] = len(variants)
+        variants.append(Variant(len(variants), name, rid, seed, axes, cfg, source))
+
+    for r in sorted(resolved, key=lambda r: r.config.task == "diffusion"):  # stable: file order kept
+        cfg = r.config
+        if cfg.task == "diffusion":
+            cfg, ae = autoencoder_ref.resolve(spec, r.where, cfg, own, own_names, (profile, extra), _with_init_digest)
+            if ae.source != "variant":
+                add(ae.name, ae.config.seed, {}, ae.config, "autoencoder")
+        add(r.name, r.seed, r.axes, cfg, r.source)
     return variants
 
 

@@ -9,7 +9,9 @@
 - ``paper``: the paper table (``table``), variant name -> its row label (``rows``), and per
   labelled name the setting that picks its row where a label repeats (``settings``: dataset,
   resolution, latent). Those settings are the study's own configs without a profile: the
-  paper's, even when a profile collapses them (Table 1 under ``smoke``).
+  paper's, even when a profile collapses them (Table 1 under ``smoke``);
+- ``baseline``: the variant the report tests the others against (``paper.baseline``, else the
+  first name of ``order``).
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ def study_record(
 ) -> dict[str, Any]:
     """The index's study-level fields for ``variants`` (the expansion with ``profile`` and
     ``sets`` applied); pass them to ``store.write_index`` as keywords."""
+    order = variant_order(spec, variants)
     return {
         "description": spec.description,
         "spec": str(spec.path),
         "profile": profile,
         "set": list(sets),
         "seeds": list(spec.seeds),
-        "order": variant_order(spec, variants),
+        "order": order,
         "paper": paper_record(spec),
+        "baseline": (spec.paper.baseline if spec.paper else None) or (order[0] if order else None),
     }
 
 

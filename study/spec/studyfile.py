@@ -67,6 +67,7 @@ class PaperRef:
 
     table: str
     rows: dict[str, str] = field(default_factory=dict)
+    baseline: str | None = None  # the variant the report tests the others against (None: the first)
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def load_spec(path: str | Path) -> StudySpec:
     paper = _paper(path, doc["paper"]) if "paper" in doc else None
     if not grid and not zips and not variants and ("grid" in doc or "zip" in doc):
         raise StudySpecError(path, "grid", {}, "at least one axis or named variant")
-    return StudySpec(
+    spec = StudySpec(
         path=path,
         study=study,
         description=description,
@@ -261,6 +262,21 @@ def load_spec(path: str | Path) -> StudySpec:
         profiles=profiles,
         resources=resources,
     )
+    _check_baseline(spec)
+    return spec
+
+
+def _check_baseline(spec: StudySpec) -> None:
+    """``paper.baseline`` names a variant of the study (a grid row's name, a named variant or an
+    alias); the grid's names are known once it is expanded, so only then is it expanded."""
+    baseline = spec.paper.baseline if spec.paper else None
+    if baseline is None or baseline in spec.variants:
+        return
+    from study.spec.grid import expand  # grid imports this module; its names need the expansion
+
+    names = list(dict.fromkeys(n for v in expand(spec) for n in (v.name, *v.aliases)))
+    if baseline not in names:
+        raise StudySpecError(spec.path, "paper.baseline", baseline, "a variant name: " + ", ".join(names))
 
 
 def _check_top(path: Path, doc: Any) -> None:
@@ -420,10 +436,10 @@ def _check_resources(path: Path, r: Resources) -> None:
 
 def _paper(path: Path, raw: Any) -> PaperRef:
     if not isinstance(raw, dict) or "table" not in raw:
-        raise StudySpecError(path, "paper", raw, "a mapping with `table` (and optional `rows`)")
+        raise StudySpecError(path, "paper", raw, "a mapping with `table` (and optional `rows`, `baseline`)")
     for key in raw:
-        if key not in ("table", "rows"):
-            raise StudySpecError(path, f"paper.{key}", raw[key], "keys table, rows")
+        if key not in ("table", "rows", "baseline"):
+            raise StudySpecError(path, f"paper.{key}", raw[key], "keys table, rows, baseline")
     table = str(raw["table"])
     if table not in paper_tables() and table != REFERENCE_TABLE:
         raise StudySpecError(
@@ -437,7 +453,10 @@ def _paper(path: Path, raw: Any) -> PaperRef:
     rows = raw.get("rows") or {}
     if not isinstance(rows, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in rows.items()):
         raise StudySpecError(path, "paper.rows", rows, "a mapping of variant name -> paper row label")
-    return PaperRef(table=table, rows=dict(rows))
+    baseline = raw.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise StudySpecError(path, "paper.baseline", baseline, "a variant name (a string)")
+    return PaperRef(table=table, rows=dict(rows), baseline=baseline)
 
 
 def with_profile(spec: StudySpec, profile: str | None) -> dict[str, Any]:

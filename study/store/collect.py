@@ -2,7 +2,8 @@
 
 One row per (variant, seed, eval protocol): the varied axes as columns, every metric as a column,
 the run's state (``study/store/state.py``'s rule, the one `status` shows) and its reason kept. A
-run without an evaluation still has its row; nothing is dropped silently.
+run without an evaluation still has its row; nothing is dropped silently. A diffusion run's row
+also carries its autoencoder's latest reconstruction numbers (``ae_rfid``, ``ae_psnr``, ...).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def collect(root: Path, study: str, variants: list[dict[str, Any]]) -> pd.DataFr
         }
         complexity = read_json(folder / "complexity.json") or {}
         base |= {key: complexity[key] for key in COMPLEXITY_COLUMNS if key in complexity}
+        if v.get("autoencoder_id"):  # a diffusion run: its autoencoder's reconstruction numbers beside
+            base |= autoencoder_columns(run_dir(root, v["autoencoder_id"]))
         evals = read_evals(folder)
         if not evals:
             rows.append(base | {"eval_id": None})
@@ -52,6 +55,17 @@ def collect(root: Path, study: str, variants: list[dict[str, Any]]) -> pd.DataFr
                 row[f"{metric}_unavailable"] = reason
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def autoencoder_columns(folder: Path) -> dict[str, Any]:
+    """``ae_run_id`` and the latest evaluation of an autoencoder run as ``ae_<metric>`` (and
+    ``ae_<metric>_unavailable``): what a diffusion run's row shows of the autoencoder it used."""
+    evals = sorted(read_evals(folder).values(), key=lambda r: r.get("created") or 0)
+    out: dict[str, Any] = {"ae_run_id": folder.name}
+    if evals:
+        out |= {f"ae_{k}": x for k, x in (evals[-1].get("metrics") or {}).items()}
+        out |= {f"ae_{k}_unavailable": x for k, x in (evals[-1].get("unavailable") or {}).items()}
+    return out
 
 
 def _cell(value: Any) -> Any:

@@ -31,6 +31,7 @@ import yaml
 
 from study import config as C
 from study.store.files import read_json, write_json_atomic, write_text_atomic
+from study.store.media import link_tensorboard
 
 __all__ = [
     "RESULTS_ENV",
@@ -174,7 +175,8 @@ def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
     """One variant of a study's index (``v``: a ``study.spec.grid.Variant``): its name, aliases,
     run id, seed and axes; what its config trains and evaluates on (``dataset``; ``resolution``,
     the one its numbers are measured at: eval.resolution, else data.resolution; ``latent``, H/8 x
-    W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with."""
+    W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with. A
+    diffusion run adds ``task`` and ``autoencoder_id`` (its latent is its autoencoder's)."""
     cfg = v.config
     res = cfg.eval.resolution or cfg.data.resolution
     return {
@@ -189,7 +191,11 @@ def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
         "resolution": res,
         "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}",
         "paper_row": paper_row,
-    }
+    } | (
+        {"task": "diffusion", "autoencoder_id": cfg.diffusion.autoencoder_id, "latent": None}
+        if cfg.task == "diffusion"
+        else {}
+    )
 
 
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
@@ -198,9 +204,9 @@ def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Pat
     paper). A variant's ``paper_row`` is its label in ``meta["paper"]["rows"]``."""
     rows = (meta.get("paper") or {}).get("rows") or {}
     path = study_dir(root, study) / "index.json"
-    write_json_atomic(
-        path, {"study": study, **meta, "variants": [variant_record(v, rows.get(v.name)) for v in variants]}
-    )
+    records = [variant_record(v, rows.get(v.name)) for v in variants]
+    write_json_atomic(path, {"study": study, **meta, "variants": records})
+    link_tensorboard(root, study_dir(root, study), records)  # results/<study>/tensorboard (study/store/media.py)
     return path
 
 

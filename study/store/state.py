@@ -32,6 +32,10 @@ The rule (``run_states``)
        lost run is submitted again.
        A job found gone is read once more: the DONE or the error it wrote while we asked wins.
     4. anything else: pending.
+    5. a diffusion run (its record ``needs`` an autoencoder run: ``launch`` writes it) whose job
+       waits on that run, or was cancelled or lost before it started, while the autoencoder
+       failed, was cancelled or was lost: failed, with the autoencoder's reason. (On SLURM its
+       job depends on the autoencoder's, ``afterok``, with ``--kill-on-invalid-dep``.)
 
 SLURM accounting (sacct) of a job that is gone while its run's record still says it is active:
 
@@ -170,7 +174,29 @@ def run_states(folders: Sequence[Path]) -> list[RunState]:
     for i in asking:
         if i not in verdicts:
             verdicts[i] = _ask_local(records[i])
-    return [known[i] or _after_asking(folders[i], records[i], verdicts[i]) for i in range(len(folders))]
+    states = [known[i] or _after_asking(folders[i], records[i], verdicts[i]) for i in range(len(folders))]
+    return _after_autoencoders(folders, states)
+
+
+_WAITING = frozenset({State.SUBMITTED, State.CANCELLED, State.LOST})
+_DEAD = frozenset({State.FAILED, State.CANCELLED, State.LOST})
+
+
+def _after_autoencoders(folders: Sequence[Path], states: list[RunState]) -> list[RunState]:
+    """Rule 5: a diffusion run that cannot start because its autoencoder will never be done."""
+    waiting = [
+        i
+        for i, s in enumerate(states)
+        if s.record.get("needs") and s.state in _WAITING and s.record.get("state") == "submitted"
+    ]
+    if not waiting:
+        return states
+    ae_folders = [folders[i].parent / str(states[i].record["needs"]) for i in waiting]
+    for i, ae, ae_state in zip(waiting, ae_folders, run_states(ae_folders)):
+        if ae_state.state in _DEAD:
+            why = f"autoencoder {ae.name} {ae_state.state}: {ae_state.reason or 'no reason recorded'}"
+            states[i] = RunState(State.FAILED, why, states[i].job_id, states[i].record)
+    return states
 
 
 def _last_job(record: dict[str, Any]) -> str | None:

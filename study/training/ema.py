@@ -28,10 +28,12 @@ class EMAStateError(ValueError):
 class EMA:
     """The moving average of ``module``'s parameters, a deep copy updated in place."""
 
-    def __init__(self, module: nn.Module, decay: float):
+    def __init__(self, module: nn.Module, decay: float, ramp: bool = False):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
         self.decay = float(decay)
+        # LDM's LitEma (ldm/modules/ema.py) ramps the decay up: min(decay, (1 + n) / (10 + n)).
+        self.ramp = ramp
         self.num_updates = 0
         self.module = copy.deepcopy(module)
         self.module.requires_grad_(False)
@@ -44,9 +46,11 @@ class EMA:
         theirs = dict(module.named_parameters())
         if ours.keys() != theirs.keys():
             raise EMAStateError("the module's parameters are not those the EMA was built from")
+        n = self.num_updates
+        decay = min(self.decay, (1 + n) / (10 + n)) if self.ramp else self.decay
         for name, w in theirs.items():
             e = ours[name]
-            e.copy_(self.decay * e + (1.0 - self.decay) * w.detach())
+            e.copy_(decay * e + (1.0 - decay) * w.detach())
         for b_ema, b in zip(self.module.buffers(), module.buffers()):
             b_ema.copy_(b)
         self.num_updates += 1

@@ -12,7 +12,8 @@ that change them) under ``results/cache/fid_ref/<reference_id>.npz``. The metric
 study/measure/metrics.py; docs/evaluation.md states the whole protocol.
 
 Metrics whose weights are missing or corrupt are recorded in ``unavailable`` with the reason,
-never as numbers; the others still run.
+never as numbers; the others still run. Beside each record, ``<run>/gallery/<protocol_id>/``
+holds the first ``eval.gallery_images`` images and their reconstructions (study/training/gallery.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from study import store
 from study.measure import latent_stats as LS
 from study.measure import metrics as M
 from study.measure import weights as W
+from study.store.media import gallery_dir
 from study.training import eval_data as E
+from study.training import gallery as G
+from study.training.accelerate import full_fp32
 from study.training.loop import MissingCheckpoint, load_trained
 
 PROTOCOL_VERSION = 1
@@ -321,6 +325,18 @@ def _still_unavailable(record: dict[str, Any], directory: Any) -> bool:
     return True
 
 
+def _save_gallery(ae: Any, cfg: C.ExperimentConfig, folder: Path, device: Any, ds: Any, force: bool) -> None:
+    """The first ``eval.gallery_images`` of the eval set reconstructed (study/training/gallery.py),
+    when the metrics are computed (``force``) or the gallery is missing (evaluated before it)."""
+    k = cfg.eval.gallery_images
+    if k and (force or not G.is_saved(folder, k)):
+        ds = ds if ds is not None else E.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
+        gen = torch.Generator(device).manual_seed(SAMPLE_SEED) if cfg.eval.posterior == "sample" else None
+        with _eval_mode(ae), torch.no_grad():  # a sample: drawn from its own seeded generator
+            x = G.first_images(ds, k).to(device).float()
+            G.save(folder, *_reconstruct(ae, x, gen), {"posterior": cfg.eval.posterior}, k)
+
+
 def evaluate(
     autoencoder: torch.nn.Module,
     cfg: C.ExperimentConfig,
@@ -348,12 +364,9 @@ def evaluate(
     p = protocol(cfg, fingerprint=_content_fingerprint(dataset) if dataset is not None else None)
     pid = protocol_id(p)
     existing = store.read_evals(run_folder).get(pid)
-    if (
-        existing is not None
-        and not force
-        and existing.get("protocol") == p
-        and _still_unavailable(existing, weights_dir)
-    ):
+    fresh = force or existing is None or existing.get("protocol") != p or not _still_unavailable(existing, weights_dir)
+    _save_gallery(autoencoder, cfg, gallery_dir(run_folder, pid), device, dataset, force=fresh)
+    if existing is not None and not fresh:
         return {**existing, "reused": True}
 
     if dataset is None:
@@ -370,7 +383,8 @@ def evaluate(
 
     tally = _Tally(ev.metrics, inst)
     latents: list[Tensor] | None = [] if ev.latent_stats else None
-    with _eval_mode(autoencoder), torch.no_grad():
+    # fp32 features (the protocol): TF32 off on CUDA even after training in this process turned it on
+    with _eval_mode(autoencoder), torch.no_grad(), full_fp32(device):
         for x in M.with_progress(loader, n, progress, f"eval {run_folder.name}"):
             tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator, latents))
     results = tally.means()

@@ -34,38 +34,27 @@ from study import store
 from study.measure import metrics
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
-from study.training import losses
-from study.training.batches import BatchStream, posterior_noise, stage_at
+from study.training import accelerate as A
+from study.training import live_log
+from study.training.batches import stage_at
 from study.training.data import eval_set
 from study.training.ema import EMA
+from study.training.loader import Batches
+from study.training.steps import (  # the step, re-exported as part of this module's API
+    DiscriminatorStep as DiscriminatorStep,
+)
+from study.training.steps import MissingEMA as MissingEMA
+from study.training.steps import NonFiniteLoss as NonFiniteLoss
+from study.training.steps import Reconstruct as Reconstruct
+from study.training.steps import autoencoder_step as autoencoder_step
+from study.training.steps import discriminator_step as discriminator_step
+from study.training.steps import unwrap as _unwrap
 
 CHECKPOINT = "checkpoints/last.pt"
 
 
-class MissingEMA(RuntimeError):
-    """EMA weights asked for (LDL, resume, ``eval.weights: ema``) where there are none."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """A NaN or infinite loss: the run stops and its status says at which step."""
-
-
 class Preempted(RuntimeError):
     """Training stopped on request (preemption) after writing a checkpoint."""
-
-
-class Reconstruct(nn.Module):
-    """x -> (x_hat, posterior) with the posterior sampled as mean + std * noise: the module a
-    DDP wrapper sees, so the autoencoder's gradients are reduced once per step."""
-
-    def __init__(self, autoencoder: nn.Module):
-        super().__init__()
-        self.autoencoder = autoencoder
-
-    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        ae: Any = self.autoencoder  # study.models.autoencoder.Autoencoder: encode, decode
-        posterior = ae.encode(x)
-        return ae.decode(posterior.mean + posterior.std * noise), posterior
 
 
 @dataclass
@@ -101,10 +90,6 @@ def use_bf16(cfg: C.ExperimentConfig, device: torch.device) -> bool:
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
 def save_checkpoint(
     folder: Path,
     step: int,
@@ -220,94 +205,6 @@ def _distribute(model: nn.Module, disc: nn.Module | None, ctx: Context) -> tuple
     return model, disc
 
 
-def autoencoder_step(
-    cfg: C.ExperimentConfig,
-    model: nn.Module,
-    disc: nn.Module | None,
-    opt_ae: torch.optim.Optimizer,
-    x: torch.Tensor,
-    noise: torch.Tensor,
-    *,
-    step: int,
-    perceptual: nn.Module | None,
-    last_layer: torch.Tensor,
-    bf16: bool = False,
-    ema: EMA | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """One update of the autoencoder on Eq. 1's loss; the discriminator (when on at ``step``)
-    judges the reconstructions frozen and unwrapped, so it takes no gradient and no DDP
-    reduction. With LDL on (Table 15), the EMA model reconstructs ``x`` from the same posterior
-    noise without gradients. Returns (reconstructions, total loss, the loss terms)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        x_hat, posterior = model(x, noise)
-        x_hat_ema = None
-        if cfg.loss.ldl_weight > 0:
-            if ema is None:
-                raise MissingEMA("loss.ldl_weight > 0 needs the EMA model (train.ema_decay > 0)")
-            with torch.no_grad():
-                x_hat_ema, _ = Reconstruct(ema.module)(x, noise)
-        fake_logits = None
-        if disc is not None and step >= cfg.loss.discriminator_start:
-            judge = _unwrap(disc)
-            judge.requires_grad_(False)
-            fake_logits = judge(x_hat)
-        total_loss, terms = losses.autoencoder_loss(
-            cfg.loss,
-            x,
-            x_hat,
-            posterior,
-            fake_logits=fake_logits,
-            lpips_model=perceptual,
-            last_layer=last_layer,
-            step=step,
-            x_hat_ema=x_hat_ema,
-        )
-    if not torch.isfinite(total_loss):
-        raise NonFiniteLoss(f"non-finite loss at step {step}")
-    opt_ae.zero_grad(set_to_none=True)
-    total_loss.backward()
-    opt_ae.step()
-    return x_hat, total_loss, terms
-
-
-@dataclass(frozen=True)
-class DiscriminatorStep:
-    """What one discriminator update saw: its loss and its logits on each half (detached)."""
-
-    loss: torch.Tensor
-    real_logits: list[torch.Tensor]
-    fake_logits: list[torch.Tensor]
-
-
-def discriminator_step(
-    cfg: C.LossConfig,
-    disc: nn.Module,
-    opt_d: torch.optim.Optimizer,
-    x: torch.Tensor,
-    x_hat: torch.Tensor,
-    *,
-    step: int,
-    bf16: bool = False,
-) -> DiscriminatorStep:
-    """One update of the discriminator, as LDM makes it: the real images and the (detached)
-    reconstructions go through it in separate forward passes, so no batch statistic (PatchGAN's
-    BatchNorm in train mode, the StyleGAN discriminator's minibatch standard deviation) mixes
-    the two halves. The two losses are summed and take one backward: under DDP each parameter's
-    gradient from both passes reaches its accumulator in that one backward, so the reducer
-    averages it across ranks once, as for a single forward."""
-    _unwrap(disc).requires_grad_(True)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        real_logits = disc(x)
-        fake_logits = disc(x_hat.detach())
-        loss = losses.discriminator_loss(cfg, real_logits, fake_logits)
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"non-finite loss at step {step}")
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
-    return DiscriminatorStep(loss.detach(), [t.detach() for t in real_logits], [t.detach() for t in fake_logits])
-
-
 def _log(
     cfg: C.ExperimentConfig,
     folder: Path,
@@ -334,6 +231,7 @@ def _log(
     if ctx.main:
         store.append_jsonl(folder / "metrics.jsonl", record)
         store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"], heartbeat=time.time())
+        live_log.scalars(folder, record)  # TensorBoard / W&B (study/training/live_log.py)
 
 
 def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
@@ -343,6 +241,7 @@ def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae
     psnr = validate_psnr(ae, cfg, stage_at(cfg, step - 1).resolution, ctx.device, cfg.train.val_images)
     store.append_jsonl(folder / "metrics.jsonl", {"step": step, "val_psnr": psnr})
     store.update_status(folder, psnr=psnr)
+    live_log.validation(folder, step, psnr)
     return psnr
 
 
@@ -351,16 +250,15 @@ def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae
 # --------------------------------------------------------------------------------------------
 def _build(cfg: C.ExperimentConfig, device: torch.device, fmt: torch.memory_format) -> tuple[Any, ...]:
     """The autoencoder, the discriminator (or None), the perceptual network (or None) and both
-    optimisers (Adam, the paper's betas), on ``device``."""
-    ae = build_autoencoder(C.autoencoder_args(cfg.model)).to(device).to(memory_format=fmt)
+    optimisers (Adam, the paper's betas; fused on CUDA), on ``device``."""
+    ae = build_autoencoder(C.autoencoder_args(cfg.model), checkpoint_decoder=cfg.train.checkpoint_decoder)
+    ae = ae.to(device).to(memory_format=fmt)
     disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
     disc = disc.to(device).to(memory_format=fmt) if disc is not None else None
     perceptual = load_perceptual(cfg.loss, device)
     betas = (cfg.train.betas[0], cfg.train.betas[1])
-    opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg.train.lr, betas=betas)
-    opt_d = (
-        torch.optim.Adam(disc.parameters(), lr=cfg.train.discriminator_lr, betas=betas) if disc is not None else None
-    )
+    opt_ae = A.adam(ae.parameters(), cfg.train.lr, betas, device)
+    opt_d = A.adam(disc.parameters(), cfg.train.discriminator_lr, betas, device) if disc is not None else None
     return ae, disc, perceptual, opt_ae, opt_d
 
 
@@ -380,8 +278,9 @@ def train(
     ctx = ctx or default_context()
     torch.manual_seed(cfg.seed)
     device = ctx.device
+    A.configure_device(device)
     bf16 = use_bf16(cfg, device)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    fmt = A.memory_format(device)
 
     ae, disc, perceptual, opt_ae, opt_d = _build(cfg, device, fmt)
 
@@ -392,46 +291,44 @@ def train(
     step = resume(folder, ae, disc, opt_ae, opt_d, ema)
     if ctx.main:
         store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
+    if cfg.train.compile:  # in place, after the EMA's copy: the state_dict keys stay the eager ones
+        A.compile_networks(device, ae.encoder, ae.decoder, disc)
     model, disc = _distribute(Reconstruct(ae), disc, ctx)
+    live_log.open_run(cfg, folder, ctx.main, step, {"autoencoder": (ae, opt_ae), "discriminator": (disc, opt_d)})
 
-    stream = BatchStream(cfg, ctx)
     total = cfg.train.steps
     end = total if max_steps is None else min(total, max_steps)
+    batches, watch = Batches(cfg, ctx, step, end, fmt), A.LossWatch(device)
     bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name, mininterval=1.0)
     tic, seen = time.perf_counter(), 0
     summary: dict[str, Any] = {"resumed_from": step}
     model.train()
     while step < end:
         if stop is not None and stop.is_set():
+            watch.check()
             if ctx.main:
                 save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema)
             raise Preempted(f"checkpointed at step {step} on request")
-        x = stream.batch(step).to(device, memory_format=fmt)
-        latent = (cfg.model.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
-        noise = posterior_noise(cfg.seed, step, stream.indices(step), latent, device)
+        x, noise = batches.next()
         x_hat, total_loss, terms = autoencoder_step(
-            cfg,
-            model,
-            disc,
-            opt_ae,
-            x,
-            noise,
-            step=step,
-            perceptual=perceptual,
-            last_layer=ae.last_layer,
-            bf16=bf16,
-            ema=ema,
-        )
+            cfg, model, disc, opt_ae, x, noise, step=step, perceptual=perceptual, last_layer=ae.last_layer,
+            bf16=bf16, ema=ema, watch=watch,
+        )  # fmt: skip
         if ema is not None:  # on every rank: the ranks' weights are equal after the step
             ema.update(ae)
         if disc is not None and opt_d is not None and step >= cfg.loss.discriminator_start:
-            terms["discriminator"] = discriminator_step(cfg.loss, disc, opt_d, x, x_hat, step=step, bf16=bf16).loss
+            terms["discriminator"] = discriminator_step(
+                cfg.loss, disc, opt_d, x, x_hat, step=step, bf16=bf16, grad_accum=cfg.train.grad_accum, watch=watch
+            ).loss
         step += 1
         seen += x.shape[0] * ctx.world
         bar.update(1)
 
+        if _boundary(cfg, step, end):  # the device is read here only (no host sync in the step)
+            watch.check()
         if step % cfg.train.log_every == 0 or step == total:
             _log(cfg, folder, ctx, step, total_loss, terms, seen / max(time.perf_counter() - tic, 1e-9), bar)
+            batches.report(step)
             tic, seen = time.perf_counter(), 0
         psnr = _validate(cfg, folder, ctx, step, ae)
         if psnr is not None:
@@ -442,8 +339,15 @@ def train(
             if ctx.world > 1:
                 dist.barrier()
     bar.close()
+    live_log.close(folder)
     summary["step"] = step
     return summary
+
+
+def _boundary(cfg: C.ExperimentConfig, step: int, end: int) -> bool:
+    """A step after which the loop logs, validates, checkpoints or stops."""
+    t = cfg.train
+    return step == end or step == t.steps or any(step % k == 0 for k in (t.log_every, t.val_every, t.checkpoint_every))
 
 
 class MissingCheckpoint(FileNotFoundError):

@@ -1,0 +1,59 @@
+"""The report's "Samples" section of a generation study (Tables 7, 13): per diffusion run, the
+grid of its first samples that its generation saved (``<run>/samples/grid.png``, written by
+study/training/generate.py), captioned with its generation FID and the autoencoder it used."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from study import store
+from study.report.records import StudyRecords, diffusion_runs, variant_order
+from study.report.render import Doc, Figure
+
+GRID = ("samples", "grid.png")
+
+
+def sample_figures(records: StudyRecords) -> list[Figure]:
+    """One figure per diffusion variant with a saved grid (aliases share their run's)."""
+    order, alias_of = variant_order(records.index)
+    runs = diffusion_runs(records.index)
+    by_name = {v["name"]: v for v in records.index["variants"]}
+    figures = []
+    for name in (n for n in order if n in runs and n not in alias_of):
+        v = by_name[name]
+        path = store.run_dir(records.root, v["run_id"]).joinpath(*GRID)
+        if not path.is_file():
+            continue
+        caption = f"Samples of {name} (run {v['run_id']}; autoencoder {v.get('autoencoder_id')}){_fid(records, name)}"
+        figures.append(Figure(f"samples-{_slug(name)}.png", caption, path.read_bytes()))
+    return figures
+
+
+def add_samples(doc: Doc, records: StudyRecords) -> list[Figure]:
+    """A "Samples" section before the provenance, when a diffusion run saved a grid; returns the
+    figures (written to the report's figures folder with the others)."""
+    if not diffusion_runs(records.index):
+        return []
+    figures = sample_figures(records)
+    blocks: list[tuple[str, Any]] = [("h2", "Samples")]
+    if figures:
+        blocks += [("figure", f) for f in figures]
+    else:
+        blocks.append(("p", "No samples yet: no diffusion run has finished its generation."))
+    at = next((i for i, b in enumerate(doc.blocks) if b == ("h2", "Provenance")), len(doc.blocks))
+    doc.blocks[at:at] = blocks
+    return figures
+
+
+def _fid(records: StudyRecords, name: str) -> str:
+    frame = records.frame
+    if "gfid" not in frame.columns or "name" not in frame.columns:
+        return ""
+    values = [x for x in frame.loc[frame["name"] == name, "gfid"] if isinstance(x, float) and math.isfinite(x)]
+    return f", FID {sum(values) / len(values):.2f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1 else "") if values else ""
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)

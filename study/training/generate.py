@@ -1,0 +1,246 @@
+"""Sampling a trained diffusion run and its generation FID (Tables 7, 13), under a protocol of its own.
+
+``diffusion.num_samples`` latents are drawn with DDIM (Song et al. 2021; ``sampler_steps``,
+``eta``) from the EMA UNet (the raw one when ``diffusion.ema_decay`` is 0), in batches of
+``sample_batch_size``, all from one CPU generator seeded ``SAMPLE_SEED`` (so the noise does not
+depend on the device), divided by the run's scale factor and decoded by the frozen autoencoder's
+decoder; the images are clamped and quantised to uint8 as every metric of the harness sees them.
+The generation FID compares their Inception statistics (torch-fidelity's extractor, as rFID:
+study/measure/metrics.py) with those of the diffusion run's training images, the set the latent
+cache encodes (study/training/latents.py ``image_set``: LDM's convention of FID against the
+training set), its first ``reference_images`` or all. The reference statistics are cached per
+reference id under ``<results>/cache/fid_ref`` beside rFID's. A missing Inception file makes
+``gfid`` "unavailable" with the reason in the record, never a number; the samples, their grid
+and their latent statistics are still made.
+
+The record, ``eval/<generation protocol id>.json`` of the diffusion run: ``metrics: {"gfid"}``,
+the protocol, the per-channel mean and std of the generated latents (before decoding, unscaled:
+in the autoencoder's latent space) beside the training cache's, and ``samples/grid.png``, the
+first 64 samples.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from study import config as C
+from study import store
+from study.measure import metrics as M
+from study.measure import weights as W
+from study.models import gaussian_diffusion as G
+from study.training import accelerate as A
+from study.training.diffusion_loop import build_denoiser, load_diffusion_checkpoint, schedule_args
+from study.training.evaluate import _load_reference, _save_reference, _still_unavailable, _version, protocol_id
+from study.training.latents import ChannelMoments, image_set, open_cache
+from study.training.loop import load_trained, use_bf16
+
+GENERATION_PROTOCOL_VERSION = 1
+SAMPLE_SEED = 0
+GRID_SAMPLES = 64
+GRID = "samples/grid.png"
+
+
+class MissingDiffusionCheckpoint(FileNotFoundError):
+    """A diffusion run with no checkpoint to sample from (it has not trained yet)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the protocol
+# --------------------------------------------------------------------------------------------
+def reference_count(cfg: C.ExperimentConfig, available: int) -> int:
+    """How many training images the reference statistics use: ``reference_images`` or all
+    (at most the set's size)."""
+    wanted = cfg.diffusion.reference_images
+    return available if wanted == "all" else min(int(wanted), available)
+
+
+def generation_protocol(cfg: C.ExperimentConfig) -> dict[str, Any]:
+    """Everything that decides what a gFID means, as plain JSON (its hash is the protocol id)."""
+    d, res = cfg.diffusion, cfg.data.resolution
+    images, ident = image_set(cfg.data, res, d.cache_images)
+    return {
+        "kind": "generation",
+        "version": GENERATION_PROTOCOL_VERSION,
+        "sampler": {"name": "ddim", "steps": d.sampler_steps, "eta": d.eta, "discretisation": "uniform (LDM)"},
+        "sample_seed": SAMPLE_SEED,
+        "num_samples": d.num_samples,
+        "weights": "ema" if d.ema_decay > 0 else "model",
+        "reference": {
+            "set": "the diffusion run's training images (unflipped)",
+            "kind": cfg.data.kind,
+            "name": cfg.data.name,
+            "identity": ident,
+            "num_images": reference_count(cfg, len(images)),  # type: ignore[arg-type]
+        },
+        "resolution": res,
+        "quantisation": "uint8 round((clamp(x,-1,1)+1)*127.5), references and samples",
+        "fid": {
+            "extractor": f"torch-fidelity {M.FID_EXTRACTOR}",
+            "features": f"pool3 ({M.FID_LAYER})",
+            "weights_sha256": W.expected_sha256("inception"),
+            "statistics": "float64 mean and unbiased covariance; all references vs all samples",
+        },
+        "versions": {
+            "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
+            "torch-fidelity": _version("torch-fidelity"),
+        },
+    }
+
+
+def reference_id(p: dict[str, Any]) -> str:
+    """The key of the reference statistics: the fields that change them, not the sampler."""
+    keep = {k: p[k] for k in ("reference", "resolution", "quantisation", "fid", "versions")}
+    return protocol_id({"kind": "generation-reference", **keep})
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces
+# --------------------------------------------------------------------------------------------
+def _extractor(device: torch.device) -> tuple[torch.nn.Module | None, str | None]:
+    """The Inception extractor, or (None, why it is unavailable)."""
+    try:
+        return M.inception_extractor(W.resolve("inception").path, device), None
+    except W.MissingWeightsError as e:
+        return None, f"unavailable: {e}"
+
+
+def _reference_stats(
+    cfg: C.ExperimentConfig, p: dict[str, Any], extractor: torch.nn.Module, path: Path, device: torch.device
+) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """The training images' (mu, sigma), from the cache or computed and cached; and which."""
+    n = p["reference"]["num_images"]
+    cached = _load_reference(path, n)
+    if cached is not None:
+        return cached, "reused"
+    images, _ = image_set(cfg.data, cfg.data.resolution, cfg.diffusion.cache_images)
+    stats = M.FeatureStats()
+    for start in range(0, n, 64):
+        x = torch.stack([images[i] for i in range(start, min(start + 64, n))])
+        with A.full_fp32(device):
+            stats.update(M.inception_features(extractor, M.to_uint8(x).to(device)))
+    mu, sigma = stats.mean(), stats.cov()
+    _save_reference(path, n, mu, sigma)
+    return (mu, sigma), "computed"
+
+
+def load_denoiser(cfg: C.ExperimentConfig, folder: Path, channels: int, device: torch.device) -> tuple[Any, float]:
+    """The EMA UNet of the run's last checkpoint (raw when ``ema_decay`` is 0), in eval mode,
+    and the scale factor it was trained with."""
+    state = load_diffusion_checkpoint(folder)
+    if state is None:
+        raise MissingDiffusionCheckpoint(f"diffusion run {folder} has no checkpoint to sample from")
+    unet = build_denoiser(cfg, channels)
+    unet.load_state_dict(state["ema"]["module"] if cfg.diffusion.ema_decay > 0 else state["unet"])
+    return unet.to(device).eval().requires_grad_(False), float(state["scale_factor"])
+
+
+def save_grid(images: Tensor, path: Path, nrow: int = 8) -> None:
+    """uint8 N x 3 x H x W images as one PNG grid (2-pixel black gaps), written atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.cpu(), nrow=nrow, padding=2)
+    buf = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    store.write_bytes_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _sample_all(
+    cfg: C.ExperimentConfig,
+    unet: Any,
+    ae: Any,
+    shape: tuple[int, int, int],
+    scale: float,
+    device: torch.device,
+    extractor: torch.nn.Module | None,
+    progress: bool,
+) -> tuple[M.FeatureStats | None, ChannelMoments, Tensor]:
+    """All samples, batch by batch: their Inception statistics, their latent moments, the grid's."""
+    from tqdm import tqdm
+
+    d = cfg.diffusion
+    g = torch.Generator().manual_seed(SAMPLE_SEED)
+    bf16, sched = use_bf16(cfg, device), schedule_args(cfg)
+    fake, moments = (M.FeatureStats() if extractor is not None else None), ChannelMoments()
+    grid: list[Tensor] = []
+    bar = tqdm(total=d.num_samples, desc="samples", unit="img", disable=not progress, leave=False)
+    for start in range(0, d.num_samples, d.sample_batch_size):
+        b = min(d.sample_batch_size, d.num_samples - start)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            z = G.ddim_sample(unet, (b, *shape), d.sampler_steps, g, d.eta, device=device, args=sched)
+        z = z.float() / scale  # back to the autoencoder's latent space
+        moments.update(z)
+        with A.full_fp32(device):
+            images = M.to_uint8(ae.decode(z))
+            if fake is not None and extractor is not None:
+                fake.update(M.inception_features(extractor, images))
+        if sum(x.shape[0] for x in grid) < GRID_SAMPLES:
+            grid.append(images.cpu())
+        bar.update(b)
+    bar.close()
+    return fake, moments, torch.cat(grid)[:GRID_SAMPLES]
+
+
+def generate(
+    cfg: C.ExperimentConfig, folder: Path, ae_folder: Path, device: torch.device, progress: bool = True
+) -> dict[str, Any]:
+    """Sample the diffusion run in ``folder``, decode with the autoencoder of ``ae_folder``,
+    measure gFID and write the record (see the module docstring). An existing record of the same
+    protocol is returned as it is, unless it lacked the Inception weights and they are staged
+    now. The returned dict is the record plus ``"reused"`` (not stored)."""
+    start, device = time.time(), torch.device(device)
+    p = generation_protocol(cfg)
+    pid = protocol_id(p)
+    existing = store.read_evals(folder).get(pid)
+    if existing is not None and existing.get("protocol") == p and _still_unavailable(existing, None):
+        return {**existing, "reused": True}
+
+    cache = open_cache(cfg, ae_folder)
+    unet, scale = load_denoiser(cfg, folder, cache.shape[0], device)
+    ae: Any = load_trained(ae_folder, store.read_config(ae_folder), device).requires_grad_(False)
+    extractor, why = _extractor(device)
+    unavailable = {"gfid": why} if why else {}
+    if extractor is not None and cfg.diffusion.num_samples < 2:
+        extractor, unavailable = None, {"gfid": "unavailable: a FID needs at least 2 samples"}
+    fake, moments, grid = _sample_all(cfg, unet, ae, cache.shape, scale, device, extractor, progress)
+    save_grid(grid, folder / GRID)
+
+    metrics: dict[str, float] = {}
+    how = None
+    if fake is not None and extractor is not None:
+        path = folder.parent.parent / "cache" / "fid_ref" / f"{reference_id(p)}.npz"
+        (mu, sigma), how = _reference_stats(cfg, p, extractor, path, device)
+        metrics["gfid"] = M.frechet_distance(mu, sigma, fake.mean(), fake.cov())
+    generated = moments.summary()
+    record = {
+        "protocol_id": pid,
+        "protocol": p,
+        "metrics": metrics,
+        "unavailable": unavailable,
+        "missing_weights": ["inception"] if why else [],
+        "num_samples": cfg.diffusion.num_samples,
+        "reference_cache": how,
+        "scale_factor": scale,
+        "latent_stats": {
+            "latent": cfg.diffusion.latent,
+            "generated": {k: generated[k] for k in ("channel_mean", "channel_std", "std_all")},
+            "training": {k: cache.stats(cfg.diffusion.latent)[k] for k in ("channel_mean", "channel_std", "std_all")},
+        },
+        "grid": GRID,
+        "created": time.time(),
+        "seconds": round(time.time() - start, 3),
+        "device": str(device),
+    }
+    store.write_eval(folder, pid, record)
+    return {**record, "reused": False}

@@ -1,0 +1,203 @@
+"""One training step: the autoencoder's update on Eq. 1's loss, then the discriminator's, each
+over ``train.grad_accum`` micro-batches whose gradients add up before the one optimiser step.
+
+The step reads nothing back from the device: the non-finite check goes through a LossWatch
+(study/training/accelerate.py), which checks at once on the CPU and at log steps on CUDA.
+Gradient accumulation: the local batch of B samples (and its per-sample posterior noise, drawn
+for the whole batch, so the same noise as without accumulation) is cut into n equal micro-batches
+and each micro-batch's loss, a mean over its samples, is backpropagated divided by n: the summed
+gradient is the full batch's mean-loss gradient up to float summation order, except where a
+network keeps per-forward state or batch statistics (train.grad_accum's comment in
+study/config/sections.py says which). Under DDP only the last micro-batch's backward reduces
+across ranks (``no_sync`` for the others).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from study import config as C
+from study.training import losses
+from study.training.accelerate import LossWatch, NonFiniteLoss
+from study.training.ema import EMA
+
+
+class MissingEMA(RuntimeError):
+    """EMA weights asked for (LDL, resume, ``eval.weights: ema``) where there are none."""
+
+
+class Reconstruct(nn.Module):
+    """x -> (x_hat, posterior) with the posterior sampled as mean + std * noise: the module a
+    DDP wrapper sees, so the autoencoder's gradients are reduced once per step."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        ae: Any = self.autoencoder  # study.models.autoencoder.Autoencoder: encode, decode
+        posterior = ae.encode(x)
+        return ae.decode(posterior.mean + posterior.std * noise), posterior
+
+
+def unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+def _sync_unless_last(model: nn.Module, i: int, n: int) -> contextlib.AbstractContextManager[Any]:
+    """DDP's ``no_sync`` for every micro-batch but the last (whose backward reduces the sum)."""
+    if i < n - 1 and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def _check(watch: LossWatch | None, loss: torch.Tensor, step: int) -> None:
+    if watch is None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss at step {step}")
+    else:
+        watch.observe(loss, step)
+
+
+def autoencoder_loss(
+    cfg: C.ExperimentConfig,
+    model: nn.Module,
+    disc: nn.Module | None,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    step: int,
+    perceptual: nn.Module | None,
+    last_layer: torch.Tensor,
+    bf16: bool,
+    ema: EMA | None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The forward pass and Eq. 1's loss of one (micro-)batch; the discriminator (when on at
+    ``step``) judges the reconstructions frozen and unwrapped, so it takes no gradient and no
+    DDP reduction. With LDL on (Table 15), the EMA model reconstructs ``x`` from the same
+    posterior noise without gradients. Returns (reconstructions, total loss, the loss terms)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        x_hat, posterior = model(x, noise)
+        x_hat_ema = None
+        if cfg.loss.ldl_weight > 0:
+            if ema is None:
+                raise MissingEMA("loss.ldl_weight > 0 needs the EMA model (train.ema_decay > 0)")
+            with torch.no_grad():
+                x_hat_ema, _ = Reconstruct(ema.module)(x, noise)
+        fake_logits = None
+        if disc is not None and step >= cfg.loss.discriminator_start:
+            judge = unwrap(disc)
+            judge.requires_grad_(False)
+            fake_logits = judge(x_hat)
+        total_loss, terms = losses.autoencoder_loss(
+            cfg.loss,
+            x,
+            x_hat,
+            posterior,
+            fake_logits=fake_logits,
+            lpips_model=perceptual,
+            last_layer=last_layer,
+            step=step,
+            x_hat_ema=x_hat_ema,
+        )
+    return x_hat, total_loss, terms
+
+
+def autoencoder_step(
+    cfg: C.ExperimentConfig,
+    model: nn.Module,
+    disc: nn.Module | None,
+    opt_ae: torch.optim.Optimizer,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    step: int,
+    perceptual: nn.Module | None,
+    last_layer: torch.Tensor,
+    bf16: bool = False,
+    ema: EMA | None = None,
+    watch: LossWatch | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One update of the autoencoder over ``train.grad_accum`` micro-batches. Returns the
+    (detached) reconstructions of the whole batch, the batch's total loss and its loss terms
+    (means over the micro-batches, detached)."""
+    n = cfg.train.grad_accum
+    opt_ae.zero_grad(set_to_none=True)
+    x_hats, total, terms = [], torch.zeros((), device=x.device), {}
+    for i, (xi, ni) in enumerate(zip(x.chunk(n), noise.chunk(n))):
+        with _sync_unless_last(model, i, n):
+            x_hat, loss, t = autoencoder_loss(
+                cfg, model, disc, xi, ni, step=step, perceptual=perceptual, last_layer=last_layer, bf16=bf16, ema=ema
+            )
+            _check(watch, loss, step)
+            (loss / n if n > 1 else loss).backward()
+        x_hats.append(x_hat.detach())
+        total = total + loss.detach() / n
+        terms = {k: terms.get(k, 0) + v / n for k, v in t.items()} if n > 1 else t
+    opt_ae.step()
+    return torch.cat(x_hats) if n > 1 else x_hats[0], total if n > 1 else loss, terms
+
+
+@dataclass(frozen=True)
+class DiscriminatorStep:
+    """What one discriminator update saw: its loss and its logits on each half (detached)."""
+
+    loss: torch.Tensor
+    real_logits: list[torch.Tensor]
+    fake_logits: list[torch.Tensor]
+
+
+def discriminator_step(
+    cfg: C.LossConfig,
+    disc: nn.Module,
+    opt_d: torch.optim.Optimizer,
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    *,
+    step: int,
+    bf16: bool = False,
+    grad_accum: int = 1,
+    watch: LossWatch | None = None,
+) -> DiscriminatorStep:
+    """One update of the discriminator, as LDM makes it: the real images and the (detached)
+    reconstructions go through it in separate forward passes, so no batch statistic (PatchGAN's
+    BatchNorm in train mode, the StyleGAN discriminator's minibatch standard deviation) mixes
+    the two halves. The two losses are summed and take one backward: under DDP each parameter's
+    gradient from both passes reaches its accumulator in that one backward, so the reducer
+    averages it across ranks once, as for a single forward. With ``grad_accum`` n > 1, the
+    same over n micro-batches, gradients summed (each loss divided by n)."""
+    unwrap(disc).requires_grad_(True)
+    opt_d.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=x.device)
+    reals: list[list[torch.Tensor]] = []
+    fakes: list[list[torch.Tensor]] = []
+    for i, (xi, fi) in enumerate(zip(x.chunk(grad_accum), x_hat.chunk(grad_accum))):
+        with _sync_unless_last(disc, i, grad_accum):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                real_logits = disc(xi)
+                fake_logits = disc(fi.detach())
+                loss = losses.discriminator_loss(cfg, real_logits, fake_logits)
+            _check(watch, loss, step)
+            (loss / grad_accum if grad_accum > 1 else loss).backward()
+        total = total + loss.detach() / grad_accum
+        reals.append([t.detach() for t in _outputs(real_logits)])
+        fakes.append([t.detach() for t in _outputs(fake_logits)])
+    opt_d.step()
+    if grad_accum == 1:
+        return DiscriminatorStep(loss.detach(), reals[0], fakes[0])
+    return DiscriminatorStep(total, _joined(reals), _joined(fakes))
+
+
+def _outputs(logits: losses.Logits) -> list[torch.Tensor]:
+    """A discriminator's outputs as a list (one tensor, or the UNet discriminator's two)."""
+    return [logits] if isinstance(logits, torch.Tensor) else list(logits)
+
+
+def _joined(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """The micro-batches' outputs as the batch's: each output concatenated along the batch."""
+    return [torch.cat(level) for level in zip(*parts)]

@@ -1,0 +1,117 @@
+"""A diffusion run launched with its autoencoder (Tables 7, 13): on the real SLURM cluster of the
+tests its job waits for the autoencoder's (``afterok``) and then completes; an autoencoder that
+fails leaves the diffusion run failed with the autoencoder's reason, on SLURM and locally, never
+waiting forever."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from study import store
+from study.spec.grid import expand
+from study.spec.studyfile import load_spec
+from tests.launch_helpers import RESOURCES, cli_env, run_cli, write_study
+from tests.slurm_fixture import wait_for
+
+pytestmark = pytest.mark.slurm
+
+# A tiny denoiser on the 4x4x4 latents of the tiny autoencoder: 20 steps, 8 samples.
+DIFFUSION = {
+    "task": "diffusion",
+    "diffusion.autoencoder": "ae",
+    "diffusion.unet": "tiny",
+    "diffusion.steps": 20,
+    "diffusion.batch_size": 8,
+    "diffusion.warmup_steps": 0,
+    "diffusion.cache_images": 16,
+    "diffusion.num_samples": 8,
+    "diffusion.sampler_steps": 4,
+    "diffusion.reference_images": 8,
+    "diffusion.sample_batch_size": 8,
+}
+# An autoencoder whose job fails at its start: its evaluation folder does not exist.
+BROKEN = {"eval.path": "/nonexistent/litevae-eval", "eval.name": "missing"}
+
+
+def _study(tmp_path: Path, name: str, ae: dict, cluster=None) -> tuple[Path, list]:
+    resources = RESOURCES | ({"partition": cluster.partition} if cluster else {})
+    spec = write_study(tmp_path, name, variants={"ae": ae, "ldm": dict(DIFFUSION)}, resources=resources)
+    return spec, expand(load_spec(spec))
+
+
+def _states(root: Path, variants: list) -> dict[str, store.RunState]:
+    return {v.name: s for v, s in zip(variants, store.run_states([store.run_dir(root, v.run_id) for v in variants]))}
+
+
+def _dependency(job_id: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%E"], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+def test_on_slurm_the_diffusion_job_waits_for_its_autoencoder_then_completes(slurm_cluster, tmp_path):
+    spec, variants = _study(tmp_path, "gen_wait", {}, slurm_cluster)
+    results = tmp_path / "results"
+    env = cli_env(results)
+    proc = run_cli("launch", str(spec), "--executor", "slurm", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ae, ldm = variants
+    ae_job = store.read_status(store.run_dir(results, ae.run_id))["job_ids"][-1]
+    ldm_status = store.read_status(store.run_dir(results, ldm.run_id))
+    assert ldm_status["needs"] == ae.run_id
+    dependency = _dependency(ldm_status["job_ids"][-1])
+    # queued behind the autoencoder's job (squeue drops the dependency once it is satisfied)
+    assert dependency in ("", "(null)") or f"afterok:{ae_job}" in dependency, dependency
+    wait_for(
+        lambda: all(s.state is store.State.COMPLETED for s in _states(results, variants).values()),
+        600,
+        lambda: f"both runs to complete: {_states(results, variants)}",
+        interval_s=2.0,
+    )
+    evals = store.read_evals(store.run_dir(results, ldm.run_id))
+    generation = [r for r in evals.values() if r["protocol"].get("kind") == "generation"]
+    assert generation and ("gfid" in generation[0]["metrics"] or "gfid" in generation[0]["unavailable"])
+
+
+def test_on_slurm_a_failed_autoencoder_fails_its_diffusion_run_with_its_reason(slurm_cluster, tmp_path):
+    spec, variants = _study(tmp_path, "gen_fail", BROKEN, slurm_cluster)
+    results = tmp_path / "results"
+    proc = run_cli("launch", str(spec), "--executor", "slurm", env=cli_env(results))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ae, ldm = variants
+
+    def settled() -> bool:
+        states = _states(results, variants)
+        return states["ae"].state is store.State.FAILED and states["ldm"].state is store.State.FAILED
+
+    wait_for(settled, 300, lambda: f"both runs to fail: {_states(results, variants)}", interval_s=2.0)
+    why = _states(results, variants)["ldm"].reason
+    assert why.startswith(f"autoencoder {ae.run_id} failed:") and "no such image folder" in why, why
+    # SLURM cancelled the waiting job (--kill-on-invalid-dep): nothing of this study stays queued
+    wait_for(
+        lambda: _dependency(store.read_status(store.run_dir(results, ldm.run_id))["job_ids"][-1]) == "",
+        120,
+        lambda: "the diffusion job to leave the queue",
+    )
+    # a plain relaunch submits neither; it says why
+    again = run_cli("launch", str(spec), "--executor", "slurm", env=cli_env(results))
+    assert again.returncode == 0 and "0 of 2 run(s) submitted" in again.stdout, again.stdout
+
+
+def test_locally_a_failed_autoencoder_fails_its_diffusion_run_without_starting_it(tmp_path):
+    spec, variants = _study(tmp_path, "gen_local_fail", BROKEN)
+    results = tmp_path / "results"
+    proc = run_cli("launch", str(spec), "--executor", "local", env=cli_env(results))
+    ae, ldm = variants
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a run failed: the launch says so
+    assert f"ldm not started: autoencoder {ae.run_id} failed: DataError" in proc.stdout, proc.stdout
+    states = _states(results, variants)
+    assert states["ae"].state is store.State.FAILED
+    assert states["ldm"].state is store.State.FAILED
+    assert states["ldm"].reason.startswith(f"autoencoder {ae.run_id} failed:"), states["ldm"].reason
+    assert store.read_status(store.run_dir(results, ldm.run_id)).get("attempts", 0) == 0  # never started
+    # status shows both kinds, and why the diffusion run failed
+    status = run_cli("status", str(spec), env=cli_env(results))
+    assert "diffusion" in status.stdout and "autoencoder" in status.stdout, status.stdout
