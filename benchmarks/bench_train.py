@@ -4,8 +4,12 @@ on the same model (LiteVAE-B + SD decoder + UNet discriminator, the same builder
 fixed batch, in the same run, interleaved; and the training loader's images/s per worker at
 256x256 from a folder of JPEGs (the sample photos, written to a temporary folder).
 
-    python benchmarks/bench_train.py [--resolution 64] [--batch 4] [--steps 6] [--rounds 2]
-                                     [--device cpu] [--compile] [--record]
+    python benchmarks/bench_train.py [--model paper|smoke] [--resolution R] [--batch B] [--steps 6]
+                                     [--rounds 2] [--device cpu] [--compile] [--record]
+
+``--model smoke`` (the default on the CPU, where the paper's model takes minutes a step on two
+cores) is LiteVAE-S with the smoke study's narrow decoder (ablations/base/smoke_cpu.yaml), at
+32x32, batch 8; ``paper`` (the default on CUDA) LiteVAE-B with the SD decoder, 256x256, batch 16.
 
 The loss is what both loops compute: L1 + KL + the UNet discriminator's hinge terms (the
 perceptual and the high-frequency losses of Table 9 are off for both, so the bare loop needs no
@@ -40,6 +44,16 @@ from study.training import accelerate as A  # noqa: E402
 from study.training import losses  # noqa: E402
 from study.training.loader import StepBatches, step_loader  # noqa: E402
 from study.training.loop import Context, _build, train, use_bf16  # noqa: E402
+
+# The smoke study's model (ablations/base/smoke_cpu.yaml): what a CPU trains in seconds a step.
+SMOKE_MODEL = {
+    "model.encoder.preset": "S",
+    "model.decoder.channels": 32,
+    "model.decoder.channel_mult": [1, 1, 2, 2],
+    "model.decoder.blocks_per_level": 1,
+    "model.decoder.mid_attention": False,
+    "loss.discriminator_channels": 16,
+}
 
 
 def experiment(resolution: int, batch: int, steps: int, *, compile: bool = False, **extra) -> C.ExperimentConfig:
@@ -80,12 +94,14 @@ def training_flops_per_image(cfg: C.ExperimentConfig, resolution: int) -> float:
 
 
 def harness_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
-    """The step times (s) the real training loop logs (one log per step), after ``warmup``."""
+    """The step times (s) of the real training loop, from the images/s it logs every
+    train.log_every steps (so each figure averages that many steps, with one log's cost among
+    them), leaving out the figures of the first ``warmup`` steps."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = store.init_run(Path(tmp), cfg)
         train(cfg, folder, ctx=Context(device), progress=False)
-        rates = [r["images_per_s"] for r in store.read_jsonl(folder / "metrics.jsonl") if "images_per_s" in r]
-    return [cfg.train.batch_size / r for r in rates[warmup:]]
+        logged = [r for r in store.read_jsonl(folder / "metrics.jsonl") if "images_per_s" in r]
+    return [cfg.train.batch_size / r["images_per_s"] for r in logged if r["step"] > warmup]
 
 
 def bare_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
@@ -133,9 +149,13 @@ def step_comparison(cfg: C.ExperimentConfig, device: torch.device, warmup: int, 
     """Median step seconds of the harness and of the bare loop, ``rounds`` of each, alternated."""
     harness: list[float] = []
     bare: list[float] = []
-    for _ in range(rounds):
-        harness += harness_step_seconds(cfg, device, warmup)
-        bare += bare_step_seconds(cfg, device, warmup)
+    for _ in range(rounds):  # per round, its median: a load change on a shared machine hits one round
+        harness.append(statistics.median(harness_step_seconds(cfg, device, warmup)))
+        bare.append(statistics.median(bare_step_seconds(cfg, device, warmup)))
+    print(
+        "  per round (ms): harness " + " ".join(f"{t * 1e3:.0f}" for t in harness),
+        "| bare " + " ".join(f"{t * 1e3:.0f}" for t in bare),
+    )
     return statistics.median(harness), statistics.median(bare)
 
 
@@ -206,11 +226,13 @@ def record(cfg: C.ExperimentConfig, device: torch.device, seconds_per_image: flo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=6, help="steps per round and loop")
-    p.add_argument("--warmup", type=int, default=2, help="steps of each round left out of the median")
-    p.add_argument("--rounds", type=int, default=2, help="harness and bare loop alternated this often")
+    p.add_argument("--model", choices=("paper", "smoke"), default=None, help="default: paper on CUDA, smoke on CPU")
+    p.add_argument("--resolution", type=int, default=None, help="default: 256 (paper), 32 (smoke)")
+    p.add_argument("--batch", type=int, default=None, help="default: 16 (paper), 8 (smoke)")
+    p.add_argument("--steps", type=int, default=9, help="steps per round and loop")
+    p.add_argument("--warmup", type=int, default=3, help="steps of each round left out of the median")
+    p.add_argument("--log-every", type=int, default=3, help="the harness's train.log_every (its timing interval)")
+    p.add_argument("--rounds", type=int, default=5, help="harness and bare loop alternated this often")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="train.compile: true for both loops")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the card's dense bf16 peak")
@@ -218,11 +240,19 @@ def main() -> None:
     p.add_argument("--record", action="store_true", help="write the harness's s/image to the step-time table")
     args = p.parse_args()
     device = torch.device(args.device)
-    cfg = experiment(args.resolution, args.batch, args.steps, compile=args.compile)
+    smoke = (args.model or ("paper" if device.type == "cuda" else "smoke")) == "smoke"
+    args.resolution = args.resolution or (32 if smoke else 256)
+    args.batch = args.batch or (8 if smoke else 16)
+    extra = SMOKE_MODEL if smoke else {}
+    cfg = experiment(
+        args.resolution, args.batch, args.steps, compile=args.compile, **extra, **{"train.log_every": args.log_every}
+    )
+    model = "LiteVAE-S + the smoke study's decoder" if smoke else "LiteVAE-B + SD decoder"
     print(
-        f"LiteVAE-B + SD decoder + UNet disc, {args.resolution}x{args.resolution}, batch {args.batch}, {device}, "
+        f"{model} + UNet disc, {args.resolution}x{args.resolution}, batch {args.batch}, {device}, "
         f"{'bf16' if use_bf16(cfg, device) else 'fp32'}{', compiled' if args.compile else ''}, torch threads "
-        f"{torch.get_num_threads()}; median of steps {args.warmup + 1}..{args.steps} over {args.rounds} rounds"
+        f"{torch.get_num_threads()}; median of steps {args.warmup + 1}..{args.steps} over {args.rounds} rounds "
+        f"(the harness timed over its log intervals of {args.log_every} steps)"
     )
     harness, bare = step_comparison(cfg, device, args.warmup, args.rounds)
     print(f"  harness training step: {harness * 1e3:9.1f} ms  ({args.batch / harness:8.2f} images/s)")

@@ -10,4 +10,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-exec timeout "${GPU_CHECK_TIMEOUT:-300}" "$PY" benchmarks/gpu_check.py "$@"
+exec timeout "${GPU_CHECK_TIMEOUT:-300}" "$PY" -u benchmarks/gpu_check.py "$@"

@@ -171,3 +171,15 @@ def test_cpu_settings_are_left_alone():
     assert A.memory_format(cpu) == torch.contiguous_format
     opt = A.adam(torch.nn.Linear(2, 2).parameters(), 1e-4, (0.5, 0.9), cpu)
     assert not opt.defaults["fused"] and opt.defaults["betas"] == (0.5, 0.9)
+
+
+def test_spectral_norm_discriminators_stay_eager_under_compile():
+    """Their two forward passes before one backward break a compiled graph (accelerate.py)."""
+    from study.models.discriminators import build_discriminator
+
+    unet, patchgan = build_discriminator("unet", 8), build_discriminator("patchgan", 8)
+    assert A.has_spectral_norm(unet) and not A.has_spectral_norm(patchgan)
+    if A.compile_support(torch.device("cpu")) is None:  # compiling is lazy: this only wraps
+        linear = torch.nn.Linear(2, 2)
+        assert A.compile_networks(torch.device("cpu"), linear, unet, None) == [unet]
+        assert linear._compiled_call_impl is not None and unet._compiled_call_impl is None

@@ -1,6 +1,7 @@
-"""``train.compile: true`` on the CPU: the run trains through torch.compile'd encoder, decoder and
-discriminator to the validation PSNR of the eager run (same seed, same batches) within noise,
-and its checkpoint holds the eager module's keys (so eager and compiled runs load each other's)."""
+"""``train.compile: true`` on the CPU: the run trains through a torch.compile'd encoder and decoder
+(the UNet discriminator, spectral-normed, stays eager: study/training/accelerate.py) to the
+validation PSNR of the eager run (same seed, same batches) within noise, and its checkpoint holds
+the eager module's keys (so eager and compiled runs load each other's)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,16 @@ def _cfg(compile: bool) -> C.ExperimentConfig:
             TINY_MODEL
             | {
                 "loss.discriminator": "unet",
-                "loss.discriminator_start": 10,
+                "loss.discriminator_start": 5,
                 "loss.discriminator_channels": 8,
                 "data.resolution": 32,
                 "train.batch_size": 4,
                 "train.lr": 1e-3,
                 "train.discriminator_lr": 1e-3,
-                "train.steps": 40,
-                "train.log_every": 10,
-                "train.val_every": 40,
-                "train.checkpoint_every": 40,
+                "train.steps": 10,
+                "train.log_every": 5,
+                "train.val_every": 10,
+                "train.checkpoint_every": 10,
                 "train.val_images": 16,
                 "train.num_workers": 0,
                 "train.compile": compile,
@@ -54,8 +55,9 @@ def test_compiled_training_reaches_the_eager_psnr(tmp_path):
         states[compile] = load_checkpoint(folder)
     eager, compiled = summaries[False]["val_psnr"], summaries[True]["val_psnr"]
     assert eager > 10.0  # trained at all
-    # float rounding differs (fused kernels), the trajectory stays: within 0.5 dB after 40 steps
-    assert abs(compiled - eager) < 0.5, (eager, compiled)
+    # float rounding differs (fused kernels), the trajectory stays: measured 11.566 (eager) vs
+    # 11.584 dB (compiled) after these 10 steps; the smoke study's 300 steps: see the report
+    assert abs(compiled - eager) < 0.25, (eager, compiled)
     assert states[True]["autoencoder"].keys() == states[False]["autoencoder"].keys()
     assert states[True]["discriminator"].keys() == states[False]["discriminator"].keys()
     torch._dynamo.reset()

@@ -41,7 +41,9 @@ def test_a_variant_of_the_same_study_is_the_autoencoder_and_comes_first(tmp_path
 
 def test_the_diffusion_run_id_includes_the_autoencoders(tmp_path):
     def ldm_id(ae_overrides: dict) -> str:
-        spec = load_spec(_study(tmp_path, "gen", {"ae": ae_overrides, "ldm": TINY_DIFFUSION | {"diffusion.autoencoder": "ae"}}))
+        spec = load_spec(
+            _study(tmp_path, "gen", {"ae": ae_overrides, "ldm": TINY_DIFFUSION | {"diffusion.autoencoder": "ae"}})
+        )
         return next(v.run_id for v in expand(spec) if v.name == "ldm")
 
     assert ldm_id({}) == ldm_id({})

@@ -165,8 +165,9 @@ class TrainConfig:
     # Live curves also to this Weights & Biases project when wandb is installed (study/training/live_log.py).
     wandb_project: str = _not_identity("")
     # Speed (study/training/accelerate.py). compile: torch.compile the encoder, decoder and
-    # discriminator; the same maths with another float rounding, so it is part of the run id
-    # (left out at its default, so the ids of before it stay).
+    # discriminator (one with spectral norms, UNet or StyleGAN, stays eager: accelerate.py says
+    # why); the same maths with another float rounding, so it is part of the run id (left out at
+    # its default, so the ids of before it stay).
     compile: bool = False
     # Each step's batch_size samples in grad_accum equal micro-batches (per DDP rank), gradients
     # summed before the one optimiser step: the same update up to float summation order, except

@@ -52,7 +52,11 @@ def _fid(records: StudyRecords, name: str) -> str:
     if "gfid" not in frame.columns or "name" not in frame.columns:
         return ""
     values = [x for x in frame.loc[frame["name"] == name, "gfid"] if isinstance(x, float) and math.isfinite(x)]
-    return f", FID {sum(values) / len(values):.2f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1 else "") if values else ""
+    return (
+        f", FID {sum(values) / len(values):.2f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1 else "")
+        if values
+        else ""
+    )
 
 
 def _slug(name: str) -> str:

@@ -20,7 +20,14 @@ from study.report import ratios
 from study.report.cells import cell, short_reason
 from study.report.columns import GENERATION_TABLES, Column, columns_for
 from study.report.paper_rows import paper_rows
-from study.report.records import StudyRecords, diffusion_runs, main_eval_id, planned_seeds, rows_for_protocol, variant_order
+from study.report.records import (
+    StudyRecords,
+    diffusion_runs,
+    main_eval_id,
+    planned_seeds,
+    rows_for_protocol,
+    variant_order,
+)
 
 ALIAS_NOTE = "same run as"
 
@@ -123,7 +130,7 @@ def build_table(inp: TableInput) -> pd.DataFrame:
             table[short] = _bold_best([ratios.ratio_text(r) for r in sub["ratio"]], list(sub["ratio"]), col)
             theirs = [ratios.ratio_text(r) for r in sub["paper_ratio"]]
             table[f"{short} paper"] = _bold_best(theirs, list(sub["paper_ratio"]), col)
-        elif has_paper:
+        elif has_paper and col.paper is not None:  # a column the paper has (not Table 7's AE numbers)
             theirs = [_paper_cell(inp, name, value, col) for name, value in zip(inp.names, sub["paper"])]
             table[f"{col.label} paper"] = _bold_best(theirs, list(sub["paper"]), col)
             table[f"{col.label} Δ"] = [_diff_text(d, col) for d in sub["diff"]]

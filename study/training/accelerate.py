@@ -81,16 +81,31 @@ def compile_support(device: torch.device) -> str | None:
     return None
 
 
-def compile_networks(device: torch.device, *modules: nn.Module | None) -> None:
+def compile_networks(device: torch.device, *modules: nn.Module | None) -> list[nn.Module]:
     """``torch.compile`` each module in place (``nn.Module.compile``: the state_dict keys, hence
     the checkpoints, stay those of the eager module); CompileUnavailable, naming why, when the
-    platform cannot compile. Called before the first step, so a run fails at its start."""
+    platform cannot compile. Called before the first step, so a run fails at its start.
+
+    A module with spectral norms (the UNet and StyleGAN discriminators) stays eager, and is
+    returned: the discriminator step runs it twice (real, fake) before one backward, each
+    forward's power iteration updates the norm's u and v in place, and the compiled graph saves
+    those buffers themselves for its backward, which then fails ("modified by an inplace
+    operation"; eager spectral_norm saves clones). Measured with torch 2.14 on the CPU."""
     reason = compile_support(device)
     if reason is not None:
         raise CompileUnavailable(f"train.compile is true but {reason}; set train.compile: false")
+    eager = []
     for module in modules:
-        if module is not None:
+        if module is not None and has_spectral_norm(module):
+            eager.append(module)
+        elif module is not None:
             module.compile()
+    return eager
+
+
+def has_spectral_norm(module: nn.Module) -> bool:
+    """Whether any submodule's weight is parametrised by ``torch.nn.utils.parametrizations.spectral_norm``."""
+    return any(type(m).__name__ == "_SpectralNorm" for m in module.modules())
 
 
 class LossWatch:

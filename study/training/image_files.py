@@ -80,11 +80,12 @@ def image_files(root: str | Path, list_file: str | Path = "", where: str = "data
 
 
 # JPEG files of one (grey) or three (YCbCr) components decode with torchvision.io.decode_jpeg
-# (libjpeg-turbo, like PIL's, same pixels: tests/test_jpeg_decode.py checks equality); CMYK
-# and anything torchvision refuses go through PIL. Measured on the CPU (benchmarks/bench_train.py
-# --jpeg, the sample photos as quality-90 JPEGs, one thread): see JPEG_MEASUREMENT.
+# (libjpeg-turbo, as PIL's; the same pixels: tests/test_loader.py checks equality with PIL, the
+# protocol's decoder); CMYK and anything torchvision refuses go through PIL. Measured on this
+# project's 2-core CPU (benchmarks/bench_train.py, the 9 sample photos twice as quality-90 JPEGs,
+# 300x451 to 1411x1411, median of 3 passes): see JPEG_MEASUREMENT; "pil" switches it off.
 JPEG_DECODER: str = "torchvision"
-JPEG_MEASUREMENT = "PIL 41 img/s, torchvision 72 img/s (median of 5 passes over 10 JPEGs, 300x451 to 1411x1411)"
+JPEG_MEASUREMENT = "PIL 331.5 img/s, torchvision 461.4 img/s (1.39x); another run: 154.0 vs 220.3 (1.43x)"
 
 
 def decode_image(path: str | Path) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -292,7 +293,7 @@ def train(
     if ctx.main:
         store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
     if cfg.train.compile:  # in place, after the EMA's copy: the state_dict keys stay the eager ones
-        A.compile_networks(device, ae.encoder, ae.decoder, disc)
+        _compile(device, ae, disc)
     model, disc = _distribute(Reconstruct(ae), disc, ctx)
     live_log.open_run(cfg, folder, ctx.main, step, {"autoencoder": (ae, opt_ae), "discriminator": (disc, opt_d)})
 
@@ -342,6 +343,13 @@ def train(
     live_log.close(folder)
     summary["step"] = step
     return summary
+
+
+def _compile(device: torch.device, ae: Any, disc: nn.Module | None) -> None:
+    """train.compile: the encoder, the decoder and the discriminator, in place; the run's log
+    says which stays eager (a spectral-norm discriminator: study/training/accelerate.py)."""
+    for eager in A.compile_networks(device, ae.encoder, ae.decoder, disc):
+        tqdm.write(f"train.compile: {type(eager).__name__} stays eager (spectral norm)", file=sys.stderr)
 
 
 def _boundary(cfg: C.ExperimentConfig, step: int, end: int) -> bool:

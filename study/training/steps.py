@@ -128,7 +128,8 @@ def autoencoder_step(
     (means over the micro-batches, detached)."""
     n = cfg.train.grad_accum
     opt_ae.zero_grad(set_to_none=True)
-    x_hats, total, terms = [], torch.zeros((), device=x.device), {}
+    x_hats, total = [], torch.zeros((), device=x.device)
+    terms: dict[str, Any] = {}
     for i, (xi, ni) in enumerate(zip(x.chunk(n), noise.chunk(n))):
         with _sync_unless_last(model, i, n):
             x_hat, loss, t = autoencoder_loss(
