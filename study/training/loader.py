@@ -66,6 +66,9 @@ def step_loader(dataset: Dataset, start: int, end: int, device: torch.device, wo
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=PREFETCH if workers > 0 else None,
+        # its own generator: an iterator draws its workers' base seed from it, never from the
+        # global RNG, whose state the checkpoint saves (a resumed run creates one more iterator)
+        generator=torch.Generator().manual_seed(0),
     )
 
 
