@@ -61,15 +61,20 @@ def test_on_slurm_the_diffusion_job_waits_for_its_autoencoder_then_completes(slu
     ae_job = store.read_status(store.run_dir(results, ae.run_id))["job_ids"][-1]
     ldm_status = store.read_status(store.run_dir(results, ldm.run_id))
     assert ldm_status["needs"] == ae.run_id
-    dependency = _dependency(ldm_status["job_ids"][-1])
-    # queued behind the autoencoder's job (squeue drops the dependency once it is satisfied)
-    assert dependency in ("", "(null)") or f"afterok:{ae_job}" in dependency, dependency
+    # submitted behind the autoencoder's job: its sbatch script names the dependency
+    ldm_job = ldm_status["job_ids"][-1]
+    script = results / "gen_wait" / "logs" / ldm_job.split("_")[0] / f"{ldm_job.split('_')[0]}_submission.sh"
+    directives = script.read_text()
+    assert f"#SBATCH --dependency=afterok:{ae_job}" in directives and "#SBATCH --kill-on-invalid-dep=yes" in directives
     wait_for(
         lambda: all(s.state is store.State.COMPLETED for s in _states(results, variants).values()),
         600,
         lambda: f"both runs to complete: {_states(results, variants)}",
         interval_s=2.0,
     )
+    # and it started only once the autoencoder was done
+    ae_done = float((store.run_dir(results, ae.run_id) / "DONE").read_text())
+    assert store.read_status(store.run_dir(results, ldm.run_id))["started"] >= ae_done
     evals = store.read_evals(store.run_dir(results, ldm.run_id))
     generation = [r for r in evals.values() if r["protocol"].get("kind") == "generation"]
     assert generation and ("gfid" in generation[0]["metrics"] or "gfid" in generation[0]["unavailable"])

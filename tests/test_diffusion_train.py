@@ -13,7 +13,7 @@ import torch
 from study import store
 from study.training import diffusion_loop as D
 from study.training.latents import build_cache
-from study.training.loop import Context, Preempted
+from study.training.loop import Context, Preempted, load_checkpoint
 from tests.diffusion_helpers import CPU, diffusion_run, tiny_autoencoder
 
 
@@ -75,10 +75,10 @@ def test_a_run_stopped_mid_training_and_resumed_ends_bitwise_as_an_uninterrupted
     split = store.init_run(tmp_path, cfg)  # the same run in another results folder
     with pytest.raises(Preempted, match="step 13"):
         D.train_diffusion(cfg, split, ae_folder, CPU, stop=StopAfter(13), progress=False)
-    assert D.load_diffusion_checkpoint(split)["step"] == 13
+    assert load_checkpoint(split)["step"] == 13
     summary = D.train_diffusion(cfg, split, ae_folder, CPU, progress=False)
     assert summary["resumed_from"] == 13 and summary["step"] == 25
-    a, b = D.load_diffusion_checkpoint(whole), D.load_diffusion_checkpoint(split)
+    a, b = load_checkpoint(whole), load_checkpoint(split)
     assert a["unet"].keys() == b["unet"].keys() and all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
     assert all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]) for k in a["ema"]["module"])
     opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]

@@ -69,7 +69,7 @@ def test_generation_table_smoke_profile_end_to_end(name, paper, folders, incepti
         assert number in md, number
     for label in set(spec.paper.rows.values()):
         assert label in md
-    assert "AE PSNR" in md and "## Samples" in md
+    assert "AE PSNR" in md and "## Samples" in md and "FID protocol (ours): 64 samples" in md
     assert html.count("data:image/png;base64,") >= 2  # figures and the sample grids
     for v in variants:
         if v.config.task == "diffusion":

@@ -128,13 +128,13 @@ def test_an_image_folder_is_cached_whole_as_center_crops_of_its_training_list(ae
     import numpy as np
     from PIL import Image
 
-    from study.training.data import FolderEval, _split
+    from study.training.data import FolderEval, folder_split
 
     rng = np.random.default_rng(0)
     for i in range(12):
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / f"img{i:02d}.png")
     cfg = diffusion_cfg(ae_folder, **{"data.kind": "folder", "data.path": str(tmp_path), "data.val_fraction": 0.25})
-    _, train, heldout = _split(cfg.data, 32)
+    _, train, heldout = folder_split(cfg.data, 32)
     assert train and heldout
     cache = L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=4)
     assert cache.count == len(train) and cache.meta["shards"] == -(-len(train) // 4)

@@ -38,6 +38,9 @@ def add_samples(doc: Doc, records: StudyRecords) -> list[Figure]:
         return []
     figures = sample_figures(records)
     blocks: list[tuple[str, Any]] = [("h2", "Samples")]
+    protocol = generation_protocol_text(records)
+    if protocol:
+        blocks.append(("p", protocol))
     if figures:
         blocks += [("figure", f) for f in figures]
     else:
@@ -45,6 +48,27 @@ def add_samples(doc: Doc, records: StudyRecords) -> list[Figure]:
     at = next((i for i, b in enumerate(doc.blocks) if b == ("h2", "Provenance")), len(doc.blocks))
     doc.blocks[at:at] = blocks
     return figures
+
+
+def generation_protocol_text(records: StudyRecords) -> str:
+    """How our FID was measured, from the first generation record found, beside what the paper
+    leaves unsaid (the numbers beside its Tables 7 and 13 are not from a stated protocol)."""
+    for v in records.index["variants"]:
+        if v.get("task") != "diffusion":
+            continue
+        for record in store.read_evals(store.run_dir(records.root, v["run_id"])).values():
+            p = record.get("protocol") or {}
+            if p.get("kind") != "generation":
+                continue
+            sampler, ref = p.get("sampler", {}), p.get("reference", {})
+            return (
+                f"FID protocol (ours): {p.get('num_samples')} samples of the {p.get('weights')} UNet with "
+                f"{sampler.get('name', '?').upper()} ({sampler.get('steps')} steps, eta {sampler.get('eta')}) at "
+                f"{p.get('resolution')}x{p.get('resolution')}, against the Inception statistics of "
+                f"{ref.get('num_images')} training images ({ref.get('name')}). The paper states no sampler, "
+                "step count or sample count for Tables 7 and 13; our defaults follow LDM (docs/diffusion.md)."
+            )
+    return ""
 
 
 def _fid(records: StudyRecords, name: str) -> str:

@@ -151,7 +151,7 @@ class _SkipCounter:
 # --------------------------------------------------------------------------------------------
 # folder
 # --------------------------------------------------------------------------------------------
-def _split(cfg: DataConfig, resolution: int) -> tuple[Path, list[str], list[str]]:
+def folder_split(cfg: DataConfig, resolution: int) -> tuple[Path, list[str], list[str]]:
     """(folder, training files, held-out files in split-hash order)."""
     files = image_files(cfg.path, cfg.list)
     folder = Path(cfg.path).expanduser()
@@ -398,7 +398,7 @@ class SampleEval(Dataset):
 
 
 @functools.lru_cache(maxsize=1)
-def _photos_digest() -> str:
+def photos_digest() -> str:
     h = hashlib.sha256()
     for name, photo in sample_photos().items():
         h.update(f"{name}:{photo.shape}".encode())
@@ -415,7 +415,7 @@ def train_set(cfg: DataConfig, resolution: int, seed: int) -> Dataset:
     ``len`` is the number of distinct source items (files, or photos), for epoch bookkeeping;
     any non-negative index is valid. ``.skipped`` counts skipped unreadable files."""
     if cfg.kind == "folder":
-        folder, train, _ = _split(cfg, resolution)
+        folder, train, _ = folder_split(cfg, resolution)
         return FolderTrain(folder, train, resolution, seed, cfg.hflip)
     check_resolution(resolution, _SAMPLES_WHERE)
     return SampleTrain(resolution, seed, cfg.hflip)
@@ -426,7 +426,7 @@ def eval_set(cfg: DataConfig, resolution: int, num_images: int) -> Dataset:
     if num_images < 1:
         raise DataError(f"num_images must be >= 1, got {num_images}")
     if cfg.kind == "folder":
-        folder, _, heldout = _split(cfg, resolution)
+        folder, _, heldout = folder_split(cfg, resolution)
         if num_images > len(heldout):
             raise DataError(
                 f"{folder}: {len(heldout)} images are held out "
@@ -450,7 +450,7 @@ def dataset_fingerprint(cfg: DataConfig, resolution: int) -> str:
     pixels), the split rule, the crop rule and the resolution; not the folder's location, and not
     the image count (the protocol records that itself)."""
     if cfg.kind == "folder":
-        folder, _, heldout = _split(cfg, resolution)
+        folder, _, heldout = folder_split(cfg, resolution)
         names = hashlib.sha256("\n".join(heldout).encode("utf-8")).hexdigest()[:16]
         return (
             f"data-v{_FORMAT} folder name={cfg.name} split=sha256(relpath)<{cfg.val_fraction!r} "
@@ -459,7 +459,7 @@ def dataset_fingerprint(cfg: DataConfig, resolution: int) -> str:
         )
     check_resolution(resolution, _SAMPLES_WHERE)
     return (
-        f"data-v{_FORMAT} samples photos={','.join(SAMPLE_PHOTOS)} sha256={_photos_digest()} "
+        f"data-v{_FORMAT} samples photos={','.join(SAMPLE_PHOTOS)} sha256={photos_digest()} "
         f"heldout=right-{SAMPLE_HOLDOUT!r}-of-width crop=grid(stride=s/2,s=min(R,m)*2^(k/2)"
         f"<=min(m,{SAMPLE_MAX_ZOOM_OUT}R))+bicubic resolution={resolution}"
     )

@@ -23,7 +23,6 @@ the CPU; checkpoints every ``train.checkpoint_every`` steps, metrics.jsonl every
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 import time
 from dataclasses import dataclass
@@ -42,9 +41,17 @@ from study.models.ldm_unet import UNET_PRESETS, build_unet
 from study.training import accelerate as A
 from study.training.ema import EMA
 from study.training.latents import LatentCache, open_cache
-from study.training.loop import Context, MissingEMA, Preempted, use_bf16
+from study.training.loop import (
+    CHECKPOINT,
+    Context,
+    MissingEMA,
+    Preempted,
+    load_checkpoint,
+    restore_rng,
+    use_bf16,
+    write_checkpoint,
+)
 
-CHECKPOINT = "checkpoints/last.pt"
 _BATCH_STREAM = 0xD1F  # the per-step generator's stream, apart from the data's and the posterior's
 
 
@@ -108,7 +115,8 @@ def draw_batch(
 def save_diffusion_checkpoint(
     folder: Path, step: int, unet: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, scale: float
 ) -> None:
-    """The UNet, AdamW, the EMA, the step, the RNG states and the scale factor, atomically."""
+    """The UNet, AdamW, the EMA, the step and the scale factor (with the RNG states, atomically:
+    ``loop.write_checkpoint``)."""
     state = {
         "task": "diffusion",
         "step": step,
@@ -116,25 +124,14 @@ def save_diffusion_checkpoint(
         "optimizer": opt.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "scale_factor": scale,
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    store.write_bytes_atomic(folder / CHECKPOINT, buf.getvalue())
-
-
-def load_diffusion_checkpoint(folder: Path) -> dict[str, Any] | None:
-    path = folder / CHECKPOINT
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    write_checkpoint(folder, state)
 
 
 def resume_diffusion(folder: Path, unet: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None) -> int:
     """Load the last checkpoint into the UNet, AdamW, the EMA and the RNGs; the step to continue
     from (0 without one)."""
-    state = load_diffusion_checkpoint(folder)
+    state = load_checkpoint(folder)
     if state is None:
         return 0
     unet.load_state_dict(state["unet"])
@@ -143,9 +140,7 @@ def resume_diffusion(folder: Path, unet: nn.Module, opt: torch.optim.Optimizer, 
             raise MissingEMA(f"{folder / CHECKPOINT} has no EMA weights to resume diffusion.ema_decay from")
         ema.load_state_dict(state["ema"])
     opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    restore_rng(state)
     return int(state["step"])
 
 

@@ -44,7 +44,7 @@ def set_size(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
     if ev.path:
         return len(_files(ev))
     if data.kind == "folder":
-        return len(D._split(data, resolution)[2])
+        return len(D.folder_split(data, resolution)[2])
     return len(D.eval_crops(resolution))
 
 

@@ -52,7 +52,7 @@ Loader = Callable[[Path, C.ExperimentConfig, torch.device], torch.nn.Module]
 # --------------------------------------------------------------------------------------------
 # the protocol
 # --------------------------------------------------------------------------------------------
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -124,7 +124,7 @@ def _add_metric_definitions(p: dict[str, Any], ev: C.EvalConfig) -> None:
             "weights_sha256": W.expected_sha256("inception"),
             "statistics": "float64 mean and unbiased covariance; all originals vs all reconstructions",
         }
-        p["versions"]["torch-fidelity"] = _version("torch-fidelity")
+        p["versions"]["torch-fidelity"] = package_version("torch-fidelity")
     if "lpips" in metrics:
         backbone = W.LPIPS_BACKBONES[ev.lpips_net]
         linear = W.lpips_linear_path(ev.lpips_net)
@@ -136,8 +136,8 @@ def _add_metric_definitions(p: dict[str, Any], ev: C.EvalConfig) -> None:
             "input": "uint8-quantised images scaled to [-1, 1]",
             "reduce": "mean over images",
         }
-        p["versions"]["lpips"] = _version("lpips")
-        p["versions"]["torchvision"] = _version("torchvision")
+        p["versions"]["lpips"] = package_version("lpips")
+        p["versions"]["torchvision"] = package_version("torchvision")
     if "psnr" in metrics:
         p["psnr"] = "uint8 [0, 255]; per image 10*log10(255^2/MSE over CxHxW); mean over images"
     if "ssim" in metrics:
@@ -173,7 +173,7 @@ def reference_id(p: dict[str, Any], num_images: int) -> str:
 # --------------------------------------------------------------------------------------------
 # the reference statistics cache
 # --------------------------------------------------------------------------------------------
-def _load_reference(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+def load_reference(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The cached (mu, sigma) at ``path`` (named by its reference id), or None when absent,
     unreadable or made for another reference."""
     try:
@@ -185,7 +185,7 @@ def _load_reference(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-def _save_reference(path: Path, n: int, mu: np.ndarray, sigma: np.ndarray) -> None:
+def save_reference(path: Path, n: int, mu: np.ndarray, sigma: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, mu=mu, sigma=sigma, n=np.int64(n), reference_id=np.str_(path.stem))
     store.write_bytes_atomic(path, buf.getvalue())
@@ -221,7 +221,7 @@ def _instruments(
                 inst.missing_weights.append("inception")
         if inst.extractor is not None:
             inst.reference_path = cache_dir / f"{reference_id(p, n)}.npz"
-            inst.reference = _load_reference(inst.reference_path, n)
+            inst.reference = load_reference(inst.reference_path, n)
     if "lpips" in ev.metrics:
         try:
             inst.lpips_model = W.load_lpips(ev.lpips_net, device, weights_dir)
@@ -269,7 +269,7 @@ class _Tally:
         if inst.reference is None:
             assert self.real is not None
             inst.reference = (self.real.mean(), self.real.cov())
-            _save_reference(inst.reference_path, n, *inst.reference)
+            save_reference(inst.reference_path, n, *inst.reference)
             how = "computed"
         return M.frechet_distance(*inst.reference, self.fake.mean(), self.fake.cov()), how
 
@@ -313,7 +313,7 @@ def _content_fingerprint(ds: Dataset) -> str:
     return f"in-memory n={n} uint8-sha256={h.hexdigest()[:16]}"
 
 
-def _still_unavailable(record: dict[str, Any], directory: Any) -> bool:
+def still_unavailable(record: dict[str, Any], directory: Any) -> bool:
     """True when every weights file the record lacked is still missing (so reusing it is right);
     False when one has been staged since, and the record should be completed."""
     for name in record.get("missing_weights") or []:
@@ -364,7 +364,7 @@ def evaluate(
     p = protocol(cfg, fingerprint=_content_fingerprint(dataset) if dataset is not None else None)
     pid = protocol_id(p)
     existing = store.read_evals(run_folder).get(pid)
-    fresh = force or existing is None or existing.get("protocol") != p or not _still_unavailable(existing, weights_dir)
+    fresh = force or existing is None or existing.get("protocol") != p or not still_unavailable(existing, weights_dir)
     _save_gallery(autoencoder, cfg, gallery_dir(run_folder, pid), device, dataset, force=fresh)
     if existing is not None and not fresh:
         return {**existing, "reused": True}

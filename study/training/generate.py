@@ -36,10 +36,10 @@ from study.measure import metrics as M
 from study.measure import weights as W
 from study.models import gaussian_diffusion as G
 from study.training import accelerate as A
-from study.training.diffusion_loop import build_denoiser, load_diffusion_checkpoint, schedule_args
-from study.training.evaluate import _load_reference, _save_reference, _still_unavailable, _version, protocol_id
+from study.training.diffusion_loop import build_denoiser, schedule_args
+from study.training.evaluate import load_reference, package_version, protocol_id, save_reference, still_unavailable
 from study.training.latents import ChannelMoments, image_set, open_cache
-from study.training.loop import load_trained, use_bf16
+from study.training.loop import load_checkpoint, load_trained, use_bf16
 
 GENERATION_PROTOCOL_VERSION = 1
 SAMPLE_SEED = 0
@@ -89,7 +89,7 @@ def generation_protocol(cfg: C.ExperimentConfig) -> dict[str, Any]:
         },
         "versions": {
             "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
-            "torch-fidelity": _version("torch-fidelity"),
+            "torch-fidelity": package_version("torch-fidelity"),
         },
     }
 
@@ -116,7 +116,7 @@ def _reference_stats(
 ) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """The training images' (mu, sigma), from the cache or computed and cached; and which."""
     n = p["reference"]["num_images"]
-    cached = _load_reference(path, n)
+    cached = load_reference(path, n)
     if cached is not None:
         return cached, "reused"
     images, _ = image_set(cfg.data, cfg.data.resolution, cfg.diffusion.cache_images)
@@ -126,14 +126,14 @@ def _reference_stats(
         with A.full_fp32(device):
             stats.update(M.inception_features(extractor, M.to_uint8(x).to(device)))
     mu, sigma = stats.mean(), stats.cov()
-    _save_reference(path, n, mu, sigma)
+    save_reference(path, n, mu, sigma)
     return (mu, sigma), "computed"
 
 
 def load_denoiser(cfg: C.ExperimentConfig, folder: Path, channels: int, device: torch.device) -> tuple[Any, float]:
     """The EMA UNet of the run's last checkpoint (raw when ``ema_decay`` is 0), in eval mode,
     and the scale factor it was trained with."""
-    state = load_diffusion_checkpoint(folder)
+    state = load_checkpoint(folder)
     if state is None:
         raise MissingDiffusionCheckpoint(f"diffusion run {folder} has no checkpoint to sample from")
     unet = build_denoiser(cfg, channels)
@@ -203,7 +203,7 @@ def generate(
     p = generation_protocol(cfg)
     pid = protocol_id(p)
     existing = store.read_evals(folder).get(pid)
-    if existing is not None and existing.get("protocol") == p and _still_unavailable(existing, None):
+    if existing is not None and existing.get("protocol") == p and still_unavailable(existing, None):
         return {**existing, "reused": True}
 
     cache = open_cache(cfg, ae_folder)

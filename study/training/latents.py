@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from study import config as C
 from study import store
-from study.training.data import FolderEval, SampleEval, SampleTrain, _photos_digest, _split
+from study.training.data import FolderEval, SampleEval, SampleTrain, folder_split, photos_digest
 
 CACHE_VERSION = 1
 CROP_SEED = 0  # the sample photos' fixed crops: drawn as training stream 0 draws them
@@ -73,7 +73,7 @@ def image_set(data: C.DataConfig, resolution: int, cache_images: int) -> tuple[D
     """The unflipped images a cache encodes (float 3 x R x R in [-1, 1]) and their identity as
     one line: the same set the generation FID's reference statistics come from."""
     if data.kind == "folder":
-        folder, train, _ = _split(data, resolution)
+        folder, train, _ = folder_split(data, resolution)
         names = hashlib.sha256("\n".join(train).encode("utf-8")).hexdigest()[:16]
         ident = (
             f"folder name={data.name} split=sha256(relpath)>={data.val_fraction!r} train={len(train)} files "
@@ -83,7 +83,7 @@ def image_set(data: C.DataConfig, resolution: int, cache_images: int) -> tuple[D
     stream = SampleTrain(resolution, CROP_SEED, hflip=False)
     crops = tuple(stream.crop(i) for i in range(cache_images))
     ident = (
-        f"samples sha256={_photos_digest()} training-regions crops={cache_images} "
+        f"samples sha256={photos_digest()} training-regions crops={cache_images} "
         f"stream-seed={CROP_SEED} resolution={resolution}"
     )
     return SampleEval(crops, resolution), ident

@@ -107,13 +107,28 @@ def save_checkpoint(
         "opt_autoencoder": opt_ae.state_dict(),
         "opt_discriminator": opt_d.state_dict() if opt_d is not None else None,
         "ema": ema.state_dict() if ema is not None else None,
+        "data_position": step,  # the batch stream is indexed by step
+    }
+    write_checkpoint(folder, state)
+
+
+def write_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """``state`` with the CPU and CUDA RNG states, written atomically as the run's last
+    checkpoint (autoencoder and diffusion runs alike)."""
+    state = state | {
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "data_position": step,  # the batch stream is indexed by step
     }
     buf = io.BytesIO()
     torch.save(state, buf)
     store.write_bytes_atomic(folder / CHECKPOINT, buf.getvalue())
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """The RNG states a checkpoint saved (``write_checkpoint``)."""
+    torch.set_rng_state(state["rng_cpu"])
+    if state["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
@@ -190,9 +205,7 @@ def resume(
         disc.load_state_dict(state["discriminator"])
         opt_d.load_state_dict(state["opt_discriminator"])
     opt_ae.load_state_dict(state["opt_autoencoder"])
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    restore_rng(state)
     return int(state["step"])
 
 
