@@ -34,10 +34,10 @@ class UsageError(Exception):
 
 
 def _spec_and_variants(args: argparse.Namespace):
-    from study.spec.grid import expand
-    from study.spec.studyfile import load_spec, parse_sets
+    from study.studyfile.grid import expand
+    from study.studyfile.parse import load_study, parse_sets
 
-    spec = load_spec(args.spec)
+    spec = load_study(args.spec)
     wandb = [f"train.wandb_project={args.wandb}"] if getattr(args, "wandb", None) else []  # issue 14: live curves
     extra = parse_sets(spec.path, (getattr(args, "set", None) or []) + wandb)
     return spec, expand(spec, getattr(args, "profile", None), extra)
@@ -50,7 +50,7 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 def cmd_plan(args: argparse.Namespace) -> int:
     from study.measure import cost
-    from study.spec.grid import format_value
+    from study.studyfile.grid import format_value
 
     spec, variants = _spec_and_variants(args)
     needs = _needs(args, variants)
@@ -249,7 +249,7 @@ def _write_index(args: argparse.Namespace, spec, variants, root: Path) -> None:
 
 
 def _study_record(args: argparse.Namespace, spec, variants) -> dict[str, Any]:
-    from study.spec.record import study_record
+    from study.studyfile.record import study_record
 
     return study_record(spec, variants, getattr(args, "profile", None), getattr(args, "set", None) or [])
 
@@ -415,7 +415,7 @@ def cmd_default(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-# ---- evaluation and weights (study/training/evaluate.py, study/measure/weights.py) --------------
+# ---- evaluation and weights (study/evaluation/evaluate.py, study/measure/weights.py) --------------
 def cmd_weights(args: argparse.Namespace) -> int:
     """`weights fetch` downloads and verifies; `weights check` lists present/missing/corrupt.
     Exit 1 when a file failed to download, or (check) when one is missing or corrupt."""
@@ -439,8 +439,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     a record of the same protocol id is reused unless --force. Exit 1 when a completed run could
     not be evaluated (no checkpoint)."""
     from study import store
-    from study.training import evaluate
-    from study.training.data import DataError
+    from study.data.datasets import DataError
+    from study.evaluation import evaluate
 
     overrides = evaluate.parse_protocol_overrides(args.protocol or [])
     spec, variants = _spec_and_variants(args)
@@ -466,13 +466,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """Reconstructions of image files as PNGs (study/training/reconstruct.py) by a run, a study's
+    """Reconstructions of image files as PNGs (study/evaluation/reconstruct.py) by a run, a study's
     variant or a checkpoint; prints the folder written. Bad input of any kind: exit 2."""
     import torch
 
-    from study.training.data import DataError
-    from study.training.pretrained import CheckpointError
-    from study.training.reconstruct import ReconstructError, reconstruct_files
+    from study.autoencoder.pretrained import CheckpointError
+    from study.data.datasets import DataError
+    from study.evaluation.reconstruct import ReconstructError, reconstruct_files
 
     device = torch.device(args.device or ("cuda" if _cuda() else "cpu"))
     try:
@@ -487,11 +487,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def _reconstruction_model(args: argparse.Namespace, device: Any) -> tuple[Any, int, list[str]]:
     """(autoencoder, resolution, inputs) for SOURCE: ``SPEC VARIANT``, a run folder or id, or a
     checkpoint path (the model from --preset and --set)."""
-    from study import config as C
+    from study import config as cfgmod
     from study import store
+    from study.autoencoder import pretrained, trained
     from study.models.autoencoder import build_autoencoder
-    from study.spec.studyfile import parse_sets, resolve
-    from study.training import loop, pretrained
+    from study.studyfile.parse import parse_sets, resolve
 
     source, inputs, root = args.source, list(args.inputs), store.results_root(args.results)
     path = Path(source).expanduser()
@@ -509,8 +509,10 @@ def _reconstruction_model(args: argparse.Namespace, device: Any) -> tuple[Any, i
         folder, cfg = path, store.read_config(path)
     elif path.exists():  # a checkpoint: the model is described by --preset and --set
         sets = parse_sets(Path("--set"), args.set or [])
-        cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), resolve({"preset": args.preset}) | resolve(sets)))
-        ae = build_autoencoder(C.autoencoder_args(cfg.model))
+        cfg = cfgmod.validate(
+            cfgmod.apply_overrides(cfgmod.ExperimentConfig(), resolve({"preset": args.preset}) | resolve(sets))
+        )
+        ae = build_autoencoder(cfgmod.autoencoder_args(cfg.model))
         pretrained.apply_init(ae, path)
         return ae.to(device).eval(), args.resolution or 256, inputs
     elif (store.run_dir(root, source) / "config.yaml").is_file():
@@ -518,7 +520,7 @@ def _reconstruction_model(args: argparse.Namespace, device: Any) -> tuple[Any, i
         cfg = store.read_config(folder)
     else:
         raise UsageError(f"{source}: neither a study file, a checkpoint nor a run under {root / 'runs'}")
-    return loop.load_trained(folder, cfg, device), args.resolution or cfg.data.resolution, inputs
+    return trained.load_trained(folder, cfg, device), args.resolution or cfg.data.resolution, inputs
 
 
 def add_eval_commands(sub: Any, with_spec: Any) -> None:
@@ -669,7 +671,7 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     from study.config import ConfigError
     from study.launch.launcher import LaunchError, LaunchLocked
-    from study.spec.studyfile import StudySpecError
+    from study.studyfile.parse import StudyFileError
 
     args = parser().parse_args(argv)
     func = getattr(args, "func", cmd_default)
@@ -678,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (StudySpecError, ConfigError, UsageError, LaunchError) as e:
+    except (StudyFileError, ConfigError, UsageError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

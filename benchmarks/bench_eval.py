@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from study.measure import metrics as M  # noqa: E402
-from study.measure import weights as W  # noqa: E402
+from study.measure import metrics  # noqa: E402
+from study.measure import weights as weight_files  # noqa: E402
 from study.measure.stand_ins import make_random_inception  # noqa: E402
 
 
@@ -38,20 +38,20 @@ def images(n: int, res: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     low = torch.rand(n, 3, max(res // 8, 2), max(res // 8, 2), generator=g)
     x = F.interpolate(low, size=res, mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
     noisy = x + 0.1 * torch.randn(x.shape, generator=g)
-    return M.to_uint8(x), M.to_uint8(noisy)
+    return metrics.to_uint8(x), metrics.to_uint8(noisy)
 
 
 def ours(real, fake, weights_path, device, batch) -> float:
-    extractor = M.inception_extractor(weights_path, device)
-    return M.fid_between(real, fake, extractor=extractor, device=device, batch_size=batch)
+    extractor = metrics.inception_extractor(weights_path, device)
+    return metrics.fid_between(real, fake, extractor=extractor, device=device, batch_size=batch)
 
 
 def torch_fidelity(real, fake, weights_path, device, batch, save_cpu_ram=False) -> float:
     from torch_fidelity import calculate_metrics
 
     out = calculate_metrics(
-        input1=M.Uint8Images(real),
-        input2=M.Uint8Images(fake),
+        input1=metrics.Uint8Images(real),
+        input2=metrics.Uint8Images(fake),
         fid=True,
         cuda=torch.device(device).type == "cuda",
         batch_size=batch,
@@ -90,8 +90,8 @@ def main() -> int:
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
     try:
-        weights_path, which = W.inception_weights_path(), "staged torch-fidelity weights"
-    except W.MissingWeightsError:
+        weights_path, which = weight_files.inception_weights_path(), "staged torch-fidelity weights"
+    except weight_files.MissingWeightsError:
         weights_path = make_random_inception(Path(tempfile.mkdtemp()) / "inception-random.pth")
         which = "random-init Inception (real weights not staged; same cost)"
     real, fake = images(args.n, args.res)

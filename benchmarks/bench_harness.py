@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from study import store  # noqa: E402
-from study.spec.grid import expand, expected_count  # noqa: E402
-from study.spec.studyfile import load_spec  # noqa: E402
+from study.studyfile.grid import expand, expected_count  # noqa: E402
+from study.studyfile.parse import load_study  # noqa: E402
 
 EXPAND_TARGET_S, COLLECT_TARGET_S = 1.0, 3.0
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_harness_") as tmp:
         tmp = Path(tmp)
-        spec = load_spec(write_study(tmp, args.variants))
+        spec = load_study(write_study(tmp, args.variants))
         t_expand, cpu_expand, variants = best_of(args.repeat, lambda: expand(spec))
         assert len(variants) == expected_count(spec) == args.variants, (len(variants), args.variants)
         print(

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from study.launch import launcher as launch  # noqa: E402
-from study.spec.grid import expand  # noqa: E402
-from study.spec.studyfile import load_spec  # noqa: E402
+from study.studyfile.grid import expand  # noqa: E402
+from study.studyfile.parse import load_study  # noqa: E402
 
 TARGET_S = 10.0
 TINY_SET = {  # the variant of tests/launch_helpers.py (never run here: the jobs are held)
@@ -126,7 +126,7 @@ def once(n: int, partition: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_launch_") as tmp:
         tmp_path = Path(tmp)
         log = counting_sbatch(tmp_path)
-        spec = load_spec(write_study(tmp_path, n, partition))
+        spec = load_study(write_study(tmp_path, n, partition))
         variants = expand(spec)
         opts = launch.LaunchOptions(executor="slurm", resources=launch.merge_resources(spec.resources))
         root = tmp_path / "results"

@@ -1,4 +1,4 @@
-"""Training step time: the harness's training loop (study/training/loop.py: batches, per-sample
+"""Training step time: the harness's training loop (study/autoencoder/loop.py: batches, per-sample
 noise, the step, logging) against a bare PyTorch loop doing the same forward and backward passes
 on the same model (LiteVAE-B + SD decoder + UNet discriminator, the same builders and Adam) on a
 fixed batch, in the same run, interleaved; and the training loader's images/s per worker at
@@ -36,14 +36,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study import config as C  # noqa: E402
-from study import store  # noqa: E402
+from study import (
+    config,  # noqa: E402
+    store,  # noqa: E402
+)
+from study.autoencoder import losses  # noqa: E402
+from study.autoencoder.loop import _build, train
+from study.data.loader import StepBatches, step_loader  # noqa: E402
 from study.models.autoencoder import build_autoencoder  # noqa: E402
 from study.models.discriminators import build_discriminator  # noqa: E402
-from study.training import accelerate as A  # noqa: E402
-from study.training import losses  # noqa: E402
-from study.training.loader import StepBatches, step_loader  # noqa: E402
-from study.training.loop import Context, _build, train, use_bf16  # noqa: E402
+from study.trainer import accelerate  # noqa: E402
+from study.trainer.context import Context, use_bf16  # noqa: E402
 
 # The smoke study's model (ablations/base/smoke_cpu.yaml): what a CPU trains in seconds a step.
 SMOKE_MODEL = {
@@ -56,11 +59,11 @@ SMOKE_MODEL = {
 }
 
 
-def experiment(resolution: int, batch: int, steps: int, *, compile: bool = False, **extra) -> C.ExperimentConfig:
+def experiment(resolution: int, batch: int, steps: int, *, compile: bool = False, **extra) -> config.ExperimentConfig:
     """LiteVAE-B + SD decoder + UNet discriminator (on from step 0), L1 + KL + adversarial."""
-    return C.validate(
-        C.apply_overrides(
-            C.model_preset("LiteVAE-B"),
+    return config.validate(
+        config.apply_overrides(
+            config.model_preset("LiteVAE-B"),
             {
                 "loss.lpips_weight": 0.0,
                 "loss.wavelet_weight": 0.0,
@@ -81,10 +84,10 @@ def experiment(resolution: int, batch: int, steps: int, *, compile: bool = False
     )
 
 
-def training_flops_per_image(cfg: C.ExperimentConfig, resolution: int) -> float:
+def training_flops_per_image(cfg: config.ExperimentConfig, resolution: int) -> float:
     """3 x forward FLOPs (forward + backward) of encoder + decoder + discriminator, per image."""
     with torch.device("meta"):
-        ae = build_autoencoder(C.autoencoder_args(cfg.model))
+        ae = build_autoencoder(config.autoencoder_args(cfg.model))
         disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
         x = torch.empty(1, 3, resolution, resolution)
         with FlopCounterMode(display=False) as counter:
@@ -93,7 +96,7 @@ def training_flops_per_image(cfg: C.ExperimentConfig, resolution: int) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def harness_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
+def harness_step_seconds(cfg: config.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
     """The step times (s) of the real training loop, from the images/s it logs every
     train.log_every steps (so each figure averages that many steps, with one log's cost among
     them), leaving out the figures of the first ``warmup`` steps."""
@@ -104,16 +107,16 @@ def harness_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: 
     return [cfg.train.batch_size / r["images_per_s"] for r in logged if r["step"] > warmup]
 
 
-def bare_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
+def bare_step_seconds(cfg: config.ExperimentConfig, device: torch.device, warmup: int) -> list[float]:
     """The same passes written out in plain PyTorch on one fixed batch: encode, sample, decode,
     the frozen discriminator on the reconstruction, L1 + KL + hinge generator loss, backward,
     Adam; then the discriminator on real and detached fake, hinge loss, backward, Adam."""
     torch.manual_seed(cfg.seed)
-    fmt = A.memory_format(device)
-    A.configure_device(device)
+    fmt = accelerate.memory_format(device)
+    accelerate.configure_device(device)
     ae, disc, _, opt_ae, opt_d = _build(cfg, device, fmt)
     if cfg.train.compile:
-        A.compile_networks(device, ae.encoder, ae.decoder, disc)
+        accelerate.compile_networks(device, ae.encoder, ae.decoder, disc)
     bf16, lw = use_bf16(cfg, device), cfg.loss
     b, r, nz = cfg.train.batch_size, cfg.data.resolution, cfg.model.latent_channels
     x = (torch.rand(b, 3, r, r) * 2 - 1).to(device, memory_format=fmt)
@@ -145,7 +148,9 @@ def bare_step_seconds(cfg: C.ExperimentConfig, device: torch.device, warmup: int
     return times[warmup:]
 
 
-def step_comparison(cfg: C.ExperimentConfig, device: torch.device, warmup: int, rounds: int) -> tuple[float, float]:
+def step_comparison(
+    cfg: config.ExperimentConfig, device: torch.device, warmup: int, rounds: int
+) -> tuple[float, float]:
     """Median step seconds of the harness and of the bare loop, ``rounds`` of each, alternated."""
     harness: list[float] = []
     bare: list[float] = []
@@ -163,7 +168,7 @@ def jpeg_folder(folder: Path, copies: int = 2) -> Path:
     """The sample photos as quality-90 JPEGs (``copies`` of each, under other names)."""
     from PIL import Image
 
-    from study.training.data import sample_photos
+    from study.data.datasets import sample_photos
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, photo in sample_photos().items():
@@ -174,9 +179,9 @@ def jpeg_folder(folder: Path, copies: int = 2) -> Path:
 
 def loader_images_per_s(folder: Path, resolution: int, batch: int, workers: int, batches: int) -> float:
     """The training loader's images/s over ``batches`` batches after its first (worker start-up)."""
-    cfg = C.validate(
-        C.apply_overrides(
-            C.ExperimentConfig(),
+    cfg = config.validate(
+        config.apply_overrides(
+            config.ExperimentConfig(),
             {
                 "data.kind": "folder",
                 "data.path": str(folder),
@@ -196,25 +201,25 @@ def loader_images_per_s(folder: Path, resolution: int, batch: int, workers: int,
 
 def jpeg_decode_rates(folder: Path, passes: int = 3) -> dict[str, float]:
     """Images/s decoding the folder's JPEGs with PIL and with torchvision (the training path)."""
-    from study.training import image_files as F
+    from study.data import files as image_files
 
     files = sorted(folder.glob("*.jpg"))
     rates: dict[str, list[float]] = {"PIL": [], "torchvision": []}
-    saved = F.JPEG_DECODER
+    saved = image_files.JPEG_DECODER
     try:
         for _ in range(passes):
             for decoder, label in (("pil", "PIL"), ("torchvision", "torchvision")):
-                F.JPEG_DECODER = decoder
+                image_files.JPEG_DECODER = decoder
                 tic = time.perf_counter()
                 for f in files:
-                    F.decode_image(f)
+                    image_files.decode_image(f)
                 rates[label].append(len(files) / (time.perf_counter() - tic))
     finally:
-        F.JPEG_DECODER = saved
+        image_files.JPEG_DECODER = saved
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def record(cfg: C.ExperimentConfig, device: torch.device, seconds_per_image: float, meta: dict) -> str:
+def record(cfg: config.ExperimentConfig, device: torch.device, seconds_per_image: float, meta: dict) -> str:
     """The harness's figure into the step-time table (study.measure.cost)."""
     from study.measure.cost import record_step_time, step_time_key, step_times_path
 

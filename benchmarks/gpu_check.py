@@ -32,12 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_encoders as BE  # noqa: E402
-import bench_train as BT  # noqa: E402
+import bench_encoders  # noqa: E402
+import bench_train  # noqa: E402
 
-from study.measure import metrics as M  # noqa: E402
+from study.measure import metrics  # noqa: E402
 from study.measure.complexity import BASELINE, paper_rows  # noqa: E402
-from study.training import accelerate as A  # noqa: E402
+from study.trainer import accelerate  # noqa: E402
 
 # Dense bf16 peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by a substring of
 # torch.cuda.get_device_name; --peak-tflops overrides.
@@ -81,13 +81,15 @@ def encoder_table(device: torch.device, s: Sizes) -> float:
     base_paper = paper[BASELINE]["throughput_img_s"]
     ratio_b = float("nan")
     for precision in ("fp32", "bf16"):
-        res = BE.run_setting(device.type, precision, True, s.encoder_res, s.encoder_batch, s.encoder_repeats, warmup=2)
+        res = bench_encoders.run_setting(
+            device.type, precision, True, s.encoder_res, s.encoder_batch, s.encoder_repeats, warmup=2
+        )
         base = res[BASELINE]["img_s"]
         print(
             f"\n[Table 3] encoders, {precision}, channels_last, batch {s.encoder_batch}, {s.encoder_res}x{s.encoder_res}"
         )
         print(f"  {'model':<10} {'img/s':>9} {'x SD-VAE':>9} {'paper':>7}")
-        for name in (*BE.LITE, BASELINE):
+        for name in (*bench_encoders.LITE, BASELINE):
             ours = res[name]["img_s"]
             theirs = paper[name]["throughput_img_s"] / base_paper
             print(f"  {name:<10} {ours:9.1f} {ours / base:8.2f}x {theirs:6.2f}x")
@@ -102,21 +104,21 @@ def training(device: torch.device, s: Sizes, peak: float | None) -> None:
     model = "LiteVAE-S, a narrow SD decoder (reduced)" if s.train_model else "LiteVAE-B + SD decoder"
     print(f"\n[training] {model} + UNet disc, {s.train_res}x{s.train_res}, batch {s.train_batch}, bf16")
     for compiled in (False, True):
-        cfg = BT.experiment(
+        cfg = bench_train.experiment(
             s.train_res, s.train_batch, s.train_steps, compile=compiled, **s.train_model, **{"train.precision": "bf16"}
         )
         if compiled and s.train_model:
             print("  compiled: skipped in the reduced check (Inductor takes minutes on a CPU; tests/test_compile.py)")
             continue
-        if compiled and (why := A.compile_support(device)) is not None:
+        if compiled and (why := accelerate.compile_support(device)) is not None:
             print(f"  compiled: skipped ({why})")
             continue
         tic = time.perf_counter()
-        times = BT.harness_step_seconds(cfg, device, warmup=min(4, s.train_steps - 2))
+        times = bench_train.harness_step_seconds(cfg, device, warmup=min(4, s.train_steps - 2))
         rate = s.train_batch / statistics.median(times)
         line = f"  {'compiled' if compiled else 'eager':<9} {rate:9.2f} images/s"
         if peak:
-            flops = BT.training_flops_per_image(cfg, s.train_res)
+            flops = bench_train.training_flops_per_image(cfg, s.train_res)
             line += f"   MFU {rate * flops / (peak * 1e12):6.1%} of {peak:.0f} TFLOP/s (target >= 35%)"
         print(line + f"   ({time.perf_counter() - tic:.0f} s with warm-up and compilation)")
 
@@ -125,30 +127,30 @@ def loader(s: Sizes) -> None:
     """The training loader's images/s per worker from a JPEG folder."""
     print(f"\n[loader] training batches of 8 at {s.loader_res}x{s.loader_res} from a folder of JPEGs")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = BT.jpeg_folder(Path(tmp) / "jpegs")
+        folder = bench_train.jpeg_folder(Path(tmp) / "jpegs")
         for workers in s.loader_workers:
-            rate = BT.loader_images_per_s(folder, s.loader_res, 8, workers, s.loader_batches)
+            rate = bench_train.loader_images_per_s(folder, s.loader_res, 8, workers, s.loader_batches)
             print(f"  {workers} workers: {rate:8.1f} images/s = {rate / max(workers, 1):7.1f} per worker")
 
 
 def inception(device: torch.device, s: Sizes) -> None:
     """Inception pool3 features per second, fp32 (TF32 off), batched on the device."""
-    from study.measure import weights as W
+    from study.measure import weights as weight_files
     from study.measure.stand_ins import make_random_inception
 
     try:
-        path, which = W.inception_weights_path(), "the FID weights"
-    except W.MissingWeightsError:
+        path, which = weight_files.inception_weights_path(), "the FID weights"
+    except weight_files.MissingWeightsError:
         path, which = make_random_inception(Path(tempfile.mkdtemp()) / "inception.pth"), "random stand-in weights"
-    extractor = M.inception_extractor(path, device)
+    extractor = metrics.inception_extractor(path, device)
     x = torch.randint(0, 256, (s.inception_batch, 3, 256, 256), dtype=torch.uint8, device=device)
-    with A.full_fp32(device):
-        M.inception_features(extractor, x)
-        BE._sync(device.type)
+    with accelerate.full_fp32(device):
+        metrics.inception_features(extractor, x)
+        bench_encoders._sync(device.type)
         tic = time.perf_counter()
         for _ in range(s.inception_batches):
-            feats = M.inception_features(extractor, x)
-        BE._sync(device.type)
+            feats = metrics.inception_features(extractor, x)
+        bench_encoders._sync(device.type)
     rate = s.inception_batch * s.inception_batches / (time.perf_counter() - tic)
     print(
         f"\n[inception] pool3 features, batch {s.inception_batch}, 256x256 uint8, {feats.dtype}: {rate:.1f} images/s ({which})"

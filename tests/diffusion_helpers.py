@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from study import config as C
+from study import config as cfgmod
 from study import store
-from study.training.loop import Context, train
+from study.autoencoder.loop import train
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_SET
 
 CPU = Context(torch.device("cpu"))
@@ -41,21 +42,25 @@ DIFFUSION: dict[str, Any] = {
 
 def tiny_autoencoder(root: Path) -> Path:
     """A completed tiny autoencoder run in ``root/runs``; its folder."""
-    cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), TINY_SET | {"train.steps": 4, "train.log_every": 100}))
+    cfg = cfgmod.validate(
+        cfgmod.apply_overrides(cfgmod.ExperimentConfig(), TINY_SET | {"train.steps": 4, "train.log_every": 100})
+    )
     folder = store.init_run(root, cfg)
     train(cfg, folder, CPU, progress=False)
     store.mark_done(folder)
     return folder
 
 
-def diffusion_cfg(ae_folder: Path, **overrides: Any) -> C.ExperimentConfig:
+def diffusion_cfg(ae_folder: Path, **overrides: Any) -> cfgmod.ExperimentConfig:
     """A tiny diffusion config on the autoencoder run in ``ae_folder`` (dotted-key overrides)."""
-    return C.validate(
-        C.apply_overrides(C.ExperimentConfig(), DIFFUSION | {"diffusion.autoencoder_id": ae_folder.name} | overrides)
+    return cfgmod.validate(
+        cfgmod.apply_overrides(
+            cfgmod.ExperimentConfig(), DIFFUSION | {"diffusion.autoencoder_id": ae_folder.name} | overrides
+        )
     )
 
 
-def diffusion_run(ae_folder: Path, **overrides: Any) -> tuple[C.ExperimentConfig, Path]:
+def diffusion_run(ae_folder: Path, **overrides: Any) -> tuple[cfgmod.ExperimentConfig, Path]:
     """(config, folder) of a fresh diffusion run beside the autoencoder run."""
     cfg = diffusion_cfg(ae_folder, **overrides)
     return cfg, store.init_run(ae_folder.parent.parent, cfg)

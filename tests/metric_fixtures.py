@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.measure import weights as W
+from study.measure import weights as weight_files
 from study.measure.stand_ins import make_random_inception
 
 
@@ -40,13 +40,13 @@ def no_weights(tmp_path, monkeypatch) -> Path:
     """An empty weights directory and no custom files: nothing can be loaded."""
     folder = tmp_path / "empty-weights"
     folder.mkdir()
-    monkeypatch.setenv(W.WEIGHTS_ENV, str(folder))
-    for w in W.REGISTRY.values():
+    monkeypatch.setenv(weight_files.WEIGHTS_ENV, str(folder))
+    for w in weight_files.REGISTRY.values():
         monkeypatch.delenv(w.override_env, raising=False)
     return folder
 
 
 @pytest.fixture
 def test_weights(no_weights, monkeypatch, inception_file, alexnet_file) -> None:
-    monkeypatch.setenv(W.REGISTRY["inception"].override_env, str(inception_file))
-    monkeypatch.setenv(W.REGISTRY["alexnet"].override_env, str(alexnet_file))
+    monkeypatch.setenv(weight_files.REGISTRY["inception"].override_env, str(inception_file))
+    monkeypatch.setenv(weight_files.REGISTRY["alexnet"].override_env, str(alexnet_file))

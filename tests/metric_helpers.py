@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from study import config as C
+from study import config
 
 N_IMAGES = 8
 RES = 32
@@ -64,10 +64,10 @@ class StandIn(nn.Module):
         return z + self.sigma * torch.sin(4321.0 * z + 1.37 * pos)
 
 
-def cfg_for(**eval_overrides) -> C.ExperimentConfig:
+def cfg_for(**eval_overrides) -> config.ExperimentConfig:
     over = {"data.resolution": RES, "eval.num_images": N_IMAGES, "eval.batch_size": N_IMAGES}
     over.update({f"eval.{k}": v for k, v in eval_overrides.items()})
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), over))
+    return config.validate(config.apply_overrides(config.ExperimentConfig(), over))
 
 
 def run_folder(root: Path, name: str) -> Path:

@@ -13,8 +13,8 @@ import pytest
 
 import run_study
 from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FULL = ["table4.yaml", "table10.yaml", "table20.yaml", "table21.yaml"]
@@ -33,7 +33,7 @@ def _stage_random_vgg_weights(folder: Path, monkeypatch: pytest.MonkeyPatch) -> 
     import torch
     from torchvision.models.vgg import cfgs, make_layers
 
-    from study.measure import weights as W
+    from study.measure import weights as weight_files
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -41,7 +41,7 @@ def _stage_random_vgg_weights(folder: Path, monkeypatch: pytest.MonkeyPatch) -> 
         features = make_layers(cfgs[layout], batch_norm=False)
         path = folder / f"{name}-random.pth"
         torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
-        monkeypatch.setenv(W.REGISTRY[name].override_env, str(path))
+        monkeypatch.setenv(weight_files.REGISTRY[name].override_env, str(path))
 
 
 def _run(spec: Path, tmp_path: Path, *extra: str) -> tuple[int, Path, Path]:
@@ -67,7 +67,7 @@ def _run(spec: Path, tmp_path: Path, *extra: str) -> tuple[int, Path, Path]:
 
 
 def _check_report(spec_path: Path, results: Path, reports: Path, extra_sets: dict | None = None) -> pd.DataFrame:
-    spec = load_spec(spec_path)
+    spec = load_study(spec_path)
     variants = expand(spec, "smoke", extra_sets)
     out = reports / spec.study
     md = (out / "report.md").read_text()
@@ -109,10 +109,10 @@ def test_paper_table_smoke_profile_shortened(name, tmp_path, monkeypatch):
     spec = ABLATIONS / name
     if name in PERCEPTUAL:
         _stage_random_vgg_weights(tmp_path / "weights", monkeypatch)
-    steps = load_spec(spec).profiles["smoke"].get("train.steps")
+    steps = load_study(spec).profiles["smoke"].get("train.steps")
     sets = [] if steps == 0 or name == "table3.yaml" else ["--set", "train.steps=6"]
-    if any("train.stages" in v for v in [load_spec(spec).profiles["smoke"], load_spec(spec).set]) or any(
-        "train.stages" in o for o in load_spec(spec).variants.values()
+    if any("train.stages" in v for v in [load_study(spec).profiles["smoke"], load_study(spec).set]) or any(
+        "train.stages" in o for o in load_study(spec).variants.values()
     ):
         sets = []  # stages must add up to train.steps: keep the profile's own short stages
     code, results, reports = _run(spec, tmp_path, *sets)
@@ -121,7 +121,7 @@ def test_paper_table_smoke_profile_shortened(name, tmp_path, monkeypatch):
     frame = _check_report(spec, results, reports, extra)
     # the fixed DWT latents of Tables 11 and 12 have no learned encoder: 0 parameters
     fixed = {
-        v.run_id for v in expand(load_spec(spec), "smoke", extra) if v.config.model.encoder.kind in ("dwt", "dwt2")
+        v.run_id for v in expand(load_study(spec), "smoke", extra) if v.config.model.encoder.kind in ("dwt", "dwt2")
     }
     assert (frame.loc[~frame["run_id"].isin(fixed), "encoder_params"] > 0).all()
     assert (frame.loc[frame["run_id"].isin(fixed), "encoder_params"] == 0).all()

@@ -10,9 +10,9 @@ import pytest
 from study import store
 from study.paper import paper_table
 from study.report.paper_rows import label_column, paper_rows
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 # protocol_check.yaml plans only once model.init points at real checkpoints (their sha256 is part
@@ -68,7 +68,7 @@ def cli():
 @pytest.mark.parametrize("path", STUDY_FILES, ids=_ids(STUDY_FILES))
 def test_plan_with_and_without_smoke(path, cli, capsys):
     assert cli(["plan", str(path)]) == 0
-    spec = load_spec(path)
+    spec = load_study(path)
     if path in TABLE_FILES:
         assert "smoke" in spec.profiles, f"{path.name} needs a smoke profile"
     if "smoke" in spec.profiles:
@@ -78,13 +78,13 @@ def test_plan_with_and_without_smoke(path, cli, capsys):
 
 
 def test_every_paper_table_has_a_study():
-    tables = {load_spec(p).paper.table for p in TABLE_FILES}
+    tables = {load_study(p).paper.table for p in TABLE_FILES}
     assert REQUIRED_TABLES <= tables, sorted(REQUIRED_TABLES - tables)
 
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=_ids(TABLE_FILES))
 def test_paper_rows_exist_and_are_distinct(path):
-    spec = load_spec(path)
+    spec = load_study(path)
     assert spec.paper is not None and spec.paper.rows
     table = paper_table(spec.paper.table)
     labels = set(table[label_column(table)])
@@ -102,7 +102,7 @@ def test_paper_rows_exist_and_are_distinct(path):
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=_ids(TABLE_FILES))
 def test_default_is_the_papers_setting(path):
-    spec = load_spec(path)
+    spec = load_study(path)
     for v in expand(spec):
         cfg = v.config
         assert cfg.data.kind == "folder" and cfg.data.path.startswith("/"), v.name
@@ -117,7 +117,7 @@ def test_default_is_the_papers_setting(path):
 
 @pytest.mark.parametrize("path", TABLE_FILES, ids=_ids(TABLE_FILES))
 def test_smoke_profile_is_cpu_sized_and_keeps_the_axis(path):
-    spec = load_spec(path)
+    spec = load_study(path)
     full, smoke = expand(spec), expand(spec, "smoke")
     for v in smoke:
         cfg = v.config

@@ -9,13 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study import config as C
+from study import config as cfgmod
 from study import store
+from study.autoencoder.loop import _build, train
+from study.autoencoder.steps import Reconstruct, autoencoder_step, discriminator_step
+from study.autoencoder.trained import load_trained
 from study.models.arguments import DecoderArgs
 from study.models.autoencoder import build_decoder
-from study.training import accelerate as A
-from study.training.loop import Context, Reconstruct, _build, load_trained, train
-from study.training.steps import autoencoder_step, discriminator_step
+from study.trainer import accelerate as accel
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,11 +38,11 @@ TINY = TINY_MODEL | {
 }
 
 
-def tiny(**overrides) -> C.ExperimentConfig:
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), TINY | overrides))
+def tiny(**overrides) -> cfgmod.ExperimentConfig:
+    return cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), TINY | overrides))
 
 
-def _one_step(cfg: C.ExperimentConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+def _one_step(cfg: cfgmod.ExperimentConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """Both networks after one autoencoder + discriminator step from seed 0, and the loss. SGD
     with lr 1, so a weight moves by its gradient (Adam's first step, about lr * sign(g), would
     amplify float noise in gradients that are zero in exact maths, e.g. a conv bias before a
@@ -104,19 +106,19 @@ def test_grad_accumulation_trains_the_same_run(tmp_path):
 
 
 def test_grad_accum_must_divide_the_batch():
-    with pytest.raises(C.ConfigError, match="train.grad_accum"):
+    with pytest.raises(cfgmod.ConfigError, match="train.grad_accum"):
         tiny(**{"train.grad_accum": 3})
-    with pytest.raises(C.ConfigError, match="train.grad_accum"):
+    with pytest.raises(cfgmod.ConfigError, match="train.grad_accum"):
         tiny(**{"train.grad_accum": 0})
 
 
 def test_new_fields_keep_the_default_run_id():
-    base = C.ExperimentConfig()
-    assert C.run_id(base) == "6e47d7f8241b"
-    same = C.validate(C.apply_overrides(base, {"train.checkpoint_decoder": True, "train.grad_accum": 1}))
-    assert C.run_id(same) == "6e47d7f8241b"
+    base = cfgmod.ExperimentConfig()
+    assert cfgmod.run_id(base) == "6e47d7f8241b"
+    same = cfgmod.validate(cfgmod.apply_overrides(base, {"train.checkpoint_decoder": True, "train.grad_accum": 1}))
+    assert cfgmod.run_id(same) == "6e47d7f8241b"
     for key, value in (("train.grad_accum", 2), ("train.compile", True)):
-        assert C.run_id(C.validate(C.apply_overrides(base, {key: value}))) != "6e47d7f8241b", key
+        assert cfgmod.run_id(cfgmod.validate(cfgmod.apply_overrides(base, {key: value}))) != "6e47d7f8241b", key
 
 
 def test_decoder_checkpointing_gives_the_same_outputs_and_gradients():
@@ -141,35 +143,35 @@ def test_decoder_checkpointing_gives_the_same_outputs_and_gradients():
 
 
 def test_deferred_loss_watch_names_the_first_bad_step():
-    watch = A.LossWatch(torch.device("cpu"), deferred=True)
+    watch = accel.LossWatch(torch.device("cpu"), deferred=True)
     watch.observe(torch.tensor(1.0), 0)
     watch.check()
     watch.observe(torch.tensor(float("nan")), 3)
     watch.observe(torch.tensor(float("inf")), 4)
-    with pytest.raises(A.NonFiniteLoss, match="non-finite loss at step 3"):
+    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 3"):
         watch.check()
-    immediate = A.LossWatch(torch.device("cpu"))
+    immediate = accel.LossWatch(torch.device("cpu"))
     assert not immediate.deferred
-    with pytest.raises(A.NonFiniteLoss, match="non-finite loss at step 7"):
+    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 7"):
         immediate.observe(torch.tensor(float("inf")), 7)
 
 
 def test_compile_is_refused_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CXX", raising=False)
-    reason = A.compile_support(torch.device("cpu"))
+    reason = accel.compile_support(torch.device("cpu"))
     assert reason is not None and "compiler" in reason
-    with pytest.raises(A.CompileUnavailable, match="train.compile is true but no C/C.. compiler"):
-        A.compile_networks(torch.device("cpu"), torch.nn.Linear(2, 2))
+    with pytest.raises(accel.CompileUnavailable, match="train.compile is true but no C/C.. compiler"):
+        accel.compile_networks(torch.device("cpu"), torch.nn.Linear(2, 2))
 
 
 def test_cpu_settings_are_left_alone():
     cpu = torch.device("cpu")
     before = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
-    A.configure_device(cpu)
+    accel.configure_device(cpu)
     assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == before
-    assert A.memory_format(cpu) == torch.contiguous_format
-    opt = A.adam(torch.nn.Linear(2, 2).parameters(), 1e-4, (0.5, 0.9), cpu)
+    assert accel.memory_format(cpu) == torch.contiguous_format
+    opt = accel.adam(torch.nn.Linear(2, 2).parameters(), 1e-4, (0.5, 0.9), cpu)
     assert not opt.defaults["fused"] and opt.defaults["betas"] == (0.5, 0.9)
 
 
@@ -178,8 +180,8 @@ def test_spectral_norm_discriminators_stay_eager_under_compile():
     from study.models.discriminators import build_discriminator
 
     unet, patchgan = build_discriminator("unet", 8), build_discriminator("patchgan", 8)
-    assert A.has_spectral_norm(unet) and not A.has_spectral_norm(patchgan)
-    if A.compile_support(torch.device("cpu")) is None:  # compiling is lazy: this only wraps
+    assert accel.has_spectral_norm(unet) and not accel.has_spectral_norm(patchgan)
+    if accel.compile_support(torch.device("cpu")) is None:  # compiling is lazy: this only wraps
         linear = torch.nn.Linear(2, 2)
-        assert A.compile_networks(torch.device("cpu"), linear, unet, None) == [unet]
+        assert accel.compile_networks(torch.device("cpu"), linear, unet, None) == [unet]
         assert linear._compiled_call_impl is not None and unet._compiled_call_impl is None

@@ -44,8 +44,8 @@ def test_the_code_keeps_every_contract(lint_available):
     "module, imports, contract",
     [
         ("study/models/_probe.py", "import study.config", "layers"),
-        ("study/measure/_probe.py", "import study.training.loop", "layers"),
-        ("study/report/_probe.py", "import study.spec.grid", "reads records only"),
+        ("study/measure/_probe.py", "import study.autoencoder.loop", "layers"),
+        ("study/report/_probe.py", "import study.studyfile.grid", "reads records only"),
         ("study/models/_probe.py", "import pandas", "leaf"),
     ],
 )

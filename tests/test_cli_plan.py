@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import run_study
-from study.spec.grid import expected_count
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expected_count
+from study.studyfile.parse import load_study
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = REPO / "ablations" / "example_sweep.yaml"
@@ -110,7 +110,7 @@ def test_plan_json_count_is_the_study_arithmetic(cli_plans):
     assert doc["grid"] and doc["zip"] and doc["exclude"] and doc["variants"] and len(doc["seeds"]) > 1
     expected = _count_from_yaml(doc)
     assert plan["count"] == len(plan["variants"]) == expected
-    assert expected == expected_count(load_spec(SWEEP))
+    assert expected == expected_count(load_study(SWEEP))
     assert [v["index"] for v in plan["variants"]] == list(range(expected))
     assert plan["study"] == doc["study"]
 
@@ -209,6 +209,6 @@ def test_profile_changes_ids_and_keeps_count(capsys):
 def test_plan_text_output(capsys):
     assert run_study.main(["plan", str(SWEEP)]) == 0
     out = capsys.readouterr().out
-    count = expected_count(load_spec(SWEEP))
+    count = expected_count(load_study(SWEEP))
     assert out.startswith(f"study example_sweep: {count} run(s)")
     assert "sd-vae" in out and "vit-aggregator" in out

@@ -14,8 +14,8 @@ from PIL import Image
 import run_study
 from study import store
 from study.report.compare import join_rows
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "ablations" / "base" / "smoke_cpu.yaml"
@@ -47,7 +47,7 @@ def compared(tmp_path_factory):
     root = tmp / "results"
     written = set()
     for path in specs:
-        for v in expand(load_spec(path)):
+        for v in expand(load_study(path)):
             if v.run_id in written:
                 continue  # the shared run: one folder, written once
             written.add(v.run_id)
@@ -58,7 +58,7 @@ def compared(tmp_path_factory):
     reports = tmp / "reports"
     argv = ["compare", *map(str, specs), "--metric", "psnr", "--name", "pair", "--results", str(root)]
     assert run_study.main([*argv, "--reports", str(reports)]) == 0
-    shared = {v.run_id for v in expand(load_spec(specs[0])) if v.name == "smc"}
+    shared = {v.run_id for v in expand(load_study(specs[0])) if v.name == "smc"}
     return {"out": reports / "compare-pair", "shared": shared, "written": written}
 
 

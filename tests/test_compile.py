@@ -1,5 +1,5 @@
 """``train.compile: true`` on the CPU: the run trains through a torch.compile'd encoder and decoder
-(the UNet discriminator, spectral-normed, stays eager: study/training/accelerate.py) to the
+(the UNet discriminator, spectral-normed, stays eager: study/trainer/accelerate.py) to the
 validation PSNR of the eager run (same seed, same batches) within noise, and its checkpoint holds
 the eager module's keys (so eager and compiled runs load each other's)."""
 
@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study import config as C
-from study import store
-from study.training import accelerate as A
-from study.training.loop import Context, load_checkpoint, train
+from study import config, store
+from study.autoencoder.loop import train
+from study.trainer import accelerate as accel
+from study.trainer.checkpoints import load_checkpoint
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_MODEL
 
 pytestmark = [pytest.mark.training, pytest.mark.usefixtures("one_thread")]
@@ -19,10 +20,10 @@ pytestmark = [pytest.mark.training, pytest.mark.usefixtures("one_thread")]
 CPU = torch.device("cpu")
 
 
-def _cfg(compile: bool) -> C.ExperimentConfig:
-    return C.validate(
-        C.apply_overrides(
-            C.ExperimentConfig(),
+def _cfg(compile: bool) -> config.ExperimentConfig:
+    return config.validate(
+        config.apply_overrides(
+            config.ExperimentConfig(),
             TINY_MODEL
             | {
                 "loss.discriminator": "unet",
@@ -44,7 +45,7 @@ def _cfg(compile: bool) -> C.ExperimentConfig:
     )
 
 
-@pytest.mark.skipif(A.compile_support(CPU) is not None, reason=f"{A.compile_support(CPU)}")
+@pytest.mark.skipif(accel.compile_support(CPU) is not None, reason=f"{accel.compile_support(CPU)}")
 def test_compiled_training_reaches_the_eager_psnr(tmp_path):
     torch._dynamo.reset()
     summaries, states = {}, {}
@@ -64,4 +65,4 @@ def test_compiled_training_reaches_the_eager_psnr(tmp_path):
 
 
 def test_compile_is_part_of_the_run_id():
-    assert C.run_id(_cfg(True)) != C.run_id(_cfg(False))
+    assert config.run_id(_cfg(True)) != config.run_id(_cfg(False))

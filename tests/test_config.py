@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from study import config as C
+from study import config as cfgmod
 from study.models import registry
 from study.models.arguments import LiteVAEArgs, SDEncoderArgs
 
@@ -24,13 +24,15 @@ SIX = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L", "SD-VAE", "VAE-Small"
 
 def rid(**overrides) -> str:
     """The run id of the default config with dotted overrides (``__`` stands for ``.``)."""
-    return C.run_id(
-        C.validate(C.apply_overrides(C.ExperimentConfig(), {k.replace("__", "."): v for k, v in overrides.items()}))
+    return cfgmod.run_id(
+        cfgmod.validate(
+            cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {k.replace("__", "."): v for k, v in overrides.items()})
+        )
     )
 
 
 def test_run_id_is_12_hex_digits_and_deterministic():
-    a, b = C.run_id(C.ExperimentConfig()), C.run_id(C.ExperimentConfig())
+    a, b = cfgmod.run_id(cfgmod.ExperimentConfig()), cfgmod.run_id(cfgmod.ExperimentConfig())
     assert a == b and len(a) == 12 and int(a, 16) >= 0
 
 
@@ -43,15 +45,17 @@ def test_key_order_does_not_change_the_id():
         "model.encoder.levels": [2, 3],
         "data.resolution": 128,
     }
-    forward = C.apply_overrides(C.ExperimentConfig(), overrides)
-    backward = C.apply_overrides(C.ExperimentConfig(), dict(reversed(list(overrides.items()))))
+    forward = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), overrides)
+    backward = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), dict(reversed(list(overrides.items()))))
     assert forward == backward
-    assert C.run_id(forward) == C.run_id(backward) != C.run_id(C.ExperimentConfig())
+    assert cfgmod.run_id(forward) == cfgmod.run_id(backward) != cfgmod.run_id(cfgmod.ExperimentConfig())
 
 
 def test_canonical_json_sorts_keys():
-    assert C.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == C.canonical_json({"a": {"c": 3, "d": 2}, "b": 1})
-    assert C.canonical_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
+    assert cfgmod.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == cfgmod.canonical_json(
+        {"a": {"c": 3, "d": 2}, "b": 1}
+    )
+    assert cfgmod.canonical_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
 
 
 @pytest.mark.parametrize(
@@ -66,16 +70,16 @@ def test_canonical_json_sorts_keys():
     ],
 )
 def test_number_spellings_are_one_id(key, one, other):
-    a = C.apply_overrides(C.ExperimentConfig(), {key: one})
-    b = C.apply_overrides(C.ExperimentConfig(), {key: other})
-    assert a == b and C.run_id(a) == C.run_id(b)
-    assert type(C.get_value(a, key)) is type(C.get_value(b, key))
+    a = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: one})
+    b = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: other})
+    assert a == b and cfgmod.run_id(a) == cfgmod.run_id(b)
+    assert type(cfgmod.get_value(a, key)) is type(cfgmod.get_value(b, key))
 
 
 def test_coerced_types_are_canonical():
-    cfg = C.apply_overrides(C.ExperimentConfig(), {"loss.l1_weight": 1, "train.steps": 500.0})
+    cfg = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {"loss.l1_weight": 1, "train.steps": 500.0})
     assert type(cfg.loss.l1_weight) is float and type(cfg.train.steps) is int
-    assert C.canonical_json(C.identity(cfg)).count('"l1_weight":1.0') == 1
+    assert cfgmod.canonical_json(cfgmod.identity(cfg)).count('"l1_weight":1.0') == 1
 
 
 @pytest.mark.parametrize(
@@ -111,13 +115,13 @@ def test_identity_fields_change_the_id(key, a, b):
     ],
 )
 def test_non_identity_fields_keep_the_id(key, value):
-    cfg = C.apply_overrides(C.ExperimentConfig(), {key: value})
-    assert cfg != C.ExperimentConfig()  # the field really changed
-    assert C.run_id(cfg) == C.run_id(C.ExperimentConfig())
+    cfg = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: value})
+    assert cfg != cfgmod.ExperimentConfig()  # the field really changed
+    assert cfgmod.run_id(cfg) == cfgmod.run_id(cfgmod.ExperimentConfig())
 
 
 def test_non_identity_fields_are_kept_by_to_dict_and_dropped_from_identity():
-    full, ident = C.to_dict(C.ExperimentConfig()), C.identity(C.ExperimentConfig())
+    full, ident = cfgmod.to_dict(cfgmod.ExperimentConfig()), cfgmod.identity(cfgmod.ExperimentConfig())
     assert "log_every" in full["train"] and "path" in full["data"] and "eval" in full
     assert "log_every" not in ident["train"] and "path" not in ident["data"] and "eval" not in ident
     assert "lr" in ident["train"] and "name" in ident["data"] and "seed" in ident
@@ -125,7 +129,7 @@ def test_non_identity_fields_are_kept_by_to_dict_and_dropped_from_identity():
 
 def test_sdvae_ignores_litevae_only_fields():
     sd = {"model.encoder.kind": "sdvae"}
-    base = C.run_id(C.apply_overrides(C.ExperimentConfig(), sd))
+    base = cfgmod.run_id(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), sd))
     for key, value in [
         ("model.encoder.preset", "S"),
         ("model.encoder.levels", [2, 3]),
@@ -134,10 +138,10 @@ def test_sdvae_ignores_litevae_only_fields():
         ("model.encoder.shared_extractors", True),
         ("model.encoder.num_res_blocks", 3),
     ]:
-        cfg = C.apply_overrides(C.ExperimentConfig(), sd | {key: value})
-        assert C.run_id(cfg) == base, key
-        lite = C.apply_overrides(C.ExperimentConfig(), {key: value})  # litevae: the field counts
-        assert C.run_id(lite) != C.run_id(C.ExperimentConfig()), key
+        cfg = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), sd | {key: value})
+        assert cfgmod.run_id(cfg) == base, key
+        lite = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: value})  # litevae: the field counts
+        assert cfgmod.run_id(lite) != cfgmod.run_id(cfgmod.ExperimentConfig()), key
     # and the other way round: LiteVAE ignores the SD-VAE width, SD-VAE does not
     assert rid(model__encoder__sd_width="small") == rid()
     assert rid(model__encoder__kind="sdvae", model__encoder__sd_width="small") != base
@@ -145,11 +149,11 @@ def test_sdvae_ignores_litevae_only_fields():
 
 def test_presets_crossed_with_sdvae_are_one_run():
     ids = {
-        C.run_id(C.apply_overrides(C.model_preset(p), {"model.encoder.kind": "sdvae"}))
+        cfgmod.run_id(cfgmod.apply_overrides(cfgmod.model_preset(p), {"model.encoder.kind": "sdvae"}))
         for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")
     }
     assert len(ids) == 1
-    lite = {C.run_id(C.model_preset(p)) for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
+    lite = {cfgmod.run_id(cfgmod.model_preset(p)) for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
     assert len(lite) == 4
 
 
@@ -172,11 +176,11 @@ def test_disabled_discriminator_ignores_gan_settings():
 # round trip
 # --------------------------------------------------------------------------------------------
 ROUND_TRIP = [
-    C.ExperimentConfig(),
-    C.model_preset("SD-VAE"),
-    C.model_preset("VAE-Small"),
-    C.apply_overrides(
-        C.ExperimentConfig(),
+    cfgmod.ExperimentConfig(),
+    cfgmod.model_preset("SD-VAE"),
+    cfgmod.model_preset("VAE-Small"),
+    cfgmod.apply_overrides(
+        cfgmod.ExperimentConfig(),
         {
             "train.steps": 150_000,
             "train.stages": [{"resolution": 128, "steps": 100_000}, {"resolution": 256, "steps": 50_000}],
@@ -194,31 +198,31 @@ ROUND_TRIP = [
 
 @pytest.mark.parametrize("cfg", ROUND_TRIP, ids=["default", "sd-vae", "vae-small", "stages"])
 def test_from_dict_to_dict_round_trip(cfg):
-    back = C.from_dict(C.to_dict(cfg))
-    assert back == cfg and C.run_id(back) == C.run_id(cfg)
-    assert all(isinstance(s, C.Stage) for s in back.train.stages)
+    back = cfgmod.from_dict(cfgmod.to_dict(cfg))
+    assert back == cfg and cfgmod.run_id(back) == cfgmod.run_id(cfg)
+    assert all(isinstance(s, cfgmod.Stage) for s in back.train.stages)
     # through YAML as well (config.yaml in a run folder)
-    again = C.from_dict(yaml.safe_load(yaml.safe_dump(C.to_dict(cfg))))
+    again = cfgmod.from_dict(yaml.safe_load(yaml.safe_dump(cfgmod.to_dict(cfg))))
     assert again == cfg
 
 
 def test_to_dict_is_plain_data():
-    d = C.to_dict(ROUND_TRIP[-1])
+    d = cfgmod.to_dict(ROUND_TRIP[-1])
     assert d["train"]["stages"] == [{"resolution": 128, "steps": 100_000}, {"resolution": 256, "steps": 50_000}]
     assert d["model"]["encoder"]["levels"] == [2, 3] and isinstance(d["train"]["betas"], list)
     assert yaml.safe_load(yaml.safe_dump(d)) == d
 
 
 def test_from_dict_rejects_unknown_and_invalid():
-    d = C.to_dict(C.ExperimentConfig())
+    d = cfgmod.to_dict(cfgmod.ExperimentConfig())
     d["model"]["decoder"]["nrom"] = "smc"
-    with pytest.raises(C.ConfigError) as info:
-        C.from_dict(d)
+    with pytest.raises(cfgmod.ConfigError) as info:
+        cfgmod.from_dict(d)
     assert info.value.key == "config.model.decoder.nrom" and "did you mean 'norm'" in str(info.value)
-    d = C.to_dict(C.ExperimentConfig())
+    d = cfgmod.to_dict(cfgmod.ExperimentConfig())
     d["data"]["resolution"] = 30
-    with pytest.raises(C.ConfigError) as info:
-        C.from_dict(d)
+    with pytest.raises(cfgmod.ConfigError) as info:
+        cfgmod.from_dict(d)
     assert info.value.key == "data.resolution"
 
 
@@ -243,19 +247,19 @@ _OVERRIDES = st.fixed_dictionaries(
 @settings(max_examples=40, deadline=None)
 @given(_OVERRIDES)
 def test_round_trip_and_order_property(overrides):
-    cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), overrides))
-    assert C.from_dict(C.to_dict(cfg)) == cfg
-    shuffled = C.apply_overrides(C.ExperimentConfig(), dict(reversed(list(overrides.items()))))
-    assert C.run_id(shuffled) == C.run_id(cfg)
+    cfg = cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), overrides))
+    assert cfgmod.from_dict(cfgmod.to_dict(cfg)) == cfg
+    shuffled = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), dict(reversed(list(overrides.items()))))
+    assert cfgmod.run_id(shuffled) == cfgmod.run_id(cfg)
     # float fields given as an integral-valued int and as its float are one config
     if "train.steps" in overrides:
-        assert C.apply_overrides(cfg, {"train.steps": float(overrides["train.steps"])}) == cfg
+        assert cfgmod.apply_overrides(cfg, {"train.steps": float(overrides["train.steps"])}) == cfg
 
 
 def test_non_finite_numbers_are_rejected():
     for bad in (math.nan, math.inf):
-        with pytest.raises(C.ConfigError):
-            C.apply_overrides(C.ExperimentConfig(), {"train.lr": bad})
+        with pytest.raises(cfgmod.ConfigError):
+            cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {"train.lr": bad})
 
 
 @pytest.mark.parametrize(
@@ -273,31 +277,31 @@ def test_non_finite_numbers_are_rejected():
     ],
 )
 def test_coerce_rejects_wrong_types(key, value):
-    with pytest.raises(C.ConfigError) as info:
-        C.apply_overrides(C.ExperimentConfig(), {key: value})
+    with pytest.raises(cfgmod.ConfigError) as info:
+        cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: value})
     assert info.value.key.startswith(key) and info.value.value is not None
 
 
 def test_unknown_key_suggests():
-    with pytest.raises(C.ConfigError) as info:
-        C.apply_overrides(C.ExperimentConfig(), {"train.batchsize": 3})
+    with pytest.raises(cfgmod.ConfigError) as info:
+        cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {"train.batchsize": 3})
     assert "did you mean 'train.batch_size'" in str(info.value)
 
 
 def test_config_keys_is_a_fresh_copy():
-    keys = C.config_keys()
+    keys = cfgmod.config_keys()
     assert "model.decoder.norm" in keys and "seed" in keys
     keys.clear()
-    assert "model.decoder.norm" in C.config_keys()
-    C.apply_overrides(C.ExperimentConfig(), {"model.decoder.norm": "smc"})  # still works
+    assert "model.decoder.norm" in cfgmod.config_keys()
+    cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {"model.decoder.norm": "smc"})  # still works
 
 
 def test_apply_overrides_leaves_the_input_alone():
-    cfg = C.ExperimentConfig()
-    out = C.apply_overrides(
+    cfg = cfgmod.ExperimentConfig()
+    out = cfgmod.apply_overrides(
         cfg, {"model.decoder.norm": "smc", "model.decoder.channels": 64, "model.latent_channels": 12}
     )
-    assert cfg == C.ExperimentConfig()
+    assert cfg == cfgmod.ExperimentConfig()
     assert (out.model.decoder.norm, out.model.decoder.channels, out.model.latent_channels) == ("smc", 64, 12)
     assert out.model.encoder == cfg.model.encoder and out.loss == cfg.loss
     assert dataclasses.replace(out) == out
@@ -308,12 +312,12 @@ def test_apply_overrides_leaves_the_input_alone():
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", SIX)
 def test_config_presets_compose_the_registry_models(name):
-    assert C.autoencoder_args(C.model_preset(name).model) == registry.preset_args(name)
+    assert cfgmod.autoencoder_args(cfgmod.model_preset(name).model) == registry.preset_args(name)
 
 
 def test_preset_run_ids_did_not_change():
     """The ids before the registry (run folders of earlier studies stay valid)."""
-    assert {n: C.run_id(C.model_preset(n)) for n in SIX} == {
+    assert {n: cfgmod.run_id(cfgmod.model_preset(n)) for n in SIX} == {
         "LiteVAE-S": "f710cc5ef41b",
         "LiteVAE-B": "6e47d7f8241b",
         "LiteVAE-M": "9f099ff4661d",
@@ -324,8 +328,8 @@ def test_preset_run_ids_did_not_change():
 
 
 def test_config_options_reach_the_builder_arguments():
-    cfg = C.apply_overrides(
-        C.model_preset("LiteVAE-M"),
+    cfg = cfgmod.apply_overrides(
+        cfgmod.model_preset("LiteVAE-M"),
         {
             "model.encoder.levels": [2, 3],
             "model.encoder.aggregator": "vit",
@@ -334,25 +338,27 @@ def test_config_options_reach_the_builder_arguments():
             "model.quant_conv": True,
         },
     ).model
-    args = C.autoencoder_args(cfg)
+    args = cfgmod.autoencoder_args(cfg)
     assert isinstance(args.encoder, LiteVAEArgs)
     assert args.encoder.widths == registry.litevae_widths("M")
     assert (args.encoder.levels, args.encoder.aggregator) == ((2, 3), "vit")
     assert (args.latent_channels, args.quant_conv, args.decoder.norm) == (12, True, "smc")
-    sd = C.autoencoder_args(C.apply_overrides(C.model_preset("VAE-Small"), {"model.encoder.dropout": 0.1}).model)
+    sd = cfgmod.autoencoder_args(
+        cfgmod.apply_overrides(cfgmod.model_preset("VAE-Small"), {"model.encoder.dropout": 0.1}).model
+    )
     assert sd.encoder == SDEncoderArgs(64, (1, 1, 3, 4), dropout=0.1)
 
 
 def test_a_size_the_registry_does_not_hold_is_a_named_error():
-    bad = C.ModelConfig(encoder=C.EncoderConfig(preset="XL"))  # type: ignore[arg-type]  # not coerced
+    bad = cfgmod.ModelConfig(encoder=cfgmod.EncoderConfig(preset="XL"))  # type: ignore[arg-type]  # not coerced
     with pytest.raises(registry.UnknownPresetError, match="litevae size 'XL'; allowed: S, B, M, L"):
-        C.autoencoder_args(bad)
-    with pytest.raises(C.ConfigError, match="model.encoder.preset"):  # a study file's value is checked
-        C.apply_overrides(C.ExperimentConfig(), {"model.encoder.preset": "XL"})
+        cfgmod.autoencoder_args(bad)
+    with pytest.raises(cfgmod.ConfigError, match="model.encoder.preset"):  # a study file's value is checked
+        cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {"model.encoder.preset": "XL"})
 
 
 def test_config_sizes_are_the_registry_sizes():
-    hints = typing.get_type_hints(C.EncoderConfig)
+    hints = typing.get_type_hints(cfgmod.EncoderConfig)
     assert typing.get_args(hints["preset"]) == registry.sizes("litevae")
     assert typing.get_args(hints["sd_width"]) == registry.sizes("sdvae")
 

@@ -11,11 +11,10 @@ import pytest
 import yaml
 
 import run_study
-from study import config as C
-from study import store
+from study import config, store
 from study.measure import complexity, cost
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE2A = REPO / "ablations" / "table2a.yaml"
@@ -39,7 +38,7 @@ def table(tmp_path_factory) -> dict:
     """A step-time table with a different figure for each of Table 2a's variants."""
     path = tmp_path_factory.mktemp("steps") / "step_times.json"
     seconds = {}
-    for i, v in enumerate(expand(load_spec(TABLE2A))):
+    for i, v in enumerate(expand(load_study(TABLE2A))):
         seconds[v.name] = 0.001 * (i + 1)
         key = cost.step_time_key(v.config, device=DEVICE)
         cost.record_step_time(path, DEVICE, key, seconds[v.name], {"host": "test"}, write_json=store.write_json_atomic)
@@ -147,14 +146,16 @@ def test_counts_are_cached_on_disk(capsys, tmp_path):
 
 def test_decoder_macs_scale_with_pixels():
     """Without attention every decoder op is a conv (or free): 4x the pixels, exactly 4x the MACs."""
-    cfg = C.apply_overrides(C.ExperimentConfig(), {"model.decoder.mid_attention": False, "model.decoder.channels": 32})
+    cfg = config.apply_overrides(
+        config.ExperimentConfig(), {"model.decoder.mid_attention": False, "model.decoder.channels": 32}
+    )
     assert complexity.decoder_macs(cfg.model, 64) == 4 * complexity.decoder_macs(cfg.model, 32)
 
 
 def test_each_stage_is_costed_at_its_resolution(tmp_path):
-    cfg = C.validate(
-        C.apply_overrides(
-            C.ExperimentConfig(),
+    cfg = config.validate(
+        config.apply_overrides(
+            config.ExperimentConfig(),
             {
                 "train.steps": 30,
                 "train.batch_size": 4,
@@ -169,7 +170,7 @@ def test_each_stage_is_costed_at_its_resolution(tmp_path):
     assert missing.gpu_hours is None and missing.why == f"no figure for {DEVICE}: {key256}"
     table[DEVICE][key256] = {"seconds_per_image": 2.0}
     assert cost.estimate(cfg, DEVICE, table).gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 2.0) / 3600)
-    nothing = C.apply_overrides(cfg, {"train.steps": 0, "train.stages": []})
+    nothing = config.apply_overrides(cfg, {"train.steps": 0, "train.stages": []})
     assert cost.estimate(nothing, None, {}).gpu_hours == 0.0  # Table 3: no training, nothing to cost
 
 
@@ -192,7 +193,7 @@ def test_a_diffusion_run_counts_its_autoencoder_and_costs_its_own_steps(capsys, 
     """Table 7 (smoke): a diffusion run's counts are those of the autoencoder run it waits for;
     its estimate is keyed and stepped by its diffusion section."""
     spec = REPO / "ablations" / "table7.yaml"
-    configs = {v.run_id: v.config for v in expand(load_spec(spec), "smoke")}
+    configs = {v.run_id: v.config for v in expand(load_study(spec), "smoke")}
     path = tmp_path / "t.json"
     for cfg in configs.values():
         cost.record_step_time(

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from study.config import DataConfig
-from study.training import data as D
+from study.data import datasets as D
 
 R = 16
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.launch_helpers import RESOURCES, cli_env, run_cli, write_study
 from tests.slurm_fixture import wait_for
 
@@ -39,7 +39,7 @@ BROKEN = {"eval.path": "/nonexistent/litevae-eval", "eval.name": "missing"}
 def _study(tmp_path: Path, name: str, ae: dict, cluster=None) -> tuple[Path, list]:
     resources = RESOURCES | ({"partition": cluster.partition} if cluster else {})
     spec = write_study(tmp_path, name, variants={"ae": ae, "ldm": dict(DIFFUSION)}, resources=resources)
-    return spec, expand(load_spec(spec))
+    return spec, expand(load_study(spec))
 
 
 def _states(root: Path, variants: list) -> dict[str, store.RunState]:

@@ -1,4 +1,4 @@
-"""A diffusion variant's autoencoder in a study file (study/spec/autoencoder_ref.py): the four
+"""A diffusion variant's autoencoder in a study file (study/studyfile/autoencoder_ref.py): the four
 forms of ``diffusion.autoencoder``, the run id that includes the autoencoder's, the order of the
 variants, bad references, and ``plan`` showing the dependency (Tables 7, 13)."""
 
@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 import run_study
-from study import config as C
-from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import StudySpecError, load_spec
+from study import config, store
+from study.studyfile.grid import expand
+from study.studyfile.parse import StudyFileError, load_study
 from tests.launch_helpers import TINY_SET
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
@@ -28,7 +27,7 @@ def _study(folder: Path, name: str, variants: dict, **keys) -> Path:
 
 
 def test_a_variant_of_the_same_study_is_the_autoencoder_and_comes_first(tmp_path):
-    spec = load_spec(
+    spec = load_study(
         _study(tmp_path, "gen", {"ldm": TINY_DIFFUSION | {"diffusion.autoencoder": "ae"}, "ae": {}}, seeds=[0, 1])
     )
     variants = expand(spec)
@@ -36,12 +35,12 @@ def test_a_variant_of_the_same_study_is_the_autoencoder_and_comes_first(tmp_path
     ae = {v.seed: v.run_id for v in variants if v.name == "ae"}
     for v in variants[2:]:  # each seed's diffusion run on the autoencoder of its seed
         assert v.config.task == "diffusion" and v.config.diffusion.autoencoder_id == ae[v.seed]
-    assert C.run_id(variants[0].config) == ae[0]  # the autoencoder's id is an autoencoder run's id
+    assert config.run_id(variants[0].config) == ae[0]  # the autoencoder's id is an autoencoder run's id
 
 
 def test_the_diffusion_run_id_includes_the_autoencoders(tmp_path):
     def ldm_id(ae_overrides: dict) -> str:
-        spec = load_spec(
+        spec = load_study(
             _study(tmp_path, "gen", {"ae": ae_overrides, "ldm": TINY_DIFFUSION | {"diffusion.autoencoder": "ae"}})
         )
         return next(v.run_id for v in expand(spec) if v.name == "ldm")
@@ -49,7 +48,7 @@ def test_the_diffusion_run_id_includes_the_autoencoders(tmp_path):
     assert ldm_id({}) == ldm_id({})
     assert ldm_id({}) != ldm_id({"model.decoder.norm": "smc"})  # another autoencoder: another run
     # the autoencoder's model section is not the diffusion run's own: setting it changes nothing
-    spec = load_spec(
+    spec = load_study(
         _study(
             tmp_path,
             "gen2",
@@ -61,10 +60,10 @@ def test_the_diffusion_run_id_includes_the_autoencoders(tmp_path):
 
 def test_another_study_a_run_id_and_a_checkpoint_resolve_to_a_run_of_the_study(tmp_path, monkeypatch):
     other = _study(tmp_path, "recon", {"small": {}, "smc": {"model.decoder.norm": "smc"}})
-    other_ids = {v.name: v.run_id for v in expand(load_spec(other))}
+    other_ids = {v.name: v.run_id for v in expand(load_study(other))}
     # a run folder under the results root, for the run-id form
     monkeypatch.setenv(store.RESULTS_ENV, str(tmp_path / "results"))
-    run_cfg = expand(load_spec(other))[1].config
+    run_cfg = expand(load_study(other))[1].config
     store.init_run(tmp_path / "results", run_cfg)
     # a checkpoint: a .safetensors of a tiny autoencoder's weights
     import torch
@@ -72,12 +71,12 @@ def test_another_study_a_run_id_and_a_checkpoint_resolve_to_a_run_of_the_study(t
 
     from study.models.autoencoder import build_autoencoder
 
-    cfg = C.apply_overrides(C.ExperimentConfig(), TINY_SET)
+    cfg = config.apply_overrides(config.ExperimentConfig(), TINY_SET)
     torch.manual_seed(0)
-    ae = build_autoencoder(C.autoencoder_args(cfg.model))
+    ae = build_autoencoder(config.autoencoder_args(cfg.model))
     save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(tmp_path / "ae.safetensors"))
 
-    spec = load_spec(
+    spec = load_study(
         _study(
             tmp_path,
             "gen",
@@ -128,21 +127,21 @@ def test_a_bad_reference_names_the_file_the_key_and_the_forms(tmp_path, monkeypa
             "ldm2": TINY_DIFFUSION | {"diffusion.autoencoder": "ae"},
         },
     )
-    with pytest.raises(StudySpecError) as e:
-        expand(load_spec(path))
+    with pytest.raises(StudyFileError) as e:
+        expand(load_study(path))
     text = str(e.value)
     assert str(path) in text and "variants.ldm: diffusion.autoencoder" in text and says in text
 
 
 def test_a_diffusion_variant_without_an_autoencoder_is_refused(tmp_path):
-    with pytest.raises(StudySpecError, match="diffusion.autoencoder.*a variant of this study"):
-        expand(load_spec(_study(tmp_path, "gen", {"ldm": TINY_DIFFUSION})))
+    with pytest.raises(StudyFileError, match="diffusion.autoencoder.*a variant of this study"):
+        expand(load_study(_study(tmp_path, "gen", {"ldm": TINY_DIFFUSION})))
 
 
 def test_autoencoder_run_ids_do_not_change_with_the_diffusion_section():
-    assert C.run_id(C.ExperimentConfig()) == "6e47d7f8241b"
-    cfg = C.apply_overrides(C.ExperimentConfig(), {"diffusion.unet": "tiny", "diffusion.steps": 7})
-    assert C.run_id(cfg) == "6e47d7f8241b"  # an autoencoder run ignores the diffusion settings
+    assert config.run_id(config.ExperimentConfig()) == "6e47d7f8241b"
+    cfg = config.apply_overrides(config.ExperimentConfig(), {"diffusion.unet": "tiny", "diffusion.steps": 7})
+    assert config.run_id(cfg) == "6e47d7f8241b"  # an autoencoder run ignores the diffusion settings
 
 
 def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, capsys, monkeypatch):
@@ -154,7 +153,7 @@ def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, caps
     assert rows["ae"]["task"] == "autoencoder" and rows["ae"]["needs"] is None
     assert rows["ldm"]["needs"] == {"id": rows["ae"]["id"], "name": "ae", "state": "missing", "reason": None}
     # once the autoencoder's run is done, the plan says so
-    ae_folder = store.init_run(tmp_path / "results", expand(load_spec(path))[0].config)
+    ae_folder = store.init_run(tmp_path / "results", expand(load_study(path))[0].config)
     store.mark_done(ae_folder)
     assert run_study.main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
@@ -163,7 +162,7 @@ def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, caps
 
 @pytest.mark.parametrize("name", ["table7.yaml", "table13.yaml"])
 def test_generation_tables_plan_with_and_without_their_smoke_profile(name):
-    spec = load_spec(ABLATIONS / name)
+    spec = load_study(ABLATIONS / name)
     for profile in (None, "smoke"):
         variants = expand(spec, profile)
         diffusion = [v for v in variants if v.config.task == "diffusion"]

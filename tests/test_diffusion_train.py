@@ -1,4 +1,4 @@
-"""The diffusion trainer (study/training/diffusion_loop.py), for real on the CPU on a tiny frozen
+"""The diffusion trainer (study/diffusion/train.py), for real on the CPU on a tiny frozen
 autoencoder's latent cache: the loss falls, a run stopped mid-training (preemption) and resumed
 ends with bitwise the same weights as an uninterrupted one, and a step's draws are a pure
 function of (seed, step) that DDP ranks slice."""
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from study import store
-from study.training import diffusion_loop as D
-from study.training.latents import build_cache
-from study.training.loop import Context, Preempted, load_checkpoint
+from study.diffusion import train as diffusion_train
+from study.diffusion.latents import build_cache
+from study.trainer.checkpoints import load_checkpoint
+from study.trainer.context import Context, Preempted
 from tests.diffusion_helpers import CPU, diffusion_run, tiny_autoencoder
 
 
@@ -25,13 +26,13 @@ def ae_folder(tmp_path_factory, one_thread):
 def _train(ae_folder, **overrides):
     cfg, folder = diffusion_run(ae_folder, **overrides)
     build_cache(cfg, ae_folder, CPU.device, progress=False)
-    return cfg, folder, D.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
+    return cfg, folder, diffusion_train.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
 
 
 def test_draws_are_a_pure_function_of_seed_and_step_and_ranks_slice_them():
-    a = D.draw_batch(0, 5, 8, 64, 2, (4, 4, 4), 1000)
-    b = D.draw_batch(0, 5, 8, 64, 2, (4, 4, 4), 1000)
-    c = D.draw_batch(0, 6, 8, 64, 2, (4, 4, 4), 1000)
+    a = diffusion_train.draw_batch(0, 5, 8, 64, 2, (4, 4, 4), 1000)
+    b = diffusion_train.draw_batch(0, 5, 8, 64, 2, (4, 4, 4), 1000)
+    c = diffusion_train.draw_batch(0, 6, 8, 64, 2, (4, 4, 4), 1000)
     assert all(torch.equal(x, y) for x, y in zip(vars(a).values(), vars(b).values()))
     assert not torch.equal(a.noise, c.noise) and not torch.equal(a.t, c.t)
     halves = [a.local(Context(CPU.device, rank, 2)) for rank in (0, 1)]
@@ -74,9 +75,9 @@ def test_a_run_stopped_mid_training_and_resumed_ends_bitwise_as_an_uninterrupted
     cfg, whole, _ = _train(ae_folder, **steps)
     split = store.init_run(tmp_path, cfg)  # the same run in another results folder
     with pytest.raises(Preempted, match="step 13"):
-        D.train_diffusion(cfg, split, ae_folder, CPU, stop=StopAfter(13), progress=False)
+        diffusion_train.train_diffusion(cfg, split, ae_folder, CPU, stop=StopAfter(13), progress=False)
     assert load_checkpoint(split)["step"] == 13
-    summary = D.train_diffusion(cfg, split, ae_folder, CPU, progress=False)
+    summary = diffusion_train.train_diffusion(cfg, split, ae_folder, CPU, progress=False)
     assert summary["resumed_from"] == 13 and summary["step"] == 25
     a, b = load_checkpoint(whole), load_checkpoint(split)
     assert a["unet"].keys() == b["unet"].keys() and all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
@@ -88,11 +89,11 @@ def test_a_run_stopped_mid_training_and_resumed_ends_bitwise_as_an_uninterrupted
 
 def test_the_learning_rate_warms_up_linearly_from_1e_6_then_stays():
     """LDM's LambdaLinearScheduler of the KL-f8 config: 1e-6 x lr at step 0, lr from warm_up_steps."""
-    from study import config as C
-    from study.training.diffusion_loop import learning_rate
+    from study import config as cfgmod
+    from study.diffusion.train import learning_rate
 
-    d = C.DiffusionConfig(lr=5e-5, warmup_steps=10_000)
+    d = cfgmod.DiffusionConfig(lr=5e-5, warmup_steps=10_000)
     assert learning_rate(d, 0) == pytest.approx(5e-5 * 1e-6)
     assert learning_rate(d, 5_000) == pytest.approx(5e-5 * (1e-6 + (1 - 1e-6) * 0.5))
     assert learning_rate(d, 10_000) == learning_rate(d, 150_000) == 5e-5
-    assert learning_rate(C.DiffusionConfig(lr=1e-3, warmup_steps=0), 0) == 1e-3
+    assert learning_rate(cfgmod.DiffusionConfig(lr=1e-3, warmup_steps=0), 0) == 1e-3

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from study.autoencoder.losses import gaussian_kl
 from study.config import DataConfig
+from study.data.datasets import eval_set, train_set
 from study.measure.metrics import psnr, to_uint8
 from study.models.dwt_encoder import DWT_LATENT_CHANNELS, Deterministic, DWTEncoder, DWTInputError, UnknownDWTVariant
 from study.models.sdvae import SDDecoder
 from study.models.wavelets import DWT
-from study.training.data import eval_set, train_set
-from study.training.losses import gaussian_kl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,23 +6,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study import config as C
+from study import config as cfgmod
 from study import store
+from study.autoencoder.loop import train
+from study.autoencoder.losses import kl_loss
 from study.measure import complexity
 from study.models.autoencoder import build_autoencoder
 from study.models.dwt_encoder import Deterministic, DWTEncoder
 from study.models.nafnet import NAFNetExtractor
-from study.training.loop import Context, train
-from study.training.losses import kl_loss
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_MODEL
 
 DWT = {"model.encoder.kind": "dwt", "model.latent_channels": 12}
 
 
-def cfg(preset: str | None = None, **overrides) -> C.ExperimentConfig:
-    """The default config with ``preset``'s settings (a key of C.MODEL_PRESETS), then ``overrides``."""
-    first = C.MODEL_PRESETS[preset] if preset else {}
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), first | overrides))
+def cfg(preset: str | None = None, **overrides) -> cfgmod.ExperimentConfig:
+    """The default config with ``preset``'s settings (a key of cfgmod.MODEL_PRESETS), then ``overrides``."""
+    first = cfgmod.MODEL_PRESETS[preset] if preset else {}
+    return cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), first | overrides))
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,17 +43,17 @@ def cfg(preset: str | None = None, **overrides) -> C.ExperimentConfig:
     ],
 )
 def test_invalid_combinations_name_their_key(overrides, key):
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(cfgmod.ConfigError) as e:
         cfg(**dict(overrides))
     assert e.value.key == key
 
 
 def test_run_ids_of_existing_configs_stay_and_new_fields_count_where_used():
-    assert C.run_id(C.ExperimentConfig()) == "6e47d7f8241b"  # the id before the new fields
-    assert C.run_id(cfg(**{"model.encoder.extractor": "unet"})) == "6e47d7f8241b"
-    assert C.run_id(cfg(**{"model.encoder.extractor": "nafnet"})) != "6e47d7f8241b"
-    assert C.run_id(cfg(**{"eval.latent_stats": True})) == "6e47d7f8241b"  # eval: not identity
-    dwt = C.run_id(cfg(**DWT))
+    assert cfgmod.run_id(cfgmod.ExperimentConfig()) == "6e47d7f8241b"  # the id before the new fields
+    assert cfgmod.run_id(cfg(**{"model.encoder.extractor": "unet"})) == "6e47d7f8241b"
+    assert cfgmod.run_id(cfg(**{"model.encoder.extractor": "nafnet"})) != "6e47d7f8241b"
+    assert cfgmod.run_id(cfg(**{"eval.latent_stats": True})) == "6e47d7f8241b"  # eval: not identity
+    dwt = cfgmod.run_id(cfg(**DWT))
     # a fixed latent has no network: LiteVAE's and SD-VAE's fields do not make a new run
     for key, value in [
         ("model.encoder.preset", "L"),
@@ -60,10 +61,10 @@ def test_run_ids_of_existing_configs_stay_and_new_fields_count_where_used():
         ("model.encoder.levels", [2, 3]),
         ("model.encoder.dropout", 0.1),
     ]:
-        assert C.run_id(cfg(**DWT | {key: value})) == dwt, key
-    assert C.run_id(cfg(**{"model.encoder.kind": "dwt2", "model.latent_channels": 48})) != dwt
+        assert cfgmod.run_id(cfg(**DWT | {key: value})) == dwt, key
+    assert cfgmod.run_id(cfg(**{"model.encoder.kind": "dwt2", "model.latent_channels": 48})) != dwt
     # SD-VAE ignores the LiteVAE-only extractor field
-    assert "extractor" not in C.identity(cfg(preset="SD-VAE"))["model"]["encoder"]
+    assert "extractor" not in cfgmod.identity(cfg(preset="SD-VAE"))["model"]["encoder"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def test_run_ids_of_existing_configs_stay_and_new_fields_count_where_used():
 @pytest.mark.parametrize("kind, nz", [("dwt", 12), ("dwt2", 48)])
 def test_dwt_autoencoder_encodes_to_its_fixed_latent_with_zero_kl(kind, nz):
     c = cfg(**TINY_MODEL | {"model.encoder.kind": kind, "model.latent_channels": nz})
-    ae = build_autoencoder(C.autoencoder_args(c.model))
+    ae = build_autoencoder(cfgmod.autoencoder_args(c.model))
     assert isinstance(ae.encoder, DWTEncoder) and not list(ae.encoder.parameters())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     posterior = ae.encode(x)
@@ -112,7 +113,7 @@ def test_nafnet_litevae_b_builds_with_the_pinned_encoder_size():
     unet = cfg(preset="LiteVAE-B")
     nafnet = cfg(**{"preset": "LiteVAE-B", "model.encoder.extractor": "nafnet"})
     with torch.device("meta"):
-        ae = build_autoencoder(C.autoencoder_args(nafnet.model))
+        ae = build_autoencoder(cfgmod.autoencoder_args(nafnet.model))
     assert len(ae.encoder.extractors) == 3
     assert all(isinstance(f, NAFNetExtractor) for f in ae.encoder.extractors)
     n_unet, _ = complexity.parameter_counts(unet.model)
@@ -121,5 +122,5 @@ def test_nafnet_litevae_b_builds_with_the_pinned_encoder_size():
     assert n_nafnet - n_unet == 3 * (1_692_556 - 1_686_284)
     assert n_nafnet == 6_769_708
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    small = build_autoencoder(C.autoencoder_args(cfg(**TINY_MODEL | {"model.encoder.extractor": "nafnet"}).model))
+    small = build_autoencoder(cfgmod.autoencoder_args(cfg(**TINY_MODEL | {"model.encoder.extractor": "nafnet"}).model))
     assert small.encode(x).mean.shape == (1, 4, 4, 4)

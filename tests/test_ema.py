@@ -1,4 +1,4 @@
-"""The EMA of the autoencoder (study/training/ema.py): the update formula after each step, and a
+"""The EMA of the autoencoder (study/trainer/ema.py): the update formula after each step, and a
 checkpoint round trip that resumes bitwise."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.training.ema import EMA, EMAStateError
+from study.trainer.ema import EMA, EMAStateError
 
 DECAY = 0.9
 
@@ -114,7 +114,7 @@ def test_the_ramped_decay_is_ldms_litema():
     import torch
     from torch import nn
 
-    from study.training.ema import EMA
+    from study.trainer.ema import EMA
 
     m = nn.Linear(2, 2, bias=False)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Evaluation sets apart from the training data, end to end (study/training/eval_data.py through
+"""Evaluation sets apart from the training data, end to end (study/data/eval_sets.py through
 the command line): a tiny study trains on one folder and is evaluated on another; its record
 names that set and its digest; too large an ``eval.num_images`` fails before the first step,
 at launch, naming both numbers; Table 1's FFHQ rows plan with their split lists."""
@@ -12,9 +12,9 @@ import pytest
 
 import run_study
 from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
-from study.training import eval_data as E
+from study.data import eval_sets
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.test_eval_data import photo_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,14 +66,14 @@ def _run(spec: Path, tmp_path: Path) -> int:
 def test_a_study_is_evaluated_on_its_eval_set(tmp_path):
     spec = _study(tmp_path, "all")
     assert _run(spec, tmp_path) == 0
-    (variant,) = expand(load_spec(spec))
+    (variant,) = expand(load_study(spec))
     cfg = variant.config
     (record,) = store.read_evals(store.run_dir(tmp_path / "results", variant.run_id)).values()
     dataset = record["protocol"]["dataset"]
     assert dataset["name"] == "photos-val" and dataset["source"] == "eval.path"
-    assert dataset["fingerprint"] == E.fingerprint(cfg.data, cfg.eval, 32)
+    assert dataset["fingerprint"] == eval_sets.fingerprint(cfg.data, cfg.eval, 32)
     assert "files=12 " in dataset["fingerprint"]
-    assert record["num_images"] == 12 == len(E.evaluation_set(cfg.data, cfg.eval, 32))
+    assert record["num_images"] == 12 == len(eval_sets.evaluation_set(cfg.data, cfg.eval, 32))
     assert 5 < record["metrics"]["psnr"] < 60
 
 
@@ -88,10 +88,10 @@ def test_too_many_eval_images_fail_before_the_first_step(tmp_path, capsys):
 
 def test_the_job_checks_the_count_before_training(tmp_path):
     """Where the launch could not see the folder, the job's start fails, with no checkpoint."""
+    from study.data.datasets import DataError
     from study.launch.job import run
-    from study.training.data import DataError
 
-    (variant,) = expand(load_spec(_study(tmp_path, 50)))
+    (variant,) = expand(load_study(_study(tmp_path, 50)))
     folder = store.init_run(tmp_path / "results", variant.config)
     with pytest.raises(DataError, match=r"50 .* 12 images"):
         run(folder, progress=False)

@@ -1,4 +1,4 @@
-"""The evaluation job (study/training/evaluate.py): the protocol and its id, one record per
+"""The evaluation job (study/evaluation/evaluate.py): the protocol and its id, one record per
 (run, protocol), reuse and recomputation, the reference statistics cache, missing weights,
 the `evaluate SPEC` command. Weights, images and the stand-in autoencoder: tests/metric_helpers.py.
 Feature extraction costs ~0.3-0.5 s per image on this CPU, so the sets are 8 images a side.
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from study import config as C
-from study import store
-from study.measure import metrics as M
-from study.measure import weights as W
-from study.training import evaluate as E
+from study import config, store
+from study.evaluation import evaluate as E
+from study.evaluation import protocol
+from study.measure import metrics as metric_fns
+from study.measure import weights as weight_files
 from tests.metric_helpers import N_IMAGES, Images, StandIn, cfg_for, run_folder
 
 pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
@@ -28,19 +28,19 @@ pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
 # the protocol
 # --------------------------------------------------------------------------------------------
 def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights):
-    base = C.apply_overrides(
-        C.ExperimentConfig(), {"data.kind": "folder", "data.path": "/imagenet", "data.name": "imagenet"}
+    base = config.apply_overrides(
+        config.ExperimentConfig(), {"data.kind": "folder", "data.path": "/imagenet", "data.name": "imagenet"}
     )
-    p = E.protocol(base, fingerprint="fp")
+    p = protocol.protocol(base, fingerprint="fp")
     assert p["posterior"] == "mean" and p["crop"] == "center" and p["num_images"] == 50_000
     assert p["resize"].startswith("shorter side") and p["dataset"]["split"] == "held-out"
-    assert p["rfid"]["weights_sha256"] == W.REGISTRY["inception"].sha256
-    assert p["lpips"]["net"] == "alex" and p["lpips"]["backbone_sha256"] == W.REGISTRY["alexnet"].sha256
+    assert p["rfid"]["weights_sha256"] == weight_files.REGISTRY["inception"].sha256
+    assert p["lpips"]["net"] == "alex" and p["lpips"]["backbone_sha256"] == weight_files.REGISTRY["alexnet"].sha256
     assert set(p["versions"]) >= {"torch", "torch-fidelity", "lpips"}
     json.dumps(p, allow_nan=False)
-    pid = E.protocol_id(p)
-    assert pid == E.protocol_id(E.protocol(base, fingerprint="fp")) and len(pid) == 12
-    changed = [E.protocol(base, fingerprint="other")]
+    pid = protocol.protocol_id(p)
+    assert pid == protocol.protocol_id(protocol.protocol(base, fingerprint="fp")) and len(pid) == 12
+    changed = [protocol.protocol(base, fingerprint="other")]
     for key, value in [
         ("eval.num_images", 1000),
         ("eval.resolution", 128),
@@ -51,17 +51,21 @@ def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights)
         ("data.name", "imagenet-val"),
         ("data.val_fraction", 0.2),
     ]:
-        changed.append(E.protocol(C.apply_overrides(base, {key: value}), fingerprint="fp"))
-    ids = {E.protocol_id(q) for q in changed}
+        changed.append(protocol.protocol(config.apply_overrides(base, {key: value}), fingerprint="fp"))
+    ids = {protocol.protocol_id(q) for q in changed}
     assert pid not in ids and len(ids) == len(changed)
     # the batch size and training fields are not part of it
-    same = C.apply_overrides(base, {"eval.batch_size": 3, "train.steps": 7, "model.latent_channels": 12})
-    assert E.protocol_id(E.protocol(same, fingerprint="fp")) == pid
+    same = config.apply_overrides(base, {"eval.batch_size": 3, "train.steps": 7, "model.latent_channels": 12})
+    assert protocol.protocol_id(protocol.protocol(same, fingerprint="fp")) == pid
 
 
 def test_protocol_records_a_custom_inception_file_by_its_own_sha256(test_weights, inception_file):
-    p = E.protocol(C.ExperimentConfig(), fingerprint="fp")
-    assert p["rfid"]["weights_sha256"] == W.sha256_file(inception_file) != W.REGISTRY["inception"].sha256
+    p = protocol.protocol(config.ExperimentConfig(), fingerprint="fp")
+    assert (
+        p["rfid"]["weights_sha256"]
+        == weight_files.sha256_file(inception_file)
+        != weight_files.REGISTRY["inception"].sha256
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,8 +110,8 @@ def test_evaluate_identity_gives_zero_fid_and_reuses_its_record(test_weights, tm
 def noise_series(tmp_path_factory, inception_file, alexnet_file):
     """Records at three perturbation sizes sharing one reference cache (batch size 8)."""
     mp = pytest.MonkeyPatch()
-    mp.setenv(W.REGISTRY["inception"].override_env, str(inception_file))
-    mp.setenv(W.REGISTRY["alexnet"].override_env, str(alexnet_file))
+    mp.setenv(weight_files.REGISTRY["inception"].override_env, str(inception_file))
+    mp.setenv(weight_files.REGISTRY["alexnet"].override_env, str(alexnet_file))
     root = tmp_path_factory.mktemp("results")
     try:
         records = {}
@@ -153,8 +157,8 @@ def test_reference_cache_equals_the_statistics_of_the_originals_read_from_png(no
     root, records = noise_series
     ref_files = list((root / "cache" / "fid_ref").glob("*.npz"))
     assert len(ref_files) == 1
-    M.write_pngs(M.to_uint8(Images().x), tmp_path / "png")
-    stats = M.feature_stats(tmp_path / "png", M.inception_extractor(inception_file), batch_size=4)
+    metric_fns.write_pngs(metric_fns.to_uint8(Images().x), tmp_path / "png")
+    stats = metric_fns.feature_stats(tmp_path / "png", metric_fns.inception_extractor(inception_file), batch_size=4)
     with np.load(ref_files[0]) as z:
         np.testing.assert_allclose(z["mu"], stats.mean(), rtol=0, atol=1e-9)
         np.testing.assert_allclose(z["sigma"], stats.cov(), rtol=0, atol=1e-9)
@@ -188,11 +192,13 @@ def test_missing_weights_make_metrics_unavailable_not_numbers(no_weights, tmp_pa
 
 def test_a_record_is_completed_once_the_weights_are_staged(no_weights, tmp_path, monkeypatch, inception_file):
     # (for this test) the pinned digest of the official file name is that of our random Inception
-    entry = W.REGISTRY["inception"]
+    entry = weight_files.REGISTRY["inception"]
     monkeypatch.setitem(
-        W.REGISTRY,
+        weight_files.REGISTRY,
         "inception",
-        W.WeightFile(entry.name, entry.filename, entry.url, W.sha256_file(inception_file), entry.size, entry.used_by),
+        weight_files.WeightFile(
+            entry.name, entry.filename, entry.url, weight_files.sha256_file(inception_file), entry.size, entry.used_by
+        ),
     )
     cfg = cfg_for(metrics=["rfid", "psnr"])
     folder = run_folder(tmp_path, "later")
@@ -209,9 +215,9 @@ def test_real_model_and_eval_set_without_weights(no_weights, tmp_path):
     """The project's own data and autoencoder through evaluate, as the job calls it."""
     from study.models.autoencoder import build_autoencoder
 
-    cfg = C.validate(
-        C.apply_overrides(
-            C.model_preset("LiteVAE-S"),
+    cfg = config.validate(
+        config.apply_overrides(
+            config.model_preset("LiteVAE-S"),
             {
                 "data.resolution": 32,
                 "eval.num_images": 4,
@@ -224,7 +230,7 @@ def test_real_model_and_eval_set_without_weights(no_weights, tmp_path):
         )
     )
     torch.manual_seed(0)
-    ae = build_autoencoder(C.autoencoder_args(cfg.model)).train()
+    ae = build_autoencoder(config.autoencoder_args(cfg.model)).train()
     folder = run_folder(tmp_path, "real")
     rec = E.evaluate(ae, cfg, folder, torch.device("cpu"), progress=False)
     assert ae.training  # the caller's mode is restored
@@ -239,9 +245,9 @@ def test_protocol_overrides_accept_eval_keys_only():
         "eval.num_images": 1000,
         "eval.posterior": "sample",
     }
-    with pytest.raises(C.ConfigError, match="did you mean"):
+    with pytest.raises(config.ConfigError, match="did you mean"):
         E.parse_protocol_overrides(["num_image=3"])
-    with pytest.raises(C.ConfigError):
+    with pytest.raises(config.ConfigError):
         E.parse_protocol_overrides(["model.latent_channels=4"])
 
 
@@ -251,24 +257,24 @@ def test_posterior_sample_is_its_own_protocol_and_reproducible(no_weights, tmp_p
     cfg = cfg_for(metrics=["psnr", "ssim"], posterior="sample")
     a = E.evaluate(StandIn(0.0), cfg, folder, "cpu", progress=False, dataset=Images(4))
     b = E.evaluate(StandIn(0.0), cfg, folder, "cpu", progress=False, dataset=Images(4), force=True)
-    assert a["protocol_id"] != mean["protocol_id"] and a["protocol"]["sample_seed"] == E.SAMPLE_SEED
+    assert a["protocol_id"] != mean["protocol_id"] and a["protocol"]["sample_seed"] == protocol.SAMPLE_SEED
     assert math.isinf(mean["metrics"]["psnr"]) and a["metrics"]["psnr"] < 40  # the sample differs
     assert a["metrics"] == b["metrics"]
 
 
 def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, capsys):
     import run_study
+    from study.autoencoder.loop import save_checkpoint
     from study.models.autoencoder import build_autoencoder
-    from study.spec.grid import expand
-    from study.spec.studyfile import load_spec
-    from study.training.loop import save_checkpoint
+    from study.studyfile.grid import expand
+    from study.studyfile.parse import load_study
 
     spec_path = Path(run_study.ROOT) / "ablations" / "smoke.yaml"
-    variants = expand(load_spec(spec_path), None)
+    variants = expand(load_study(spec_path), None)
     root = tmp_path / "results"
     done = variants[0]
     folder = store.init_run(root, done.config)
-    ae = build_autoencoder(C.autoencoder_args(done.config.model))  # an untrained model is enough here
+    ae = build_autoencoder(config.autoencoder_args(done.config.model))  # an untrained model is enough here
     save_checkpoint(folder, 0, ae, None, torch.optim.Adam(ae.parameters()), None)
     store.mark_done(folder)
     argv = [

@@ -18,17 +18,18 @@ from PIL import Image
 
 from study import store
 from study.config import autoencoder_args
-from study.measure import metrics as M
+from study.data import eval_sets
+from study.evaluation import gallery as galleries
+from study.evaluation.evaluate import evaluate
+from study.evaluation.protocol import eval_resolution
+from study.measure import metrics
 from study.models.autoencoder import build_autoencoder
-from study.report import report as R
+from study.report import report as report_mod
 from study.report.gallery import FIGURE_NAME
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
 from study.store.media import MANIFEST, gallery_dir
-from study.training import eval_data as E
-from study.training import gallery as G
-from study.training.evaluate import eval_resolution, evaluate
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
 from tests.launch_helpers import write_study
 
 K = 3
@@ -50,7 +51,7 @@ def study(tmp_path_factory, one_thread):
         set={"eval.gallery_images": K, "eval.metrics": ["psnr"]},
         variants={"groupnorm": {"model.decoder.norm": "groupnorm"}, "smc": {"model.decoder.norm": "smc"}},
     )
-    spec = load_spec(path)
+    spec = load_study(path)
     variants = expand(spec)
     root = tmp / "results"
     store.write_index(root, spec.study, variants, **study_record(spec, variants, None))
@@ -63,7 +64,7 @@ def study(tmp_path_factory, one_thread):
         store.mark_done(folder)
         folders[v.name] = folder
     out = tmp / "reports" / spec.study
-    html = R.report(root, spec.study, out)
+    html = report_mod.report(root, spec.study, out)
     return {"variants": variants, "folders": folders, "pids": pids, "out": out, "html": html, "tmp": tmp}
 
 
@@ -77,16 +78,16 @@ def test_every_variant_shows_the_same_images(study):
     assert store.read_json(a / MANIFEST)["original_sha256"] == store.read_json(b / MANIFEST)["original_sha256"]
     # the originals are the first K images of the evaluation set, pixel for pixel, in both
     cfg = study["variants"][0].config
-    ds = E.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
+    ds = eval_sets.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
     for i in range(K):
-        expected = M.to_uint8(ds[i][None])[0].permute(1, 2, 0).numpy()
+        expected = metrics.to_uint8(ds[i][None])[0].permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(_png(a / f"original_{i:03d}.png"), expected)
         np.testing.assert_array_equal(_png(b / f"original_{i:03d}.png"), expected)
     # the reconstructions are each variant's own; the error map is |x - x_hat| of the saved pair
     assert not np.array_equal(_png(a / "reconstruction_000.png"), _png(b / "reconstruction_000.png"))
     x, y = _png(a / "original_001.png"), _png(a / "reconstruction_001.png")
-    np.testing.assert_array_equal(_png(a / "error_001.png"), G.error_map(x, y))
-    top, left, h, w = G.crop_box(32, 32)
+    np.testing.assert_array_equal(_png(a / "error_001.png"), galleries.error_map(x, y))
+    top, left, h, w = galleries.crop_box(32, 32)
     zoomed = _png(a / "zoom_001.png")
     assert zoomed.shape == (32, 32, 3) and (h, w) == (8, 8)
     np.testing.assert_array_equal(zoomed[::4, ::4], y[top : top + h, left : left + w])
@@ -100,7 +101,7 @@ def test_a_reused_evaluation_restores_a_missing_gallery(study):
     shutil.rmtree(gallery)
     torch.manual_seed(0)
     record = evaluate(build_autoencoder(autoencoder_args(v.config.model)), v.config, folder, progress=False)
-    assert record["reused"] and G.is_saved(gallery, K)
+    assert record["reused"] and galleries.is_saved(gallery, K)
     np.testing.assert_array_equal(_png(gallery / "reconstruction_002.png"), before)
 
 

@@ -1,5 +1,5 @@
-"""Sampling and generation FID (study/training/generate.py) and the whole diffusion job
-(study/training/diffusion_run.py) on a tiny frozen autoencoder: the samples' latent statistics
+"""Sampling and generation FID (study/diffusion/generate.py) and the whole diffusion job
+(study/diffusion/run.py) on a tiny frozen autoencoder: the samples' latent statistics
 move toward the training latents' with training, a missing Inception file is "unavailable" with
 the reason, the locally generated one gives a finite gFID with cached reference statistics, and
 a diffusion run refuses an autoencoder run that is not completed, naming its state and reason."""
@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from study import store
-from study.training import diffusion_loop as D
-from study.training import generate as G
-from study.training.diffusion_run import AutoencoderNotReady, run_diffusion
-from study.training.ema import EMA
-from study.training.latents import build_cache
+from study.diffusion import generate
+from study.diffusion import train as diffusion_train
+from study.diffusion.latents import build_cache
+from study.diffusion.run import AutoencoderNotReady, run_diffusion
+from study.trainer.ema import EMA
 from tests.diffusion_helpers import CPU, diffusion_run, tiny_autoencoder
 from tests.launch_helpers import TINY_SET
 
@@ -35,7 +35,7 @@ def trained(ae_folder):
     """A diffusion run trained for 20 steps: (config, folder)."""
     cfg, folder = diffusion_run(ae_folder, **{"diffusion.num_samples": 8, "diffusion.reference_images": 8})
     build_cache(cfg, ae_folder, CPU.device, progress=False)
-    D.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
+    diffusion_train.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
     return cfg, folder
 
 
@@ -54,14 +54,14 @@ def test_the_samples_latent_statistics_move_toward_the_training_latents(ae_folde
     cfg, folder = diffusion_run(ae_folder, **over)
     cache = build_cache(cfg, ae_folder, CPU.device, progress=False)
     untrained = store.init_run(tmp_path, cfg)  # the same run, at step 0, in another results folder
-    unet = D.build_denoiser(cfg, cache.shape[0])
+    unet = diffusion_train.build_denoiser(cfg, cache.shape[0])
     ema = EMA(unet, cfg.diffusion.ema_decay)
-    D.save_diffusion_checkpoint(
+    diffusion_train.save_diffusion_checkpoint(
         untrained, 0, unet, torch.optim.AdamW(unet.parameters()), ema, cache.scale_factor("sample")
     )
-    before = G.generate(cfg, untrained, ae_folder, CPU.device, progress=False)
-    D.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
-    after = G.generate(cfg, folder, ae_folder, CPU.device, progress=False)
+    before = generate.generate(cfg, untrained, ae_folder, CPU.device, progress=False)
+    diffusion_train.train_diffusion(cfg, folder, ae_folder, CPU, progress=False)
+    after = generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)
     gaps = {s: (_distance(before, s), _distance(after, s)) for s in ("channel_mean", "channel_std")}
     print(f"latent stats gap to the training cache (before, after training): {gaps}")
     print(f"generated after: {after['latent_stats']['generated']}; training: {after['latent_stats']['training']}")
@@ -71,35 +71,35 @@ def test_the_samples_latent_statistics_move_toward_the_training_latents(ae_folde
 
 def test_a_missing_inception_file_makes_gfid_unavailable_with_the_reason(trained, ae_folder, no_weights):
     cfg, folder = trained
-    record = G.generate(cfg, folder, ae_folder, CPU.device, progress=False)
+    record = generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)
     assert record["metrics"] == {} and record["missing_weights"] == ["inception"]
     assert record["unavailable"]["gfid"].startswith("unavailable: ")
     assert "weights-inception-2015-12-05-6726825d.pth" in record["unavailable"]["gfid"]
     assert record["protocol"]["kind"] == "generation" and record["protocol"]["reference"]["num_images"] == 8
     assert store.read_evals(folder)[record["protocol_id"]]["unavailable"] == record["unavailable"]
-    with Image.open(folder / G.GRID) as grid:  # 8 samples of 32x32, 8 a row, 2-pixel gaps
+    with Image.open(folder / generate.GRID) as grid:  # 8 samples of 32x32, 8 a row, 2-pixel gaps
         assert grid.size == (8 * 34 + 2, 34 + 2)
-    assert G.generate(cfg, folder, ae_folder, CPU.device, progress=False)["reused"]
+    assert generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)["reused"]
 
 
 @pytest.mark.training  # ~25 s: Inception-v3 on the CPU
 def test_the_local_inception_file_gives_a_finite_gfid_and_caches_the_reference(trained, ae_folder, test_weights):
     cfg, folder = trained
-    record = G.generate(cfg, folder, ae_folder, CPU.device, progress=False)
+    record = generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)
     assert math.isfinite(record["metrics"]["gfid"]) and record["metrics"]["gfid"] > 0
     assert record["unavailable"] == {} and record["reference_cache"] == "computed"
     print(f"gfid (8 samples vs 8 references, random-weight Inception): {record['metrics']['gfid']:.3f}")
     # another sampler is another protocol, with the same reference statistics
     other = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, sampler_steps=5))
-    second = G.generate(other, folder, ae_folder, CPU.device, progress=False)
+    second = generate.generate(other, folder, ae_folder, CPU.device, progress=False)
     assert second["protocol_id"] != record["protocol_id"] and second["reference_cache"] == "reused"
-    assert (folder.parent.parent / "cache" / "fid_ref" / f"{G.reference_id(record['protocol'])}.npz").is_file()
+    assert (folder.parent.parent / "cache" / "fid_ref" / f"{generate.reference_id(record['protocol'])}.npz").is_file()
 
 
 def test_a_diffusion_run_refuses_an_autoencoder_run_that_is_not_completed(ae_folder):
-    from study import config as C
+    from study import config as cfgmod
 
-    failed_cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), TINY_SET | {"seed": 7}))
+    failed_cfg = cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), TINY_SET | {"seed": 7}))
     failed = store.init_run(ae_folder.parent.parent, failed_cfg)
     store.update_status(failed, state="failed", error="RuntimeError: out of memory at step 3")
     cfg, folder = diffusion_run(failed)

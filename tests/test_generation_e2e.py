@@ -14,9 +14,9 @@ import pytest
 
 import run_study
 from study import store
-from study.measure import weights as W
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.measure import weights
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 
 pytest_plugins = ["tests.metric_fixtures"]
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def folders(tmp_path_factory, inception_file) -> tuple[Path, Path]:
 
 
 def _run(name: str, folders: tuple[Path, Path], inception: Path, monkeypatch) -> int:
-    monkeypatch.setenv(W.REGISTRY["inception"].override_env, str(inception))
+    monkeypatch.setenv(weights.REGISTRY["inception"].override_env, str(inception))
     results, reports = folders
     return run_study.main(
         ["run", str(ABLATIONS / name), "--profile", "smoke", "--executor", "debug", "--results", str(results)]
@@ -42,7 +42,7 @@ def _run(name: str, folders: tuple[Path, Path], inception: Path, monkeypatch) ->
 
 
 def _variants(name: str) -> list:
-    return expand(load_spec(ABLATIONS / name), "smoke", {"train.steps": 20, "diffusion.steps": 120})
+    return expand(load_study(ABLATIONS / name), "smoke", {"train.steps": 20, "diffusion.steps": 120})
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def _variants(name: str) -> list:
 def test_generation_table_smoke_profile_end_to_end(name, paper, folders, inception_file, monkeypatch):
     assert _run(name, folders, inception_file, monkeypatch) == 0
     results, reports = folders
-    spec = load_spec(ABLATIONS / name)
+    spec = load_study(ABLATIONS / name)
     variants = _variants(name)
     for v in variants:
         assert store.is_done(store.run_dir(results, v.run_id)), v.name

@@ -10,11 +10,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from study import config as C
-from study.spec.grid import expand, expected_count, short_keys
-from study.spec.studyfile import StudySpec, StudySpecError, load_spec
+from study import config
+from study.studyfile.grid import expand, expected_count, short_keys
+from study.studyfile.parse import (  # Axes whose distinct values always give distinct, valid configs from the defaults (so no two
+    StudyFile,
+    StudyFileError,
+    load_study,
+)
 
-# Axes whose distinct values always give distinct, valid configs from the defaults (so no two
 # rows collapse into one run and expected_count must equal the number of variants).
 POOLS: dict[str, list] = {
     "train.steps": [10, 20, 30, 40],
@@ -29,7 +32,7 @@ POOLS: dict[str, list] = {
 
 
 @st.composite
-def studies(draw) -> StudySpec:
+def studies(draw) -> StudyFile:
     keys = draw(st.permutations(list(POOLS)))
     n_grid = draw(st.integers(0, 3))
     n_zip = draw(st.integers(0 if n_grid else 1, 2))
@@ -60,12 +63,12 @@ def studies(draw) -> StudySpec:
     # named variants set a key no axis touches to a value of their own: never equal to a row
     variants = {f"v{i}": {"data.name": f"named{i}"} for i in range(draw(st.integers(0, 2)))}
     seeds = tuple(draw(st.lists(st.integers(0, 9), min_size=1, max_size=3, unique=True)))
-    return StudySpec(
+    return StudyFile(
         path=Path("generated.yaml"), study="gen", grid=grid, zip=zips, variants=variants, exclude=exclude, seeds=seeds
     )
 
 
-def independent_rows(spec: StudySpec) -> list[dict]:
+def independent_rows(spec: StudyFile) -> list[dict]:
     """The grid x zip product minus exclusions, computed without study.grid."""
     parts = [[{k: v} for v in vals] for k, vals in spec.grid.items()]
     parts += [[dict(zip(g, row)) for row in zip(*g.values())] for g in spec.zip]
@@ -82,7 +85,7 @@ def test_count_equals_expected_count(spec):
     expected = (len(independent_rows(spec)) + len(spec.variants)) * len(spec.seeds)
     assert expected_count(spec) == expected
     if expected == 0:  # every row excluded and no named variant: an error, not an empty plan
-        with pytest.raises(StudySpecError) as info:
+        with pytest.raises(StudyFileError) as info:
             expand(spec)
         assert info.value.key == "exclude"
         return
@@ -101,9 +104,9 @@ def test_ids_unique_and_stable(spec):
     assert [v.index for v in variants] == list(range(len(variants)))
     assert [(v.run_id, v.name, v.seed) for v in expand(spec)] == [(v.run_id, v.name, v.seed) for v in variants]
     for v in variants:
-        assert v.run_id == C.run_id(v.config) and v.config.seed == v.seed
+        assert v.run_id == config.run_id(v.config) and v.config.seed == v.seed
         for key, value in v.axes.items():
-            assert C.get_value(v.config, key) == value
+            assert config.get_value(v.config, key) == value
 
 
 @PROPS
@@ -127,7 +130,7 @@ def test_axis_order_does_not_change_ids(spec, rnd):
     assume(independent_rows(spec) or spec.variants)
     grid_keys = list(spec.grid)
     rnd.shuffle(grid_keys)
-    shuffled = StudySpec(
+    shuffled = StudyFile(
         path=spec.path,
         study=spec.study,
         grid={k: list(reversed(spec.grid[k])) for k in grid_keys},
@@ -142,10 +145,10 @@ def test_axis_order_does_not_change_ids(spec, rnd):
 # --------------------------------------------------------------------------------------------
 # worked cases
 # --------------------------------------------------------------------------------------------
-def _spec(tmp_path: Path, text: str) -> StudySpec:
+def _spec(tmp_path: Path, text: str) -> StudyFile:
     path = tmp_path / "s.yaml"
     path.write_text(text)
-    return load_spec(path)
+    return load_study(path)
 
 
 def test_equal_configs_collapse_into_one_run_with_an_alias(tmp_path):
@@ -175,7 +178,7 @@ def test_excluding_every_row_is_an_error(tmp_path):
         "exclude: [{model.decoder.norm: groupnorm}, {model.decoder.norm: smc}]\n",
     )
     assert expected_count(spec) == 0
-    with pytest.raises(StudySpecError) as info:
+    with pytest.raises(StudyFileError) as info:
         expand(spec)
     assert info.value.key == "exclude" and "at least one" in str(info.value)
     # a named variant keeps the study non-empty
@@ -246,6 +249,6 @@ def test_short_keys():
 
 
 def test_example_sweep_expected_count_matches_expand():
-    spec = load_spec(Path(__file__).resolve().parent.parent / "ablations" / "example_sweep.yaml")
+    spec = load_study(Path(__file__).resolve().parent.parent / "ablations" / "example_sweep.yaml")
     variants = expand(spec)
     assert len(variants) == expected_count(spec) == (2 * 2 * 3 - 1 + 2) * 2

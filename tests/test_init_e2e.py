@@ -1,4 +1,4 @@
-"""Pretrained autoencoders through a study (``model.init``, study/training/pretrained.py): an
+"""Pretrained autoencoders through a study (``model.init``, study/autoencoder/pretrained.py): an
 SD-VAE-shaped model initialised from a diffusers AutoencoderKL folder the test makes and
 evaluated with ``train.steps: 0`` has an eval record; the file's sha256 is part of the run id;
 an unreadable checkpoint is a study error (exit 2)."""
@@ -15,9 +15,9 @@ from diffusers import AutoencoderKL
 
 import run_study
 from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import StudySpecError, load_spec
-from study.training import pretrained as P
+from study.autoencoder import pretrained
+from study.studyfile.grid import expand
+from study.studyfile.parse import StudyFileError, load_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,9 +76,9 @@ def test_a_pretrained_model_is_evaluated_without_training(tmp_path):
         ]
     )
     assert code == 0
-    (variant,) = expand(load_spec(spec))
+    (variant,) = expand(load_study(spec))
     assert variant.config.model.init == str((tmp_path / "vae").resolve())
-    assert variant.config.model.init_sha256 == P.checkpoint_sha256(tmp_path / "vae")
+    assert variant.config.model.init_sha256 == pretrained.checkpoint_sha256(tmp_path / "vae")
     folder = store.run_dir(results, variant.run_id)
     (record,) = store.read_evals(folder).values()
     assert record["num_images"] == 4 and 5 < record["metrics"]["psnr"] < 60
@@ -86,15 +86,15 @@ def test_a_pretrained_model_is_evaluated_without_training(tmp_path):
     assert store.read_status(folder)["state"] == "completed"
 
     save_diffusers(tmp_path / "vae", seed=1)  # other weights: another run
-    (changed,) = expand(load_spec(spec))
+    (changed,) = expand(load_study(spec))
     assert changed.run_id != variant.run_id
 
 
 def test_a_missing_checkpoint_is_a_study_error(tmp_path, capsys):
     spec = tmp_path / "init.yaml"
     spec.write_text(STUDY)
-    with pytest.raises(StudySpecError, match="model.init"):
-        expand(load_spec(spec))
+    with pytest.raises(StudyFileError, match="model.init"):
+        expand(load_study(spec))
     assert run_study.main(["plan", str(spec)]) == 2
     assert "model.init" in capsys.readouterr().err
 
@@ -102,22 +102,23 @@ def test_a_missing_checkpoint_is_a_study_error(tmp_path, capsys):
 def test_training_starts_from_the_checkpoint(tmp_path):
     """train.steps > 0: the weights are loaded before the first step (the status says which),
     and a resumed run keeps its own checkpoint instead."""
-    from study.training.loop import load_checkpoint, train
+    from study.autoencoder.loop import train
+    from study.trainer.checkpoints import load_checkpoint
 
     vae = save_diffusers(tmp_path / "vae", seed=5)  # not the seed the run builds its model with
     spec = tmp_path / "init.yaml"
     spec.write_text(STUDY.replace("steps: 0", "steps: 1, checkpoint_every: 1, val_every: 100, val_images: 2"))
-    (variant,) = expand(load_spec(spec))
+    (variant,) = expand(load_study(spec))
     folder = store.init_run(tmp_path / "results", variant.config)
     train(variant.config, folder, progress=False)
     status = store.read_status(folder)
-    assert status["init_sha256"] == P.checkpoint_sha256(vae) and status["init_naming"] == "diffusers"
-    start = P.load_state(vae)["decoder.conv_out.weight"]
+    assert status["init_sha256"] == pretrained.checkpoint_sha256(vae) and status["init_naming"] == "diffusers"
+    start = pretrained.load_state(vae)["decoder.conv_out.weight"]
     trained = load_checkpoint(folder)["autoencoder"]["decoder.conv_out.weight"]
     assert (trained - start).abs().max() < 0.05  # one small step away from the pretrained weights
-    from study import config as C
+    from study import config
     from study.models.autoencoder import build_autoencoder
 
     torch.manual_seed(0)
-    fresh = build_autoencoder(C.autoencoder_args(variant.config.model)).state_dict()["decoder.conv_out.weight"]
+    fresh = build_autoencoder(config.autoencoder_args(variant.config.model)).state_dict()["decoder.conv_out.weight"]
     assert (fresh - start).abs().max() > 0.05  # the run's own initialisation is not

@@ -1,4 +1,4 @@
-"""The latent cache (study/training/latents.py) on a real tiny autoencoder run: what it holds,
+"""The latent cache (study/diffusion/latents.py) on a real tiny autoencoder run: what it holds,
 that it is written once and read by a second diffusion run, that a build resumes at shard
 granularity with bitwise the same shards, and that two builders at once encode it once."""
 
@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from study import store
+from study.autoencoder.trained import load_trained
+from study.diffusion import latents
 from study.measure.latent_stats import channel_stats
-from study.training import latents as L
-from study.training.loop import load_trained
 from tests.diffusion_helpers import diffusion_cfg, tiny_autoencoder
 
 CPU = torch.device("cpu")
@@ -24,18 +24,18 @@ def ae_folder(tmp_path_factory, one_thread):
     return tiny_autoencoder(tmp_path_factory.mktemp("results"))
 
 
-def _mtimes(cache: L.LatentCache) -> dict[str, int]:
+def _mtimes(cache: latents.LatentCache) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in [*cache.shard_paths(), cache.folder / "meta.json"]}
 
 
 def test_the_cache_holds_means_samples_and_flips_of_the_training_crops(ae_folder):
     cfg = diffusion_cfg(ae_folder, **{"diffusion.cache_images": 24})
-    cache = L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
+    cache = latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
     assert cache.folder.parent == ae_folder / "latents" and not cache.reused
     assert cache.count == 24 and cache.shape == (4, 4, 4) and cache.meta["shards"] == 3
     assert [p.name for p in cache.shard_paths()] == [f"shard-0000{i}.safetensors" for i in range(3)]
     # the posterior mean of image i, and of its mirror image, as the frozen autoencoder gives them
-    images, _ = L.image_set(cfg.data, 32, 24)
+    images, _ = latents.image_set(cfg.data, 32, 24)
     ae = load_trained(ae_folder, store.read_config(ae_folder), CPU)
     x = torch.stack([images[i] for i in (0, 23)])
     with torch.no_grad():
@@ -55,16 +55,16 @@ def test_the_cache_holds_means_samples_and_flips_of_the_training_crops(ae_folder
 
 
 def test_a_second_diffusion_run_on_the_autoencoder_reads_the_cache(ae_folder):
-    first = L.build_cache(diffusion_cfg(ae_folder), ae_folder, CPU, progress=False, shard_size=16)
+    first = latents.build_cache(diffusion_cfg(ae_folder), ae_folder, CPU, progress=False, shard_size=16)
     before = _mtimes(first)
     # another diffusion run (another UNet, seed and lr) on the same autoencoder and data
     other = diffusion_cfg(ae_folder, seed=3, **{"diffusion.lr": 1e-4, "diffusion.steps": 7})
-    second = L.build_cache(other, ae_folder, CPU, progress=False, shard_size=16)
+    second = latents.build_cache(other, ae_folder, CPU, progress=False, shard_size=16)
     assert second.reused and second.folder == first.folder and second.meta == first.meta
     assert _mtimes(second) == before
-    assert L.open_cache(other, ae_folder).meta == first.meta
+    assert latents.open_cache(other, ae_folder).meta == first.meta
     # what changes the latents changes the key: the flips, the crops, the resolution
-    keys = {L.cache_key(L.cache_fields(diffusion_cfg(ae_folder, **o), ae_folder)) for o in (
+    keys = {latents.cache_key(latents.cache_fields(diffusion_cfg(ae_folder, **o), ae_folder)) for o in (
         {}, {"data.hflip": False}, {"diffusion.cache_images": 32}, {"data.resolution": 64},
     )}  # fmt: skip
     assert len(keys) == 4
@@ -72,15 +72,15 @@ def test_a_second_diffusion_run_on_the_autoencoder_reads_the_cache(ae_folder):
 
 def test_a_killed_build_resumes_with_the_missing_shards_only_and_bitwise_the_same(ae_folder):
     cfg = diffusion_cfg(ae_folder, **{"diffusion.cache_images": 40})
-    full = L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
+    full = latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
     lost = full.shard_paths()[2]
     kept = load_file(str(lost))
     lost.unlink()  # as if the build had been killed while encoding shard 2, before meta.json
     (full.folder / "meta.json").unlink()
     before = {p.name: p.stat().st_mtime_ns for p in full.shard_paths() if p != lost}
-    with pytest.raises(L.CacheNotBuilt):
-        L.open_cache(cfg, ae_folder)
-    again = L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
+    with pytest.raises(latents.CacheNotBuilt):
+        latents.open_cache(cfg, ae_folder)
+    again = latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10)
     assert not again.reused and again.meta["encoded_shards"] == 1
     assert {p.name: p.stat().st_mtime_ns for p in again.shard_paths() if p != lost} == before
     redone = load_file(str(lost))
@@ -90,10 +90,10 @@ def test_a_killed_build_resumes_with_the_missing_shards_only_and_bitwise_the_sam
 
 def test_two_builders_at_once_encode_the_cache_once(ae_folder):
     cfg = diffusion_cfg(ae_folder, **{"diffusion.cache_images": 20})
-    results: list[L.LatentCache] = []
+    results: list[latents.LatentCache] = []
     threads = [
         threading.Thread(
-            target=lambda: results.append(L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10))
+            target=lambda: results.append(latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=10))
         )
         for _ in range(2)
     ]
@@ -108,18 +108,18 @@ def test_two_builders_at_once_encode_the_cache_once(ae_folder):
 def test_an_autoencoder_evaluated_as_a_checkpoint_is_encoded_with_its_init_weights(ae_folder):
     """A run with ``train.steps: 0`` and ``model.init`` (a checkpoint evaluated as it is) has no
     checkpoint of its own: its latents are those of the weights it names (here the trained run)."""
-    from study import config as C
+    from study import config
     from tests.launch_helpers import TINY_SET
 
-    as_is = C.validate(
-        C.apply_overrides(C.ExperimentConfig(), TINY_SET | {"train.steps": 0, "model.init": str(ae_folder)})
+    as_is = config.validate(
+        config.apply_overrides(config.ExperimentConfig(), TINY_SET | {"train.steps": 0, "model.init": str(ae_folder)})
     )
     ckpt_folder = store.init_run(ae_folder.parent.parent, as_is)
     store.mark_done(ckpt_folder)
     assert not (ckpt_folder / "checkpoints").exists()
     over = {"diffusion.cache_images": 8}
-    ours = L.build_cache(diffusion_cfg(ae_folder, **over), ae_folder, CPU, progress=False)
-    theirs = L.build_cache(diffusion_cfg(ckpt_folder, **over), ckpt_folder, CPU, progress=False)
+    ours = latents.build_cache(diffusion_cfg(ae_folder, **over), ae_folder, CPU, progress=False)
+    theirs = latents.build_cache(diffusion_cfg(ckpt_folder, **over), ckpt_folder, CPU, progress=False)
     assert theirs.folder.is_relative_to(ckpt_folder) and theirs.meta["key"] != ours.meta["key"]
     assert torch.equal(theirs.load("mean"), ours.load("mean"))
 
@@ -128,7 +128,7 @@ def test_an_image_folder_is_cached_whole_as_center_crops_of_its_training_list(ae
     import numpy as np
     from PIL import Image
 
-    from study.training.data import FolderEval, folder_split
+    from study.data.datasets import FolderEval, folder_split
 
     rng = np.random.default_rng(0)
     for i in range(12):
@@ -136,7 +136,7 @@ def test_an_image_folder_is_cached_whole_as_center_crops_of_its_training_list(ae
     cfg = diffusion_cfg(ae_folder, **{"data.kind": "folder", "data.path": str(tmp_path), "data.val_fraction": 0.25})
     _, train, heldout = folder_split(cfg.data, 32)
     assert train and heldout
-    cache = L.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=4)
+    cache = latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=4)
     assert cache.count == len(train) and cache.meta["shards"] == -(-len(train) // 4)
     crops = FolderEval(tmp_path, train, 32)
     ae = load_trained(ae_folder, store.read_config(ae_folder), CPU)

@@ -8,13 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from study import config as C
-from study import store
-from study.measure import latent_stats as LS
+from study import config, store
+from study.evaluation import evaluate, protocol
+from study.measure import latent_stats
 from study.models.autoencoder import build_autoencoder
 from study.report.columns import columns_for
 from study.report.paper_rows import paper_row
-from study.training import evaluate as E
 from tests.launch_helpers import TINY_MODEL
 from tests.metric_helpers import N_IMAGES, RES, Images
 
@@ -23,7 +22,7 @@ pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
 LATENT = {"eval.latent_stats": True, "eval.mmd_samples": 6, "eval.mmd_repeats": 3, "eval.mmd_bandwidths": [25.0, 500.0]}
 
 
-def dwt_cfg(**overrides) -> C.ExperimentConfig:
+def dwt_cfg(**overrides) -> config.ExperimentConfig:
     over = TINY_MODEL | {
         "model.encoder.kind": "dwt",
         "model.latent_channels": 12,
@@ -32,32 +31,32 @@ def dwt_cfg(**overrides) -> C.ExperimentConfig:
         "eval.batch_size": 3,
         "eval.metrics": ["psnr"],
     }
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), over | overrides))
+    return config.validate(config.apply_overrides(config.ExperimentConfig(), over | overrides))
 
 
 def test_protocol_gains_latent_stats_only_when_on(no_weights):
     off, on = dwt_cfg(), dwt_cfg(**LATENT)
-    assert "latent_stats" not in E.protocol(off, fingerprint="fp")
-    p = E.protocol(on, fingerprint="fp")
+    assert "latent_stats" not in protocol.protocol(off, fingerprint="fp")
+    p = protocol.protocol(on, fingerprint="fp")
     assert p["latent_stats"]["mmd_bandwidths"] == [25.0, 500.0] and p["latent_stats"]["mmd_samples"] == 6
-    assert E.protocol_id(p) != E.protocol_id(E.protocol(off, fingerprint="fp"))
+    assert protocol.protocol_id(p) != protocol.protocol_id(protocol.protocol(off, fingerprint="fp"))
     more = dwt_cfg(**LATENT | {"eval.mmd_repeats": 4})
-    assert E.protocol_id(E.protocol(more, fingerprint="fp")) != E.protocol_id(p)
+    assert protocol.protocol_id(protocol.protocol(more, fingerprint="fp")) != protocol.protocol_id(p)
 
 
 def test_eval_record_holds_the_mmd_and_channel_stats(no_weights, tmp_path):
     cfg = dwt_cfg(**LATENT)
     torch.manual_seed(0)
-    ae = build_autoencoder(C.autoencoder_args(cfg.model))
+    ae = build_autoencoder(config.autoencoder_args(cfg.model))
     folder = store.init_run(tmp_path, cfg)
     images = Images()
-    rec = E.evaluate(ae, cfg, folder, "cpu", progress=False, dataset=images)
+    rec = evaluate.evaluate(ae, cfg, folder, "cpu", progress=False, dataset=images)
     metrics = rec["metrics"]
     assert {"mmd_25", "mmd_25_std", "mmd_500", "mmd_500_std", "latent_scale_factor", "psnr"} <= set(metrics)
     # the fixed DWT latent of the images, computed directly: the record's statistics are its own
     with torch.no_grad():
         z = ae.encoder(images.x)
-    want_metrics, want_details = LS.table6_summary(z, (25.0, 500.0), 3, 6)
+    want_metrics, want_details = latent_stats.table6_summary(z, (25.0, 500.0), 3, 6)
     assert metrics["mmd_25"] == pytest.approx(want_metrics["mmd_25"])
     assert metrics["latent_scale_factor"] == pytest.approx(1.0 / z.double().std().item())
     stats = rec["latent_stats"]
@@ -73,7 +72,7 @@ def test_eval_record_holds_the_mmd_and_channel_stats(no_weights, tmp_path):
 def test_table6_report_columns_carry_the_papers_numbers():
     cols = columns_for("6")
     assert [c.key for c in cols] == ["mmd_25", "mmd_50", "mmd_100", "mmd_250", "mmd_500"]
-    assert [c.key for c in cols] == [LS.metric_name(h) for h in LS.TABLE6_BANDWIDTHS]
+    assert [c.key for c in cols] == [latent_stats.metric_name(h) for h in latent_stats.TABLE6_BANDWIDTHS]
     lite, sd = paper_row("6", "LiteVAE"), paper_row("6", "SD-VAE")
     # results/paper/litevae_latent_mmd.csv (Table 6)
     assert (lite["mmd_25"], lite["mmd_25_std"], sd["mmd_50"], sd["mmd_500"]) == (1.44, 0.28, 28.90, 0.44)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.launch_helpers import cli_env, run_cli, status_json, write_study
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,7 +27,7 @@ NON_FINITE = re.compile(r"NonFiniteLoss: non-finite loss at step \d+")
 def _study(tmp_path: Path, name: str, lrs: list[float], steps: int = 6) -> tuple[Path, list]:
     """Variants of these learning rates; lr 1e30 diverges, the others train normally."""
     spec = write_study(tmp_path, name, set={"train.steps": steps}, zip=[{"train.lr": lrs}])
-    return spec, expand(load_spec(spec))
+    return spec, expand(load_study(spec))
 
 
 def _status_file(results: Path, run_id: str) -> dict:

@@ -23,8 +23,8 @@ import torch
 from study import store
 from study.launch import launcher as launch
 from study.launch.launcher import LaunchOptions, merge_resources
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.launch_helpers import (
     REPO,
     RESOURCES,
@@ -134,7 +134,7 @@ def test_study_runs_as_one_array_survives_a_cancel_and_relaunches(slurm_cluster,
         zip=[{"train.steps": [100, 8, 8, 8, 8], "train.lr": [1e-4, 2e-4, 3e-4, 4e-4, 5e-4]}],
         resources=_spec_resources(slurm_cluster),
     )
-    variants = expand(load_spec(spec))
+    variants = expand(load_study(spec))
     victim, tiny = variants[0], variants[1:]
 
     _launched(run_cli("launch", str(spec), "--executor", "slurm", env=env), 5, 5)
@@ -206,7 +206,7 @@ def test_preempted_run_requeues_and_resumes_to_the_same_weights(slurm_cluster, t
         set={"train.steps": 60, "train.checkpoint_every": 5},
         resources=_spec_resources(slurm_cluster),
     )
-    (variant,) = expand(load_spec(spec))
+    (variant,) = expand(load_study(spec))
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
     for root in (preempted, reference):
         _launched(run_cli("launch", str(spec), "--executor", "slurm", env=cli_env(root)), 1, 1)
@@ -264,7 +264,7 @@ def test_arrays_split_at_max_array_size(slurm_small_arrays, tmp_path, monkeypatc
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)
     spec_path = write_study(tmp_path, "split", seeds=[0, 1, 2, 3, 4], resources=_spec_resources(slurm_small_arrays))
-    spec = load_spec(spec_path)
+    spec = load_study(spec_path)
     variants = expand(spec)
     results = tmp_path / "results"
     assert launch.max_array_size() == 4
@@ -293,7 +293,7 @@ def test_two_launches_at_once_submit_each_run_once(slurm_cluster, tmp_path, canc
     spec = write_study(
         tmp_path, "concurrent", grid={"train.lr": [1e-4, 2e-4, 3e-4, 4e-4]}, resources=_spec_resources(slurm_cluster)
     )
-    variants = expand(load_spec(spec))
+    variants = expand(load_study(spec))
     procs = [
         subprocess.Popen(
             cli_command("launch", str(spec), "--executor", "slurm"),

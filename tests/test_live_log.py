@@ -13,14 +13,14 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-from study import config as C
+from study import config as cfgmod
 from study import store
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
+from study.autoencoder.loop import train
 from study.store.media import link_names, link_tensorboard, tensorboard_dir
-from study.training import live_log
-from study.training.loop import train
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
+from study.trainer import live_log
 from tests.launch_helpers import TINY_SET, write_study
 
 STEPS = 6
@@ -37,8 +37,8 @@ LIVE = TINY_SET | {
 }
 
 
-def tiny(**overrides) -> C.ExperimentConfig:
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), LIVE | overrides))
+def tiny(**overrides) -> cfgmod.ExperimentConfig:
+    return cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), LIVE | overrides))
 
 
 def _scalars(logdir) -> dict[str, list[tuple[int, float]]]:
@@ -91,7 +91,7 @@ def test_study_folder_lists_the_variants_for_tensorboard(trained, tmp_path):
     TensorBoard's multiplexer finds the trained run through the link and nothing in a run that
     has not trained; a variant without a run folder has no link; the folder copies."""
     root = trained.parent.parent
-    spec = load_spec(write_study(tmp_path, "live_pair", variants={"a": {}, "b": {"train.lr": 2e-4}}))
+    spec = load_study(write_study(tmp_path, "live_pair", variants={"a": {}, "b": {"train.lr": 2e-4}}))
     variants = expand(spec)
     records = [store.variant_record(v) for v in variants]
     records[0]["run_id"] = trained.name  # variant a is the trained run (one config, one run)

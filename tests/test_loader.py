@@ -1,5 +1,5 @@
-"""The training input pipeline (study/training/loader.py) and the JPEG decoder
-(study/training/image_files.py): worker-made batches equal main-process ones, the data-wait line,
+"""The training input pipeline (study/data/loader.py) and the JPEG decoder
+(study/data/files.py): worker-made batches equal main-process ones, the data-wait line,
 and torchvision's JPEG pixels equal PIL's (the protocol's)."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from study import config as C
-from study.training import image_files as F
-from study.training.batches import BatchStream, posterior_noise
-from study.training.data import DataError, sample_photos
-from study.training.loader import Batches, StepBatches, step_loader
-from study.training.loop import Context
+from study import config
+from study.data import files as image_files
+from study.data.batches import BatchStream, posterior_noise
+from study.data.datasets import DataError, sample_photos
+from study.data.loader import Batches, StepBatches, step_loader
+from study.trainer.context import Context
 
-CFG = C.validate(
-    C.apply_overrides(
-        C.ExperimentConfig(),
+CFG = config.validate(
+    config.apply_overrides(
+        config.ExperimentConfig(),
         {"data.resolution": 32, "train.batch_size": 2, "train.steps": 10, "model.latent_channels": 4},
     )
 )
@@ -71,10 +71,10 @@ def _pil(path) -> np.ndarray:
 
 
 def test_jpeg_decoding_gives_pils_pixels(tmp_path):
-    assert F.JPEG_DECODER == "torchvision"
+    assert image_files.JPEG_DECODER == "torchvision"
     for path in _jpegs(tmp_path):
-        assert F.jpeg_components(path.read_bytes()) == (1 if path.name == "grey.jpeg" else 3)
-        ours = F.decode_image(path)
+        assert image_files.jpeg_components(path.read_bytes()) == (1 if path.name == "grey.jpeg" else 3)
+        ours = image_files.decode_image(path)
         assert ours.dtype == np.uint8 and ours.flags["C_CONTIGUOUS"]
         np.testing.assert_array_equal(ours, _pil(path), err_msg=path.name)
 
@@ -82,10 +82,10 @@ def test_jpeg_decoding_gives_pils_pixels(tmp_path):
 def test_cmyk_and_broken_jpegs_go_through_pil(tmp_path):
     cmyk = tmp_path / "cmyk.jpg"
     Image.fromarray(sample_photos()["coffee"]).convert("CMYK").save(cmyk)
-    assert F.jpeg_components(cmyk.read_bytes()) == 4
-    np.testing.assert_array_equal(F.decode_image(cmyk), _pil(cmyk))
+    assert image_files.jpeg_components(cmyk.read_bytes()) == 4
+    np.testing.assert_array_equal(image_files.decode_image(cmyk), _pil(cmyk))
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(_jpegs(tmp_path)[0].read_bytes()[:5000])
     with pytest.raises(DataError, match="truncated.jpg: cannot read the image"):
-        F.decode_image(truncated)
-    assert F.jpeg_components(b"\x89PNG....") is None
+        image_files.decode_image(truncated)
+    assert image_files.jpeg_components(b"\x89PNG....") is None

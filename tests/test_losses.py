@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from study.autoencoder import losses
 from study.config import LossConfig
-from study.training import losses as L
 
 
 def t(values) -> torch.Tensor:
@@ -28,7 +28,7 @@ def approx(value: float, rel: float = 1e-6):
 # --------------------------------------------------------------------------------------------
 def test_l1_is_the_mean_absolute_difference():
     x = t([[[[1.0, -1.0], [0.5, 0.0]]]])
-    assert L.l1_loss(x, torch.zeros_like(x)).item() == approx((1 + 1 + 0.5 + 0) / 4)
+    assert losses.l1_loss(x, torch.zeros_like(x)).item() == approx((1 + 1 + 0.5 + 0) / 4)
 
 
 def test_lpips_loss_averages_the_per_image_distances_over_the_batch():
@@ -39,7 +39,7 @@ def test_lpips_loss_averages_the_per_image_distances_over_the_batch():
         return t([0.2, 0.4]).view(2, 1, 1, 1)
 
     x, x_hat = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
-    assert L.lpips_loss(fake_lpips, x, x_hat).item() == approx(0.3)
+    assert losses.lpips_loss(fake_lpips, x, x_hat).item() == approx(0.3)
     assert seen[0][0] is x and seen[0][1] is x_hat
 
 
@@ -52,8 +52,8 @@ def test_lpips_loss_with_the_real_network_is_zero_on_identical_images_and_differ
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
     x_hat = (x + 0.3 * torch.randn(2, 3, 64, 64, generator=gen)).requires_grad_()
-    assert L.lpips_loss(model, x, x.clone()).item() == approx(0.0)
-    loss = L.lpips_loss(model, x, x_hat)
+    assert losses.lpips_loss(model, x, x.clone()).item() == approx(0.0)
+    loss = losses.lpips_loss(model, x, x_hat)
     loss.backward()
     assert loss.item() > 0 and x_hat.grad.abs().sum() > 0
 
@@ -67,9 +67,9 @@ def test_kl_sums_over_the_latent_and_averages_over_the_batch():
     # sample 1: the prior itself -> 0.
     p = posterior([[[[1.0]], [[0.0]]], [[[0.0]], [[0.0]]]], [[[[0.0]], [[math.log(2)]]], [[[0.0]], [[0.0]]]])
     per_sample = 0.5 + (1 - math.log(2)) / 2
-    assert L.gaussian_kl(p.mean, p.logvar).tolist() == [approx(per_sample), approx(0.0)]
-    assert L.kl_loss(p).item() == approx(per_sample / 2)
-    assert L.kl_loss(p, image_numel=12).item() == approx(per_sample / 2 / 12)
+    assert losses.gaussian_kl(p.mean, p.logvar).tolist() == [approx(per_sample), approx(0.0)]
+    assert losses.kl_loss(p).item() == approx(per_sample / 2)
+    assert losses.kl_loss(p, image_numel=12).item() == approx(per_sample / 2 / 12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,17 +77,17 @@ def test_kl_sums_over_the_latent_and_averages_over_the_batch():
 # --------------------------------------------------------------------------------------------
 def test_charbonnier_by_hand():
     # sqrt(0 + 3^2) = 3 and sqrt(4^2 + 3^2) = 5
-    assert L.charbonnier(t([0.0, 4.0]), t([0.0, 0.0]), eps=3.0).item() == approx(4.0)
+    assert losses.charbonnier(t([0.0, 4.0]), t([0.0, 0.0]), eps=3.0).item() == approx(4.0)
 
 
 def test_wavelet_loss_by_hand_on_one_haar_cell():
     # a, b, c, d = 1, 2, 3, 4: details (a+b-c-d)/2 = -2, (a-b+c-d)/2 = -1, (a-b-c+d)/2 = 0,
     # divided by 2 as in the paper's pseudocode: -1, -0.5, 0
     x = t([[[[1.0, 2.0], [3.0, 4.0]]]])
-    assert L.wavelet_loss(x, torch.zeros_like(x), eps=0.0).item() == approx((1 + 0.5 + 0) / 3)
+    assert losses.wavelet_loss(x, torch.zeros_like(x), eps=0.0).item() == approx((1 + 0.5 + 0) / 3)
     eps = 0.5
     expected = (math.sqrt(1 + eps**2) + math.sqrt(0.25 + eps**2) + eps) / 3
-    assert L.wavelet_loss(x, torch.zeros_like(x), eps=eps).item() == approx(expected)
+    assert losses.wavelet_loss(x, torch.zeros_like(x), eps=eps).item() == approx(expected)
 
 
 def test_wavelet_loss_sees_only_the_level_1_details():
@@ -95,8 +95,8 @@ def test_wavelet_loss_sees_only_the_level_1_details():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 8, 8, generator=gen)
     cells = torch.randn(2, 3, 4, 4, generator=gen).repeat_interleave(2, -1).repeat_interleave(2, -2)
-    assert L.wavelet_loss(x, x + cells, eps=1e-3).item() == approx(1e-3, rel=1e-4)
-    assert L.l1_loss(x, x + cells).item() > 0.1
+    assert losses.wavelet_loss(x, x + cells, eps=1e-3).item() == approx(1e-3, rel=1e-4)
+    assert losses.l1_loss(x, x + cells).item() > 0.1
 
 
 def test_wavelet_loss_equals_charbonnier_on_pytorch_wavelets_bands():
@@ -106,18 +106,18 @@ def test_wavelet_loss_equals_charbonnier_on_pytorch_wavelets_bands():
     gen = torch.Generator().manual_seed(2)
     x, x_hat = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
     dwt = DWTForward(J=1, wave="haar", mode="zero")
-    expected = L.charbonnier(dwt(x)[1][0] / 2, dwt(x_hat)[1][0] / 2, eps=1e-3)
-    assert L.wavelet_loss(x, x_hat, eps=1e-3).item() == approx(expected.item(), rel=1e-5)
+    expected = losses.charbonnier(dwt(x)[1][0] / 2, dwt(x_hat)[1][0] / 2, eps=1e-3)
+    assert losses.wavelet_loss(x, x_hat, eps=1e-3).item() == approx(expected.item(), rel=1e-5)
 
 
 def test_gaussian_kernel_by_hand():
-    k = L.gaussian_kernel(3, 1.0)
+    k = losses.gaussian_kernel(3, 1.0)
     e = math.exp(-0.5)
     g = [e / (1 + 2 * e), 1 / (1 + 2 * e), e / (1 + 2 * e)]
     assert k.shape == (3, 3) and k.sum().item() == approx(1.0)
     assert k[1, 1].item() == approx(g[1] ** 2) and k[0, 2].item() == approx(g[0] * g[2])
-    with pytest.raises(L.LossError):
-        L.gaussian_kernel(4, 1.0)
+    with pytest.raises(losses.LossError):
+        losses.gaussian_kernel(4, 1.0)
 
 
 def test_gaussian_highpass_loss_of_an_impulse_by_hand():
@@ -127,13 +127,13 @@ def test_gaussian_highpass_loss_of_an_impulse_by_hand():
     x_hat = x.clone()
     x_hat[0, 0, 2, 2] = 1.0
     g00 = (1 / (1 + 2 * math.exp(-0.5))) ** 2
-    assert L.gaussian_highpass_loss(x, x_hat, kernel=3, sigma=1.0).item() == approx(2 * (1 - g00) / 25)
+    assert losses.gaussian_highpass_loss(x, x_hat, kernel=3, sigma=1.0).item() == approx(2 * (1 - g00) / 25)
 
 
 def test_gaussian_highpass_loss_ignores_a_constant_offset():
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
-    assert L.gaussian_highpass_loss(x, x + 0.4, kernel=5, sigma=1.0).item() == approx(0.0, rel=1e-5)
-    assert L.gaussian_highpass_loss(x, 1.5 * x, kernel=5, sigma=1.0).item() > 0.01
+    assert losses.gaussian_highpass_loss(x, x + 0.4, kernel=5, sigma=1.0).item() == approx(0.0, rel=1e-5)
+    assert losses.gaussian_highpass_loss(x, 1.5 * x, kernel=5, sigma=1.0).item() > 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,33 +145,33 @@ FAKE = [t([[-0.5], [1.0]]), t([[[[-1.0, -3.0]]]])]
 
 def test_hinge_discriminator_loss_by_hand():
     # per image: relu(1 - real) = 0, .5 -> .25; relu(1 + fake) = .5, 2 -> 1.25; (0.25 + 1.25)/2 = 0.75
-    assert L.hinge_d_loss(REAL[0], FAKE[0]).item() == approx(0.75)
+    assert losses.hinge_d_loss(REAL[0], FAKE[0]).item() == approx(0.75)
     # per pixel: relu(1 - real) = 0, 2 -> 1; relu(1 + fake) = 0, 0 -> 0; (1 + 0)/2 = 0.5
-    assert L.hinge_d_loss(REAL[1:], FAKE[1:]).item() == approx(0.5)
-    assert L.hinge_d_loss(REAL, FAKE).item() == approx((0.75 + 0.5) / 2)
+    assert losses.hinge_d_loss(REAL[1:], FAKE[1:]).item() == approx(0.5)
+    assert losses.hinge_d_loss(REAL, FAKE).item() == approx((0.75 + 0.5) / 2)
 
 
 def test_logistic_losses_by_hand():
     ln3 = t([[math.log(3.0)]])
     # softplus(-ln 3) = ln(4/3), softplus(ln 3) = ln 4
-    assert L.logistic_d_loss([ln3], [ln3]).item() == approx((math.log(4 / 3) + math.log(4)) / 2)
-    assert L.generator_loss([ln3], "logistic").item() == approx(math.log(4 / 3))
-    assert L.logistic_d_loss(torch.zeros(3, 1), torch.zeros(3, 1)).item() == approx(math.log(2))
+    assert losses.logistic_d_loss([ln3], [ln3]).item() == approx((math.log(4 / 3) + math.log(4)) / 2)
+    assert losses.generator_loss([ln3], "logistic").item() == approx(math.log(4 / 3))
+    assert losses.logistic_d_loss(torch.zeros(3, 1), torch.zeros(3, 1)).item() == approx(math.log(2))
 
 
 def test_hinge_generator_loss_by_hand():
     # -mean(fake): 0.25 - 0.5 = -0.25 per image, 2 per pixel; averaged over the list
-    assert L.generator_loss(FAKE[0], "hinge").item() == approx(-0.25)
-    assert L.generator_loss(FAKE, "hinge").item() == approx((-0.25 + 2.0) / 2)
-    with pytest.raises(L.LossError, match="bogus"):
-        L.generator_loss(FAKE, "bogus")
+    assert losses.generator_loss(FAKE[0], "hinge").item() == approx(-0.25)
+    assert losses.generator_loss(FAKE, "hinge").item() == approx((-0.25 + 2.0) / 2)
+    with pytest.raises(losses.LossError, match="bogus"):
+        losses.generator_loss(FAKE, "bogus")
 
 
 def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
     w = torch.nn.Parameter(t([1.0, 2.0]))
     rec = 3 * w.sum()  # gradient (3, 3): norm 3 sqrt 2
     g = -4 * w[0]  # gradient (-4, 0): norm 4
-    weight = L.adaptive_weight(rec, g, w)
+    weight = losses.adaptive_weight(rec, g, w)
     assert weight.item() == approx(3 * math.sqrt(2) / (4 + 1e-4))
     assert not weight.requires_grad and w.grad is None  # detached, nothing accumulated
     (rec + weight * g).backward()  # the graph was retained
@@ -181,14 +181,14 @@ def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
 def test_adaptive_weight_is_clamped_and_zero_without_gradients():
     w = torch.nn.Parameter(t([1.0, 2.0]))
     tiny = 1e-9 * w.sum()
-    assert L.adaptive_weight(3 * w.sum(), tiny, w).item() == approx(1e4)  # 42426 -> 1e4
-    assert L.adaptive_weight(3 * w.sum(), tiny, w, max_weight=10.0).item() == approx(10.0)
+    assert losses.adaptive_weight(3 * w.sum(), tiny, w).item() == approx(1e4)  # 42426 -> 1e4
+    assert losses.adaptive_weight(3 * w.sum(), tiny, w, max_weight=10.0).item() == approx(10.0)
     with torch.no_grad():
-        assert L.adaptive_weight(3 * w.sum(), -4 * w[0], w).item() == 0.0
+        assert losses.adaptive_weight(3 * w.sum(), -4 * w[0], w).item() == 0.0
 
 
 def test_adversarial_factor_switches_on_at_the_start_step():
-    assert [L.adversarial_factor(s, 5) for s in (0, 4, 5, 6)] == [0.0, 0.0, 1.0, 1.0]
+    assert [losses.adversarial_factor(s, 5) for s in (0, 4, 5, 6)] == [0.0, 0.0, 1.0, 1.0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,16 +209,20 @@ def test_autoencoder_loss_is_the_weighted_sum_of_its_terms_and_starts_the_gan_on
     cfg = replace(LossConfig(), lpips_weight=0.0, discriminator_start=10)
     x, x_hat, post, _ = _batch()
     fake = [x_hat.mean(dim=(1, 2, 3)).unsqueeze(1), x_hat[:, :1]]
-    rec = L.l1_loss(x, x_hat) + 0.1 * L.wavelet_loss(x, x_hat, 1e-3) + 0.1 * L.gaussian_highpass_loss(x, x_hat, 5, 1.0)
-    kl = L.kl_loss(post, 3 * 8 * 8)
-    g = L.generator_loss(fake, "hinge")
+    rec = (
+        losses.l1_loss(x, x_hat)
+        + 0.1 * losses.wavelet_loss(x, x_hat, 1e-3)
+        + 0.1 * losses.gaussian_highpass_loss(x, x_hat, 5, 1.0)
+    )
+    kl = losses.kl_loss(post, 3 * 8 * 8)
+    g = losses.generator_loss(fake, "hinge")
 
-    before, terms = L.autoencoder_loss(cfg, x, x_hat, post, step=9, fake_logits=fake)
+    before, terms = losses.autoencoder_loss(cfg, x, x_hat, post, step=9, fake_logits=fake)
     assert before.item() == approx(rec.item() + 1e-6 * kl.item(), rel=1e-5)
     assert set(terms) == {"l1", "wavelet", "gaussian", "kl", "rec", "generator"}
     assert terms["generator"].item() == approx(g.item()) and not terms["rec"].requires_grad
 
-    after, terms = L.autoencoder_loss(cfg, x, x_hat, post, step=10, fake_logits=fake)
+    after, terms = losses.autoencoder_loss(cfg, x, x_hat, post, step=10, fake_logits=fake)
     assert after.item() == approx(rec.item() + 1e-6 * kl.item() + 0.5 * g.item(), rel=1e-5)
     assert terms["adversarial_weight"].item() == approx(0.5)
     after.backward()  # one graph through every term
@@ -235,36 +239,36 @@ def test_autoencoder_loss_adaptive_mode_uses_the_gradient_ratio():
     )
     x, x_hat, post, scale = _batch()
     fake = [x_hat.mean(dim=(1, 2, 3)).unsqueeze(1)]
-    expected = 0.5 * L.adaptive_weight(L.l1_loss(x, x_hat), L.generator_loss(fake, "hinge"), scale)
-    total, terms = L.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake, last_layer=scale)
+    expected = 0.5 * losses.adaptive_weight(losses.l1_loss(x, x_hat), losses.generator_loss(fake, "hinge"), scale)
+    total, terms = losses.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake, last_layer=scale)
     assert terms["adversarial_weight"].item() == approx(expected.item(), rel=1e-5)
     assert total.item() == approx(
         terms["l1"].item() + 1e-6 * terms["kl"].item() + expected.item() * terms["generator"].item(), rel=1e-5
     )
-    with pytest.raises(L.LossError, match="last layer"):
-        L.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake)
+    with pytest.raises(losses.LossError, match="last layer"):
+        losses.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake)
 
 
 def test_autoencoder_loss_needs_an_lpips_model_only_for_a_nonzero_weight():
     x, x_hat, post, _ = _batch()
-    with pytest.raises(L.LossError, match="load_lpips"):
-        L.autoencoder_loss(LossConfig(), x, x_hat, post, step=0)
-    total, terms = L.autoencoder_loss(
+    with pytest.raises(losses.LossError, match="load_lpips"):
+        losses.autoencoder_loss(LossConfig(), x, x_hat, post, step=0)
+    total, terms = losses.autoencoder_loss(
         LossConfig(), x, x_hat, post, step=0, lpips_model=lambda a, b: torch.full((2, 1, 1, 1), 0.25)
     )
     assert terms["lpips"].item() == approx(0.25)
-    no_lpips, _ = L.autoencoder_loss(replace(LossConfig(), lpips_weight=0.0), x, x_hat, post, step=0)
+    no_lpips, _ = losses.autoencoder_loss(replace(LossConfig(), lpips_weight=0.0), x, x_hat, post, step=0)
     assert total.item() == approx(no_lpips.item() + 0.25, rel=1e-5)
 
 
 def test_discriminator_loss_picks_the_configured_kind_and_factor():
     hinge, logistic = LossConfig(discriminator_start=5), LossConfig(adversarial_loss="logistic")
-    assert L.discriminator_loss(hinge, REAL, FAKE).item() == approx(0.625)
-    assert L.discriminator_loss(hinge, REAL, FAKE, step=4).item() == 0.0
+    assert losses.discriminator_loss(hinge, REAL, FAKE).item() == approx(0.625)
+    assert losses.discriminator_loss(hinge, REAL, FAKE, step=4).item() == 0.0
     zeros = [torch.zeros(2, 1)]
-    assert L.discriminator_loss(logistic, zeros, zeros).item() == approx(math.log(2))
-    with pytest.raises(L.LossError):
-        L.discriminator_loss(LossConfig(discriminator="none"), REAL, FAKE)
+    assert losses.discriminator_loss(logistic, zeros, zeros).item() == approx(math.log(2))
+    with pytest.raises(losses.LossError):
+        losses.discriminator_loss(LossConfig(discriminator="none"), REAL, FAKE)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from study.measure import metrics as M
-from study.measure import weights as W
+from study.measure import metrics as metric_fns
+from study.measure import weights as weight_files
 
 pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
 
@@ -33,22 +33,22 @@ def test_psnr_equals_the_formula_on_hand_made_images():
     y[0, :, :8, :] = 10  # half the values off by 10: MSE 50
     y[1, 0, 0, 0] = 255  # one value off by 255: MSE 255^2 / 768
     y[2] = x[2]  # identical: +inf
-    got = M.psnr(x, y)
+    got = metric_fns.psnr(x, y)
     assert got.dtype == torch.float64 and got.shape == (3,)
     assert got[0].item() == pytest.approx(10 * math.log10(255**2 / 50.0), abs=1e-12)
     assert got[1].item() == pytest.approx(10 * math.log10(768), abs=1e-12)
     assert math.isinf(got[2].item()) and got[2] > 0
     # uint8 wrap-around must not happen: 0 vs 255 is a difference of 255, not 1
     a = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
-    assert M.psnr(a, torch.zeros_like(a)).item() == pytest.approx(0.0, abs=1e-12)
+    assert metric_fns.psnr(a, torch.zeros_like(a)).item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_psnr_and_ssim_refuse_floats():
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(TypeError):
-        M.psnr(x, x)
+        metric_fns.psnr(x, x)
     with pytest.raises(TypeError):
-        M.ssim(x, x)
+        metric_fns.ssim(x, x)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_ssim_matches_scikit_image(shape, noise):
         .round()
         .to(torch.uint8)
     )
-    got = M.ssim(x, y)
+    got = metric_fns.ssim(x, y)
     for i in range(shape[0]):
         want = structural_similarity(
             x[i].numpy(),
@@ -85,7 +85,7 @@ def test_ssim_matches_scikit_image(shape, noise):
 def test_ssim_needs_the_window_to_fit():
     x = torch.zeros(1, 3, 10, 40, dtype=torch.uint8)
     with pytest.raises(ValueError, match="11x11"):
-        M.ssim(x, x)
+        metric_fns.ssim(x, x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,14 +105,14 @@ def test_frechet_distance_equals_a_direct_scipy_computation():
     f1 = rng.normal(size=(400, d)) @ rng.normal(size=(d, d))
     f2 = 0.5 + rng.normal(size=(300, d)) @ rng.normal(size=(d, d)) * 0.8
     mu1, s1, mu2, s2 = f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)
-    ours = M.frechet_distance(mu1, s1, mu2, s2)
+    ours = metric_fns.frechet_distance(mu1, s1, mu2, s2)
     assert ours == pytest.approx(_direct_fid(f1, f2), rel=1e-9)
     assert ours > 1.0
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     tf = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, False)
     assert ours == pytest.approx(tf["frechet_inception_distance"], rel=1e-9)
-    assert abs(M.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
+    assert abs(metric_fns.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
 
 
 def test_feature_stats_do_not_depend_on_batching():
@@ -120,7 +120,7 @@ def test_feature_stats_do_not_depend_on_batching():
     f = rng.normal(size=(37, 16)) * 3 + 100  # a large offset: a naive sum of squares would lose digits
     want_mu, want_cov = f.mean(0), np.cov(f, rowvar=False)
     for sizes in ([37], [1] * 37, [5, 11, 2, 19], [36, 1]):
-        stats, start = M.FeatureStats(), 0
+        stats, start = metric_fns.FeatureStats(), 0
         for s in sizes:
             stats.update(torch.from_numpy(f[start : start + s]))
             start += s
@@ -129,20 +129,20 @@ def test_feature_stats_do_not_depend_on_batching():
 
 
 def test_lpips_distance_is_zero_on_identical_images_and_grows_with_the_change(alexnet_file, monkeypatch):
-    monkeypatch.setenv(W.REGISTRY["alexnet"].override_env, str(alexnet_file))
-    model = W.load_lpips("alex", "cpu")
+    monkeypatch.setenv(weight_files.REGISTRY["alexnet"].override_env, str(alexnet_file))
+    model = weight_files.load_lpips("alex", "cpu")
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(3, 3, 32, 32, generator=g) * 255).round().to(torch.uint8)
     noise = torch.randn(x.shape, generator=g)
     near = (x.double() + 4 * noise).clamp(0, 255).round().to(torch.uint8)
     far = (x.double() + 40 * noise).clamp(0, 255).round().to(torch.uint8)
-    same = M.lpips_distance(model, x, x)
+    same = metric_fns.lpips_distance(model, x, x)
     assert same.dtype == torch.float64 and same.shape == (3,)
     assert same.abs().max() < 1e-6
-    d_near, d_far = M.lpips_distance(model, x, near), M.lpips_distance(model, x, far)
+    d_near, d_far = metric_fns.lpips_distance(model, x, near), metric_fns.lpips_distance(model, x, far)
     assert (d_near > 1e-6).all() and (d_far > d_near).all()
     # the wrapper feeds [-1, 1]: the package's own call on the scaled images gives the same numbers
     want = model(x.float() / 127.5 - 1, far.float() / 127.5 - 1).flatten().double()
     torch.testing.assert_close(d_far, want.detach())
     with pytest.raises(TypeError):
-        M.lpips_distance(model, x.float(), x.float())
+        metric_fns.lpips_distance(model, x.float(), x.float())

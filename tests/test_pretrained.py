@@ -1,4 +1,4 @@
-"""Pretrained checkpoints (study/training/pretrained.py) against diffusers itself: a small
+"""Pretrained checkpoints (study/autoencoder/pretrained.py) against diffusers itself: a small
 AutoencoderKL initialised by diffusers and saved with ``save_pretrained``, the same weights as an
 LDM ``.ckpt`` and ``.safetensors``, each loaded into our model, which must reconstruct what
 diffusers' model reconstructs; diffusers' own LDM converter reads our LDM names back; a
@@ -18,10 +18,10 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import save_file
 
 from study import store
+from study.autoencoder import pretrained
 from study.models.arguments import AutoencoderArgs, DecoderArgs, LiteVAEArgs, SDEncoderArgs
 from study.models.autoencoder import Autoencoder, build_autoencoder, build_preset
 from study.models.registry import litevae_widths
-from study.training import pretrained as P
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,8 +76,8 @@ def saved(vae, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     vae.save_pretrained(root / "diffusers")
     vae.save_pretrained(root / "diffusers-bin", safe_serialization=False)
-    ours, _ = P.translate(vae.state_dict(), "diffusers", "ours")
-    ldm, _ = P.translate(ours, "ours", "ldm")
+    ours, _ = pretrained.translate(vae.state_dict(), "diffusers", "ours")
+    ldm, _ = pretrained.translate(ours, "ours", "ldm")
     whole = {"first_stage_model." + k: v for k, v in ldm.items()}
     whole["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(3, 3)  # another model's part
     torch.save({"state_dict": whole, "global_step": 7}, root / "sd.ckpt")
@@ -118,7 +118,7 @@ def diffusers_reconstruction(vae, x):
 )
 def test_every_form_reconstructs_like_diffusers(vae, images, saved, form):
     ours = tiny_ours()
-    report = P.apply_init(ours, saved[form])
+    report = pretrained.apply_init(ours, saved[form])
     assert report.naming == ("diffusers" if form.startswith("diffusers") else "ldm")
     assert report.loaded == len(ours.state_dict()) and report.skipped == ()
     mean, x_hat = diffusers_reconstruction(vae, images)
@@ -153,14 +153,16 @@ def test_the_sd_vae_preset_has_the_stable_diffusion_layout():
             up_block_types=("UpDecoderBlock2D",) * 4,
         )
         preset = build_preset("SD-VAE")
-    ours, names = P.translate(sd.state_dict(), "diffusers", "ours")
-    P.check_match(ours, preset.state_dict(), names, "SD AutoencoderKL")
-    ldm, _ = P.translate(preset.state_dict(), "ours", "ldm")
+    ours, names = pretrained.translate(sd.state_dict(), "diffusers", "ours")
+    pretrained.check_match(ours, preset.state_dict(), names, "SD AutoencoderKL")
+    ldm, _ = pretrained.translate(preset.state_dict(), "ours", "ldm")
     assert tuple(ldm["decoder.up.0.block.0.nin_shortcut.weight"].shape) == (128, 256, 1, 1)
     assert tuple(ldm["decoder.up.3.upsample.conv.weight"].shape) == (512, 512, 3, 3)
     assert "decoder.up.0.upsample.conv.weight" not in ldm and "encoder.down.3.downsample.conv.weight" not in ldm
     assert tuple(ldm["encoder.mid.attn_1.q.weight"].shape) == (512, 512, 1, 1)
-    assert P.detect_naming(list(ldm)) == "ldm" and P.detect_naming(list(preset.state_dict())) == "ours"
+    assert (
+        pretrained.detect_naming(list(ldm)) == "ldm" and pretrained.detect_naming(list(preset.state_dict())) == "ours"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,8 +171,8 @@ def test_the_sd_vae_preset_has_the_stable_diffusion_layout():
 def test_a_different_latent_width_fails_naming_keys_and_shapes(saved):
     ours = tiny_ours(nz=3)
     before = ours.encoder.conv_in.weight.clone()
-    with pytest.raises(P.CheckpointMismatch) as err:
-        P.apply_init(ours, saved["vae.ckpt"])
+    with pytest.raises(pretrained.CheckpointMismatch) as err:
+        pretrained.apply_init(ours, saved["vae.ckpt"])
     message = str(err.value)
     assert "shapes differ" in message
     assert "encoder.conv_out.weight checkpoint (8, 64, 3, 3) vs model (6, 64, 3, 3)" in message
@@ -180,12 +182,12 @@ def test_a_different_latent_width_fails_naming_keys_and_shapes(saved):
 
 
 def test_missing_and_extra_modules_are_named_in_the_files_names(saved):
-    with pytest.raises(P.CheckpointMismatch) as err:
-        P.apply_init(tiny_ours(quant_conv=False), saved["diffusers"])
+    with pytest.raises(pretrained.CheckpointMismatch) as err:
+        pretrained.apply_init(tiny_ours(quant_conv=False), saved["diffusers"])
     message = str(err.value)
     assert "4 not in the model: " in message and "quant_conv.weight (8, 8, 1, 1)" in message
-    with pytest.raises(P.CheckpointMismatch) as err:  # one level fewer: the deepest stage is extra
-        P.apply_init(tiny_ours(mult=(1, 2, 2)), saved["vae.ckpt"])
+    with pytest.raises(pretrained.CheckpointMismatch) as err:  # one level fewer: the deepest stage is extra
+        pretrained.apply_init(tiny_ours(mult=(1, 2, 2)), saved["vae.ckpt"])
     message = str(err.value)
     assert "not in the model: encoder.down.2.1.conv.weight [encoder.down.2.downsample.conv.weight]" in message
     assert "encoder.down.3.0.norm1.weight [encoder.down.3.block.0.norm1.weight] (64,)" in message
@@ -195,49 +197,49 @@ def test_a_litevae_variant_takes_the_sd_decoder_only(vae, saved):
     torch.manual_seed(0)
     litevae = LiteVAEArgs(litevae_widths("S"))
     ours = tiny_ours(encoder=litevae)
-    encoder_side = {k: v.clone() for k, v in ours.state_dict().items() if not k.startswith(P.DECODER_SIDE)}
-    report = P.apply_init(ours, saved["sd.ckpt"])
+    encoder_side = {k: v.clone() for k, v in ours.state_dict().items() if not k.startswith(pretrained.DECODER_SIDE)}
+    report = pretrained.apply_init(ours, saved["sd.ckpt"])
     assert "encoder.conv_in.weight" in report.skipped and "quant_conv.weight" in report.skipped
     state = ours.state_dict()
     assert all(torch.equal(state[k], v) for k, v in encoder_side.items())
     z = torch.randn(2, NZ, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (ours.decode(z) - vae.decode(z).sample).abs().max() <= TOL
-    with pytest.raises(P.CheckpointMismatch, match="decoder side only"):
-        P.apply_init(tiny_ours(encoder=litevae, decoder_blocks=3), saved["sd.ckpt"])  # 3 blocks a level
+    with pytest.raises(pretrained.CheckpointMismatch, match="decoder side only"):
+        pretrained.apply_init(tiny_ours(encoder=litevae, decoder_blocks=3), saved["sd.ckpt"])  # 3 blocks a level
 
 
 # --------------------------------------------------------------------------------------------
 # our runs, identity, unreadable input
 # --------------------------------------------------------------------------------------------
 def test_a_run_loads_by_id_and_by_folder(saved, results_root):
-    from study.training.loop import save_checkpoint
+    from study.autoencoder.loop import save_checkpoint
 
     trained = tiny_ours()
-    P.apply_init(trained, saved["diffusers"])
+    pretrained.apply_init(trained, saved["diffusers"])
     folder = store.run_dir(results_root, "0123456789ab")
     save_checkpoint(folder, 3, trained, None, torch.optim.Adam(trained.parameters()), None)
     expected = trained.state_dict()
     for source in ("0123456789ab", folder):
         ours = tiny_ours()
-        report = P.apply_init(ours, source, root=results_root)
+        report = pretrained.apply_init(ours, source, root=results_root)
         assert report.naming == "ours"
         assert all(torch.equal(v, expected[k]) for k, v in ours.state_dict().items())
     store.run_dir(results_root, "fedcba987654").mkdir(parents=True)
-    with pytest.raises(P.CheckpointError, match="no checkpoint yet"):
-        P.load_state("fedcba987654", root=results_root)
-    with pytest.raises(P.CheckpointError, match="no such checkpoint"):
-        P.load_state("not-a-run", root=results_root)
+    with pytest.raises(pretrained.CheckpointError, match="no checkpoint yet"):
+        pretrained.load_state("fedcba987654", root=results_root)
+    with pytest.raises(pretrained.CheckpointError, match="no such checkpoint"):
+        pretrained.load_state("not-a-run", root=results_root)
 
 
 def test_the_sha256_is_the_weights_files_and_guards_the_load(saved):
     weights = saved["diffusers"] / "diffusion_pytorch_model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert P.checkpoint_sha256(saved["diffusers"]) == digest == P.checkpoint_sha256(weights)
-    assert P.checkpoint_sha256(saved["vae.ckpt"]) != digest
-    assert P.apply_init(tiny_ours(), saved["diffusers"], expected_sha256=digest).sha256 == digest
-    with pytest.raises(P.CheckpointError, match="the file changed"):
-        P.apply_init(tiny_ours(), saved["diffusers"], expected_sha256="0" * 64)
+    assert pretrained.checkpoint_sha256(saved["diffusers"]) == digest == pretrained.checkpoint_sha256(weights)
+    assert pretrained.checkpoint_sha256(saved["vae.ckpt"]) != digest
+    assert pretrained.apply_init(tiny_ours(), saved["diffusers"], expected_sha256=digest).sha256 == digest
+    with pytest.raises(pretrained.CheckpointError, match="the file changed"):
+        pretrained.apply_init(tiny_ours(), saved["diffusers"], expected_sha256="0" * 64)
 
 
 class NotATensor:
@@ -247,8 +249,8 @@ class NotATensor:
 def test_a_file_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}, "callback": NotATensor()}, path)
-    with pytest.raises(P.CheckpointError, match="weights_only"):
-        P.load_state(path)
+    with pytest.raises(pretrained.CheckpointError, match="weights_only"):
+        pretrained.load_state(path)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(P.CheckpointError, match="unknown checkpoint type"):
-        P.load_state(tmp_path / "notes.txt")
+    with pytest.raises(pretrained.CheckpointError, match="unknown checkpoint type"):
+        pretrained.load_state(tmp_path / "notes.txt")

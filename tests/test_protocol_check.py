@@ -16,8 +16,8 @@ pytest.importorskip("diffusers")
 import run_study
 from study.paper import reference_autoencoders
 from study.report.references import ReferenceLabelError, split_label
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec, parse_sets
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study, parse_sets
 from tests.test_init_e2e import save_diffusers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ SPEC = Path(__file__).resolve().parent.parent / "ablations" / "protocol_check.ya
 
 
 def test_the_study_names_reference_rows_and_needs_real_checkpoints(tmp_path, capsys):
-    spec = load_spec(SPEC)
+    spec = load_study(SPEC)
     refs = reference_autoencoders()
     pairs = set(zip(refs["model"], refs["dataset"]))
     labels = [split_label(label) for label in spec.paper.rows.values()]

@@ -1,4 +1,4 @@
-"""Reconstructions written as PNGs (study/training/reconstruct.py): the protocol's resize, crop
+"""Reconstructions written as PNGs (study/evaluation/reconstruct.py): the protocol's resize, crop
 and quantisation computed by hand on a non-square image, output names for files and folders,
 and inputs that cannot be written refused before anything is."""
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from study.data.datasets import DataError
+from study.evaluation.reconstruct import ReconstructError, reconstruct_files
 from study.models.arguments import AutoencoderArgs, DecoderArgs, SDEncoderArgs
 from study.models.autoencoder import build_autoencoder
-from study.training.data import DataError
-from study.training.reconstruct import ReconstructError, reconstruct_files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

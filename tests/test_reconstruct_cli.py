@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import run_study
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.test_eval_data import photo_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def finished(tmp_path_factory):
         )
         == 0
     )
-    (variant,) = expand(load_spec(spec))
+    (variant,) = expand(load_study(spec))
     return spec, results, variant, photo_folder(tmp / "photos", 3, size=40)
 
 

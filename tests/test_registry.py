@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import config as C
+from study import config as cfgmod
 from study.models import registry
 from study.models.autoencoder import EncoderConfigError, build_encoder, build_preset
 from study.paper import paper_table
@@ -65,7 +65,7 @@ def test_the_leaf_check_sees_a_harness_import(tmp_path):
 # --------------------------------------------------------------------------------------------
 def test_the_registry_holds_exactly_the_six_presets():
     assert tuple(registry.PRESETS) == SIX
-    assert tuple(C.MODEL_PRESETS) == SIX
+    assert tuple(cfgmod.MODEL_PRESETS) == SIX
     assert registry.sizes("litevae") == ("S", "B", "M", "L")
     assert registry.sizes("sdvae") == ("full", "small")
 

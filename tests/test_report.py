@@ -17,15 +17,15 @@ from PIL import Image
 
 from study import store
 from study.paper import paper_table
-from study.report import report as R
+from study.report import report as report_mod
 from study.report.figures import pareto_front
 from study.report.index_page import write_index
 from study.report.paper_rows import paper_rows
 from study.report.records import NoIndexError, read_study
 from study.report.tables import main_table
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,12 +88,12 @@ def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     path = tmp / "tiny.yaml"
     path.write_text(STUDY)
-    spec = load_spec(path)
+    spec = load_study(path)
     root = tmp / "results"
     _make_records(root, spec)
     _write_index(root, spec)
     out = tmp / "reports" / spec.study
-    html_path = R.report(root, spec.study, out)
+    html_path = report_mod.report(root, spec.study, out)
     return {
         "spec": spec,
         "records": read_study(root, spec.study),
@@ -203,7 +203,7 @@ def test_pareto_front():
 
 
 def test_repeated_paper_labels_resolve_by_dataset_resolution_latent(tmp_path):
-    spec = load_spec(REPO / "ablations" / "table1.yaml")
+    spec = load_study(REPO / "ablations" / "table1.yaml")
     index = _write_index(tmp_path, spec)
     rows = paper_rows(index)
     t = paper_table("1")
@@ -228,7 +228,7 @@ def test_table3_parameter_counts_match_the_paper(tmp_path):
     from study.measure.complexity import parameter_counts
     from study.models import registry
 
-    spec = load_spec(REPO / "ablations" / "table3.yaml")
+    spec = load_study(REPO / "ablations" / "table3.yaml")
     for name, overrides in spec.variants.items():  # the study compares the registry's rows
         assert registry.paper_labels("3").get(overrides["preset"]) == spec.paper.rows.get(name)
     root = tmp_path / "results"
@@ -239,7 +239,7 @@ def test_table3_parameter_counts_match_the_paper(tmp_path):
         store.write_complexity(folder, {"encoder_params": counts[v.name]})
         store.mark_done(folder)
     _write_index(root, spec)
-    R.report(root, spec.study, tmp_path / "report")
+    report_mod.report(root, spec.study, tmp_path / "report")
     table = main_table(read_study(root, spec.study)).set_index("Variant")
     md = (tmp_path / "report" / "report.md").read_text()
     t3 = paper_table("3")
@@ -269,13 +269,13 @@ def test_report_reads_the_index_not_the_study_file(study, tmp_path):
     shutil.copytree(study["root"], moved)
     index = store.read_index(moved, study["spec"].study)
     store.write_json_atomic(moved / index["study"] / "index.json", index | {"spec": str(tmp_path / "gone.yaml")})
-    R.report(moved, study["spec"].study, tmp_path / "out")
+    report_mod.report(moved, study["spec"].study, tmp_path / "out")
     assert f"Study file: {tmp_path / 'gone.yaml'}" in (tmp_path / "out" / "report.md").read_text()
     header, rows = _markdown_rows((tmp_path / "out" / "report.md").read_text())
     assert [r[0] for r in rows] == ["groupnorm", "smc", "wide"]
     assert (tmp_path / "out" / "tables" / "main.md").read_text().startswith("| Variant")
     with pytest.raises(NoIndexError, match="index.json"):
-        R.report(tmp_path / "empty", "nothing", tmp_path / "none")
+        report_mod.report(tmp_path / "empty", "nothing", tmp_path / "none")
 
 
 def test_cli_report(study, tmp_path, capsys):

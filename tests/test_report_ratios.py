@@ -14,12 +14,12 @@ import yaml
 import run_study
 from study import store
 from study.paper import paper_table
-from study.report import report as R
+from study.report import report as report_mod
 from study.report.records import read_study
 from study.report.tables import main_table
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
 
 TABLE3 = Path(__file__).resolve().parent.parent / "ablations" / "table3.yaml"
 # our hand-made measurements: images/s and MB per variant
@@ -50,7 +50,7 @@ def _paper(label: str, column: str) -> float:
 @pytest.fixture(scope="module")
 def table3(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("table3")
-    spec = load_spec(TABLE3)
+    spec = load_study(TABLE3)
     root = tmp / "results"
     variants = expand(spec, "smoke")
     for v in variants:
@@ -60,7 +60,7 @@ def table3(tmp_path_factory):
         store.mark_done(folder)
     store.write_index(root, spec.study, variants, **study_record(spec, variants, "smoke"))
     out = tmp / "report"
-    R.report(root, spec.study, out)
+    report_mod.report(root, spec.study, out)
     return {"spec": spec, "root": root, "out": out}
 
 
@@ -119,7 +119,7 @@ def test_table3_smoke_end_to_end(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     args = ["--profile", "smoke", "--executor", "debug", "--results", str(results), "--reports", str(reports)]
     assert run_study.main(["run", str(study), *args, "--poll", "0.1"]) == 0
-    spec = load_spec(study)
+    spec = load_study(study)
     table = main_table(read_study(results, spec.study)).set_index("Variant")
     assert table.loc["vae", "Throughput ÷ SD-VAE"].strip("*") == "1.00x"
     assert table.loc["vae", "Memory ÷ SD-VAE"].strip("*") == "1.00x"

@@ -13,13 +13,13 @@ import pytest
 import scipy.stats
 
 from study import store
-from study.report import report as R
+from study.report import report as report_mod
 from study.report import stats
 from study.report.index_page import study_state, write_index
-from study.spec.grid import expand
-from study.spec.record import study_record
-from study.spec.studyfile import load_spec
-from study.spec.yamlfile import StudySpecError
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.studyfile.record import study_record
+from study.studyfile.yamlfile import StudyFileError
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "ablations" / "base" / "smoke_cpu.yaml"
@@ -94,18 +94,20 @@ def test_seeds_for_power_not_available():
 # --------------------------------------------------------------------------------------------
 def test_baseline_is_validated_and_recorded(tmp_path):
     path = _spec(tmp_path, '{table: "4", baseline: nope}', THREE)
-    with pytest.raises(StudySpecError) as e:
-        load_spec(path)
+    with pytest.raises(StudyFileError) as e:
+        load_study(path)
     assert (e.value.path, e.value.key, e.value.value) == (str(path), "paper.baseline", "nope")
     assert e.value.allowed == "a variant name: better, ref, unclear"
     # a grid row's name is a variant name too
     grid = "grid: {model.decoder.norm: [groupnorm, smc]}\n"
-    assert load_spec(_spec(tmp_path, '{table: "4", baseline: norm=smc}', grid=grid)).paper.baseline == "norm=smc"
-    with pytest.raises(StudySpecError, match=r"paper.baseline: got 'norm=x'; allowed: .*norm=groupnorm, norm=smc"):
-        load_spec(_spec(tmp_path, '{table: "4", baseline: norm=x}', grid=grid))
+    assert load_study(_spec(tmp_path, '{table: "4", baseline: norm=smc}', grid=grid)).paper.baseline == "norm=smc"
+    with pytest.raises(StudyFileError, match=r"paper.baseline: got 'norm=x'; allowed: .*norm=groupnorm, norm=smc"):
+        load_study(_spec(tmp_path, '{table: "4", baseline: norm=x}', grid=grid))
     # recorded in the index; without one the first variant is the baseline
-    assert _index(tmp_path / "a", load_spec(_spec(tmp_path, '{table: "4", baseline: ref}', THREE)))["baseline"] == "ref"
-    assert _index(tmp_path / "b", load_spec(_spec(tmp_path, '{table: "4"}', THREE)))["baseline"] == "better"
+    assert (
+        _index(tmp_path / "a", load_study(_spec(tmp_path, '{table: "4", baseline: ref}', THREE)))["baseline"] == "ref"
+    )
+    assert _index(tmp_path / "b", load_study(_spec(tmp_path, '{table: "4"}', THREE)))["baseline"] == "better"
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def test_baseline_is_validated_and_recorded(tmp_path):
 @pytest.fixture(scope="module")
 def three_seeds(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seeds3")
-    spec = load_spec(_spec(tmp, '{table: "4", baseline: ref}', THREE))
+    spec = load_study(_spec(tmp, '{table: "4", baseline: ref}', THREE))
     root = tmp / "results"
     for v in expand(spec):
         folder = store.init_run(root, v.config)
@@ -123,7 +125,7 @@ def three_seeds(tmp_path_factory):
         store.mark_done(folder)
     _index(root, spec)
     out = tmp / "reports" / spec.study
-    R.report(root, spec.study, out)
+    report_mod.report(root, spec.study, out)
     return {"spec": spec, "root": root, "out": out}
 
 
@@ -171,14 +173,14 @@ def test_report_shows_intervals_p_values_and_seeds(three_seeds):
 def test_one_seed_studies_have_no_significance_table(tmp_path):
     path = tmp_path / "one.yaml"
     path.write_text(f"study: one_seed\npaper: {{table: '4'}}\nbase: {BASE}\n{THREE}seeds: [0]\n")
-    spec = load_spec(path)
+    spec = load_study(path)
     root = tmp_path / "results"
     for v in expand(spec):
         folder = store.init_run(root, v.config)
         store.write_eval(folder, "ev1", {"metrics": {"psnr": PSNR[v.name][0]}})
         store.mark_done(folder)
     _index(root, spec)
-    R.report(root, spec.study, tmp_path / "out")
+    report_mod.report(root, spec.study, tmp_path / "out")
     assert "Significance vs baseline" not in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "tables" / "significance.md").exists()
 
@@ -194,7 +196,7 @@ def test_index_page_links_every_study_with_its_state(three_seeds, tmp_path):
         "  never: {model.decoder.channels: 40}\n"
     )
     path.write_text(f"study: mixed\nbase: {BASE}\n{variants}seeds: [0]\n")
-    spec = load_spec(path)
+    spec = load_study(path)
     root = tmp_path / "results"
     for v in expand(spec):
         if v.name == "never":
@@ -211,7 +213,7 @@ def test_index_page_links_every_study_with_its_state(three_seeds, tmp_path):
             )
     _index(root, spec)
     reports = three_seeds["out"].parent
-    R.report(root, spec.study, reports / spec.study)
+    report_mod.report(root, spec.study, reports / spec.study)
     page = write_index(reports).read_text()
     assert 'href="seeds3/report.html"' in page and 'href="mixed/report.html"' in page
     assert "complete: 3 completed (of 3 variants)" in page

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 
 import run_study
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 from tests.launch_helpers import write_study
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +52,7 @@ def test_a_three_seed_report_shows_intervals_and_p_values_equal_to_scipys(studie
 
 def test_compare_counts_a_run_shared_by_two_studies_once(studies):
     three, other, results, reports = studies
-    shared = {v.run_id for v in expand(load_spec(three))} & {v.run_id for v in expand(load_spec(other))}
+    shared = {v.run_id for v in expand(load_study(three))} & {v.run_id for v in expand(load_study(other))}
     assert len(shared) == 1  # other's smc at seed 0 is three_seeds' norm=smc at seed 0
     argv = ["compare", str(three), str(other), "--metric", "psnr", "--name", "pair", "--results", str(results)]
     assert run_study.main([*argv, "--reports", str(reports)]) == 0

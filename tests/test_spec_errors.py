@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import run_study
-from study.spec.studyfile import StudySpecError, load_spec
+from study.studyfile.parse import StudyFileError, load_study
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -447,13 +447,13 @@ def test_malformed_study_exits_2_and_writes_nothing(case, tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_error_carries_key_path(case, tmp_path):
-    """The library raises StudySpecError whose .key is the key path the CLI prints."""
-    from study.spec.grid import expand
+    """The library raises StudyFileError whose .key is the key path the CLI prints."""
+    from study.studyfile.grid import expand
 
     name, files, _, key, _ = case
     spec = _write(tmp_path, files)
-    with pytest.raises(StudySpecError) as info:
-        expand(load_spec(spec))
+    with pytest.raises(StudyFileError) as info:
+        expand(load_study(spec))
     assert info.value.key == key
     expected_path = (tmp_path / ERROR_FILE[name]).resolve() if name in ERROR_FILE else spec
     assert Path(info.value.path) == expected_path
@@ -516,15 +516,15 @@ def test_a_file_that_is_not_utf8_text_exits_2_naming_it(kind, tmp_path, monkeypa
 def test_a_base_file_that_is_not_utf8_text_is_named(tmp_path):
     spec = _write(tmp_path, {"study.yaml": "study: t\nbase: b.yaml\n"})
     (tmp_path / "b.yaml").write_bytes("train: {steps: 5}\n# r\u00e9sum\u00e9\n".encode("latin-1"))
-    with pytest.raises(StudySpecError, match="not UTF-8 text") as info:
-        load_spec(spec)
+    with pytest.raises(StudyFileError, match="not UTF-8 text") as info:
+        load_study(spec)
     assert Path(info.value.path) == (tmp_path / "b.yaml").resolve() and info.value.key == "line 2"
 
 
 def test_utf8_text_with_a_byte_order_mark_and_accents_is_read(tmp_path):
     spec = tmp_path / "study.yaml"
     spec.write_bytes("\ufeffstudy: t\ndescription: caf\u00e9\n".encode("utf-8"))
-    assert load_spec(spec).description == "caf\u00e9"
+    assert load_study(spec).description == "caf\u00e9"
 
 
 def test_a_control_character_is_one_line_naming_its_line(tmp_path, monkeypatch, capsys):

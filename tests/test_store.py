@@ -12,10 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study import config as C
-from study import store
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
+from study import config, store
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -122,7 +121,7 @@ seeds: [0, 1]
 def study(tmp_path):
     path = tmp_path / "st.yaml"
     path.write_text(STUDY)
-    variants = expand(load_spec(path))
+    variants = expand(load_study(path))
     root = tmp_path / "results"
     return root, variants, [store.variant_record(v) for v in variants]
 
@@ -216,11 +215,12 @@ def test_write_results_and_index(study):
 
 
 def test_init_run_round_trips_config(tmp_path):
-    cfg = C.apply_overrides(
-        C.ExperimentConfig(), {"train.stages": [{"resolution": 64, "steps": 10}], "train.steps": 10, "data.path": "/x"}
+    cfg = config.apply_overrides(
+        config.ExperimentConfig(),
+        {"train.stages": [{"resolution": 64, "steps": 10}], "train.steps": 10, "data.path": "/x"},
     )
     folder = store.init_run(tmp_path, cfg)
-    assert folder == store.run_dir(tmp_path, C.run_id(cfg))
+    assert folder == store.run_dir(tmp_path, config.run_id(cfg))
     assert store.read_config(folder) == cfg
     assert store.read_status(folder)["state"] == "pending"
     store.update_status(folder, state="running", step=3)

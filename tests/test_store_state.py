@@ -23,14 +23,14 @@ import pytest
 import torch
 
 import run_study
-from study import config as C
-from study import store
+from study import config, store
+from study.autoencoder.trained import MissingCheckpoint, load_trained
 from study.launch import launcher
 from study.launch.job import RunJob, torch_threads
-from study.spec.grid import expand
-from study.spec.studyfile import load_spec
 from study.store import State
-from study.training.loop import CHECKPOINT, MissingCheckpoint, load_trained
+from study.studyfile.grid import expand
+from study.studyfile.parse import load_study
+from study.trainer.checkpoints import CHECKPOINT
 from tests.launch_helpers import REPO, TINY_SET, cli_command, cli_env, run_cli, status_json, write_study
 from tests.slurm_fixture import wait_for
 
@@ -199,7 +199,7 @@ def test_status_collect_and_report_agree_on_every_state(tmp_path, capsys):
     cases = _cases()
     names = list(cases) + ["missing"]
     spec = write_study(tmp_path, "agree", zip=[{"train.lr": [1e-4 * (i + 1) for i in range(len(names))]}])
-    variants = dict(zip(names, expand(load_spec(spec))))
+    variants = dict(zip(names, expand(load_study(spec))))
     root = tmp_path / "results"
     for name, (status, done, _, _) in cases.items():
         folder = _folder(root, variants[name].run_id, **(status or {}))
@@ -232,7 +232,7 @@ def test_plain_launch_resubmits_a_lost_run_but_not_a_failed_one(tmp_path):
     results = tmp_path / "results"
     env = cli_env(results)
     spec = write_study(tmp_path, "relaunch", set={"train.steps": 4}, zip=[{"train.lr": [1e-4, 2e-4]}])
-    lost, failed = expand(load_spec(spec))
+    lost, failed = expand(load_study(spec))
     for v, status in (
         (lost, local("submitted", launcher_pid=dead_pid())),
         (failed, local("failed", error="RuntimeError: boom")),
@@ -266,7 +266,7 @@ def test_killed_local_launch_leaves_lost_runs(tmp_path):
     results = tmp_path / "results"
     env = cli_env(results)
     spec = write_study(tmp_path, "killed", set={"train.steps": 500})
-    (v,) = expand(load_spec(spec))
+    (v,) = expand(load_study(spec))
     proc = subprocess.Popen(
         cli_command("launch", str(spec), "--executor", "local"),
         cwd=REPO,
@@ -301,7 +301,7 @@ def test_local_launch_passes_threads_to_the_job_not_the_environment(tmp_path, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(REPO)
     spec_path = write_study(tmp_path, "threads", set={"train.steps": 2})
-    spec = load_spec(spec_path)
+    spec = load_study(spec_path)
     environ = dict(os.environ)
     opts = launcher.LaunchOptions(executor="local", max_parallel=2, resources=launcher.merge_resources(spec.resources))
     report = launcher.launch(spec, expand(spec), tmp_path / "results", opts, log=lambda *_: None)
@@ -360,7 +360,7 @@ def test_records_get_the_mode_of_the_umask(tmp_path, umask, mode):
 
 
 def test_load_trained_without_a_checkpoint_raises(tmp_path):
-    cfg = C.validate(C.apply_overrides(C.ExperimentConfig(), TINY_SET | {"train.steps": 0}))
+    cfg = config.validate(config.apply_overrides(config.ExperimentConfig(), TINY_SET | {"train.steps": 0}))
     folder = store.init_run(tmp_path, cfg)
     with pytest.raises(MissingCheckpoint) as caught:
         load_trained(folder, cfg, torch.device("cpu"))
@@ -370,7 +370,7 @@ def test_load_trained_without_a_checkpoint_raises(tmp_path):
 
 def test_wait_ends_on_a_lost_run(tmp_path):
     spec = write_study(tmp_path, "waiting")
-    (v,) = expand(load_spec(spec))
+    (v,) = expand(load_study(spec))
     _folder(tmp_path / "results", v.run_id, **local("running", pid=dead_pid(), host=HOST))
     start = time.monotonic()
     assert launcher.wait(tmp_path / "results", [v], poll_s=0.1, progress=False, timeout_s=30) == {v.run_id: "lost"}

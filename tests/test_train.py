@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import config as C
-from study import store
+from study import config, store
+from study.autoencoder.loop import train, validate_psnr
+from study.autoencoder.steps import NonFiniteLoss, discriminator_step
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
-from study.training.loop import Context, NonFiniteLoss, discriminator_step, load_checkpoint, train, validate_psnr
+from study.trainer.checkpoints import load_checkpoint
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +38,8 @@ TINY = TINY_MODEL | {
 }
 
 
-def tiny(**overrides) -> C.ExperimentConfig:
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), TINY | overrides))
+def tiny(**overrides) -> config.ExperimentConfig:
+    return config.validate(config.apply_overrides(config.ExperimentConfig(), TINY | overrides))
 
 
 def _worker_env(threads: int = 1) -> dict[str, str]:
@@ -49,7 +51,7 @@ TRAIN_SCRIPT = """
 import sys, torch
 from pathlib import Path
 from study import store
-from study.training.loop import train
+from study.autoencoder.loop import train
 torch.set_num_threads(1)
 folder = Path(sys.argv[1])
 train(store.read_config(folder), folder, progress=False)
@@ -84,7 +86,7 @@ def test_training_raises_held_out_psnr(tmp_path):
     )
     torch.manual_seed(cfg.seed)
     before = validate_psnr(
-        build_autoencoder(C.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"), cfg.train.val_images
+        build_autoencoder(config.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"), cfg.train.val_images
     )
     folder = store.init_run(tmp_path, cfg)
     summary = train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
@@ -165,7 +167,8 @@ DDP_SCRIPT = """
 import os, sys, torch, torch.distributed as dist
 from pathlib import Path
 from study import store
-from study.training.loop import Context, train
+from study.trainer.context import Context
+from study.autoencoder.loop import train
 torch.set_num_threads(1)
 dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 folder = Path(sys.argv[1])

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import config as C
-from study import store
-from study.measure import weights as W
+from study import config, store
+from study.autoencoder import perceptual
+from study.autoencoder.loop import train
+from study.autoencoder.steps import MissingEMA
+from study.autoencoder.trained import load_trained
+from study.measure import weights as weight_files
 from study.measure.weights import MissingWeightsError
-from study.training import perceptual as P
-from study.training.loop import CHECKPOINT, Context, MissingEMA, load_checkpoint, load_trained, train
+from study.trainer.checkpoints import CHECKPOINT, load_checkpoint
+from study.trainer.context import Context
 from tests.launch_helpers import TINY_MODEL
 
 CPU = Context(torch.device("cpu"))
@@ -36,8 +39,8 @@ TINY = TINY_MODEL | {
 }
 
 
-def tiny(**overrides) -> C.ExperimentConfig:
-    return C.validate(C.apply_overrides(C.ExperimentConfig(), TINY | overrides))
+def tiny(**overrides) -> config.ExperimentConfig:
+    return config.validate(config.apply_overrides(config.ExperimentConfig(), TINY | overrides))
 
 
 def _terms(folder: Path) -> list[dict]:
@@ -48,8 +51,8 @@ def _terms(folder: Path) -> list[dict]:
 def no_weights(tmp_path, monkeypatch) -> Path:
     """An empty weights directory and no custom weight files: nothing can be loaded."""
     folder = tmp_path / "weights"
-    monkeypatch.setenv(W.WEIGHTS_ENV, str(folder))
-    for w in W.REGISTRY.values():
+    monkeypatch.setenv(weight_files.WEIGHTS_ENV, str(folder))
+    for w in weight_files.REGISTRY.values():
         monkeypatch.delenv(w.override_env, raising=False)
     return folder
 
@@ -58,10 +61,10 @@ def no_weights(tmp_path, monkeypatch) -> Path:
 def random_vgg19(no_weights, tmp_path, monkeypatch) -> Path:
     """A VGG19 ``features.*`` state dict with random weights as $LITEVAE_VGG19_WEIGHTS."""
     torch.manual_seed(0)
-    state = {f"features.{k}": v for k, v in P.vgg19_features_to_conv5_4().state_dict().items()}
+    state = {f"features.{k}": v for k, v in perceptual.vgg19_features_to_conv5_4().state_dict().items()}
     path = tmp_path / "vgg19-random.pth"
     torch.save(state, path)
-    monkeypatch.setenv(W.REGISTRY["vgg19"].override_env, str(path))
+    monkeypatch.setenv(weight_files.REGISTRY["vgg19"].override_env, str(path))
     return path
 
 
@@ -86,7 +89,7 @@ def test_evaluation_loads_the_ema_weights_only_from_a_run_that_kept_them(tmp_pat
     cfg = tiny(**{"train.ema_decay": 0.9, "train.steps": 1})
     folder = store.init_run(tmp_path / "a", cfg)
     train(cfg, folder, ctx=CPU, progress=False)
-    ema_cfg = C.apply_overrides(cfg, {"eval.weights": "ema"})
+    ema_cfg = config.apply_overrides(cfg, {"eval.weights": "ema"})
     ae = load_trained(folder, ema_cfg, torch.device("cpu"))
     saved = load_checkpoint(folder)["ema"]["module"]
     assert all(torch.equal(t, saved[k]) for k, t in ae.state_dict().items())
@@ -96,21 +99,21 @@ def test_evaluation_loads_the_ema_weights_only_from_a_run_that_kept_them(tmp_pat
     train(plain, bare, ctx=CPU, progress=False)
     assert load_checkpoint(bare)["ema"] is None
     with pytest.raises(MissingEMA, match="no EMA weights"):
-        load_trained(bare, C.apply_overrides(cfg, {"eval.weights": "ema"}), torch.device("cpu"))
+        load_trained(bare, config.apply_overrides(cfg, {"eval.weights": "ema"}), torch.device("cpu"))
 
 
 def test_ldl_and_ema_config_checks():
-    with pytest.raises(C.ConfigError, match="train.ema_decay"):
+    with pytest.raises(config.ConfigError, match="train.ema_decay"):
         tiny(**{"loss.ldl_weight": 1.0})
-    with pytest.raises(C.ConfigError, match="train.ema_decay"):
+    with pytest.raises(config.ConfigError, match="train.ema_decay"):
         tiny(**{"train.ema_decay": 1.0})
-    with pytest.raises(C.ConfigError, match="eval.weights"):
+    with pytest.raises(config.ConfigError, match="eval.weights"):
         tiny(**{"eval.weights": "ema"})
-    base = C.ExperimentConfig()
-    assert C.run_id(base) == C.run_id(
-        C.apply_overrides(base, {"loss.perceptual": "lpips", "loss.ldl_weight": 0.0, "train.ema_decay": 0.0})
+    base = config.ExperimentConfig()
+    assert config.run_id(base) == config.run_id(
+        config.apply_overrides(base, {"loss.perceptual": "lpips", "loss.ldl_weight": 0.0, "train.ema_decay": 0.0})
     )
-    assert C.run_id(base) != C.run_id(C.apply_overrides(base, {"train.ema_decay": 0.999}))
+    assert config.run_id(base) != config.run_id(config.apply_overrides(base, {"train.ema_decay": 0.999}))
 
 
 def test_a_run_with_ldl_logs_its_term(tmp_path):

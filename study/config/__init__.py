@@ -1,6 +1,6 @@
 """The typed experiment config: the sections with the paper's defaults (``sections``), dotted-key
 overrides (``overrides``), checks across fields (``checks``) and a run's identity (``identity``).
-Everything is re-exported here: ``from study import config as C`` is how the harness reads it."""
+Everything is re-exported here: ``from study import config`` is how the harness reads it."""
 
 from study.config.checks import stages, validate
 from study.config.identity import canonical_json, from_dict, identity, run_id, to_dict

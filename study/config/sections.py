@@ -82,7 +82,7 @@ class ModelConfig:
     quant_conv: bool = False
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    # A pretrained checkpoint the weights start from (study/training/pretrained.py): a diffusers
+    # A pretrained checkpoint the weights start from (study/autoencoder/pretrained.py): a diffusers
     # AutoencoderKL folder, an LDM .ckpt, a .safetensors file or one of our runs. Its location is
     # not identity; the sha256 of its weights is (filled in from the file when the study expands).
     init: str = _not_identity("")
@@ -97,7 +97,7 @@ class LossConfig:
     # Eq. 1: L1 + LPIPS + KL + adversarial. Paper gap: no weights given; LDM KL-f8 values.
     l1_weight: float = 1.0
     # Table 14: the perceptual term, LPIPS (LDM's) or ESRGAN's VGG19 conv5_4 features
-    # (study/training/perceptual.py); ``lpips_weight`` weighs whichever is chosen.
+    # (study/autoencoder/perceptual.py); ``lpips_weight`` weighs whichever is chosen.
     perceptual: Literal["lpips", "esrgan"] = "lpips"
     lpips_weight: float = 1.0
     kl_weight: float = 1e-6
@@ -122,7 +122,7 @@ class LossConfig:
     gaussian_weight: float = 0.1
     gaussian_kernel: int = 5
     gaussian_sigma: float = 1.0
-    # Table 15: LDL's artifact loss (study/training/ldl.py) against the EMA model's reconstruction;
+    # Table 15: LDL's artifact loss (study/autoencoder/ldl.py) against the EMA model's reconstruction;
     # 0: off. Needs train.ema_decay > 0. Paper gap: no weight given; 1.0 (LDL's own weight).
     ldl_weight: float = 0.0
 
@@ -154,7 +154,7 @@ class TrainConfig:
     discriminator_lr: float = 1e-4
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # An EMA of the autoencoder's weights (study/training/ema.py), updated after every step;
+    # An EMA of the autoencoder's weights (study/trainer/ema.py), updated after every step;
     # 0: off. LDL (loss.ldl_weight) needs it; evaluation can use it (eval.weights: ema).
     ema_decay: float = 0.0
     checkpoint_every: int = _not_identity(1000)
@@ -162,9 +162,9 @@ class TrainConfig:
     val_every: int = _not_identity(1000)
     val_images: int = _not_identity(64)
     num_workers: int = _not_identity(4)
-    # Live curves also to this Weights & Biases project when wandb is installed (study/training/live_log.py).
+    # Live curves also to this Weights & Biases project when wandb is installed (study/trainer/live_log.py).
     wandb_project: str = _not_identity("")
-    # Speed (study/training/accelerate.py). compile: torch.compile the encoder, decoder and
+    # Speed (study/trainer/accelerate.py). compile: torch.compile the encoder, decoder and
     # discriminator (one with spectral norms, UNet or StyleGAN, stays eager: accelerate.py says
     # why); the same maths with another float rounding, so it is part of the run id (left out at
     # its default, so the ids of before it stay).
@@ -223,7 +223,7 @@ class EvalConfig:
     weights: Literal["model", "ema"] = "model"
     batch_size: int = _not_identity(32)
     # The first gallery_images of the eval set, reconstructed into <run>/gallery/<protocol id>/
-    # for the report (study/training/gallery.py); pictures, not numbers, so not in the protocol id.
+    # for the report (study/evaluation/gallery.py); pictures, not numbers, so not in the protocol id.
     gallery_images: int = _not_identity(8)
     # Table 6: MMD of the posterior-mean latents to N(0, I) and per-channel statistics. Paper gap:
     # the sample size, repeats and kernel bandwidths of its MMD are not given; our choices.

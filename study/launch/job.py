@@ -8,7 +8,7 @@ its pickle; the launcher's environment is left as it was). Called, it reads
 the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
 records the model's complexity and marks the run DONE, all through the run store. A diffusion
 run (``task: diffusion``) caches its autoencoder's latents, trains its denoiser and measures its
-generation FID instead (``study.training.diffusion_run``).
+generation FID instead (``study.diffusion.run``).
 
 Preemption and time-outs: submitit calls ``checkpoint()`` from its signal handler in the main
 thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to stop at the next
@@ -128,10 +128,13 @@ def run(
     """Train, evaluate and measure one run; every outcome is recorded in its status."""
     import torch
 
+    from study.autoencoder.loop import train
+    from study.autoencoder.trained import load_trained
+    from study.data.eval_sets import check_size
+    from study.evaluation.evaluate import evaluate
+    from study.evaluation.protocol import eval_resolution
     from study.measure import complexity
-    from study.training.eval_data import check_size
-    from study.training.evaluate import eval_resolution, evaluate
-    from study.training.loop import Preempted, default_context, load_trained, train
+    from study.trainer.context import Preempted, default_context
 
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}
@@ -156,7 +159,7 @@ def run(
         )
     try:
         if cfg.task == "diffusion":  # Tables 7, 13: latents of a frozen autoencoder -> generation FID
-            from study.training.diffusion_run import run_diffusion
+            from study.diffusion.run import run_diffusion
 
             summary = run_diffusion(cfg, folder, ctx, stop=stop, progress=progress)
             if ctx.main:

@@ -32,10 +32,10 @@ from study import store
 from study.launch import ordering
 from study.launch.job import RunJob
 from study.launch.ordering import Decision
-from study.spec.grid import Variant
-from study.spec.record import study_record
-from study.spec.studyfile import Resources, StudySpec, resource_problem
 from study.store.media import link_tensorboard
+from study.studyfile.grid import Variant
+from study.studyfile.parse import Resources, StudyFile, resource_problem
+from study.studyfile.record import study_record
 
 EXECUTORS = ("slurm", "local", "debug")
 IO_THREADS = 16  # run records written at once: their fsyncs share the filesystem's journal commits
@@ -206,7 +206,7 @@ def slurm_executor(folder: Path, r: Resources) -> submitit.AutoExecutor:
 
 
 def launch(
-    spec: StudySpec,
+    spec: StudyFile,
     variants: list[Variant],
     root: Path,
     opts: LaunchOptions,
@@ -214,7 +214,7 @@ def launch(
     record: dict[str, Any] | None = None,
 ) -> LaunchReport:
     """Submit the variants not yet done; ``record``: the study-level fields of the index
-    (``study.spec.record.study_record``; None: the spec's, without profile or --set)."""
+    (``study.studyfile.record.study_record``; None: the spec's, without profile or --set)."""
     if opts.executor not in EXECUTORS:
         raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
     if opts.dry_run:  # reads only: no lock file, no run folder
@@ -285,8 +285,8 @@ def check_eval_sizes(variants: list[Variant]) -> None:
             continue
         if not Path(cfg.eval.path).expanduser().is_dir():
             continue
-        from study.training.data import DataError
-        from study.training.eval_data import check_size
+        from study.data.datasets import DataError
+        from study.data.eval_sets import check_size
 
         try:
             check_size(cfg.data, cfg.eval, cfg.eval.resolution or cfg.data.resolution)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from study import store
-from study.spec.grid import Variant
+from study.studyfile.grid import Variant
 
 
 @dataclass

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study import config as C
+from study import config as cfgmod
 
 Writer = Callable[[Path, Any], None]
 
@@ -123,14 +123,14 @@ def _now() -> str:
 # --------------------------------------------------------------------------------------------
 # the step-time key
 # --------------------------------------------------------------------------------------------
-def precision_on(cfg: C.ExperimentConfig, device: str | None) -> str:
+def precision_on(cfg: cfgmod.ExperimentConfig, device: str | None) -> str:
     """The precision a run trains in on ``device`` (a device name; "cpu" is the CPU)."""
     if cfg.train.precision != "auto":
         return cfg.train.precision
     return "fp32" if (device or "").lower() == "cpu" else "bf16"
 
 
-def encoder_key(enc: C.EncoderConfig) -> str:
+def encoder_key(enc: cfgmod.EncoderConfig) -> str:
     if enc.kind == "litevae":
         key = f"litevae-{enc.preset}"
         key += "" if enc.aggregator == "unet" else f"-{enc.aggregator}"
@@ -141,12 +141,12 @@ def encoder_key(enc: C.EncoderConfig) -> str:
     return enc.kind  # the fixed DWT latents
 
 
-def decoder_key(dec: C.DecoderConfig) -> str:
+def decoder_key(dec: cfgmod.DecoderConfig) -> str:
     key = f"dec{dec.channels}-{'.'.join(map(str, dec.channel_mult))}-b{dec.blocks_per_level}"
     return key + ("" if dec.mid_attention else "-noattn") + ("" if dec.norm == "groupnorm" else f"-{dec.norm}")
 
 
-def step_time_key(cfg: C.ExperimentConfig, resolution: int | None = None, device: str | None = None) -> str:
+def step_time_key(cfg: cfgmod.ExperimentConfig, resolution: int | None = None, device: str | None = None) -> str:
     """What a measured step time is a figure of, e.g.
     ``litevae-B/dec128-1.2.4.4-b3/disc-unet64/256px/bf16``: encoder, decoder size, discriminator,
     resolution (default: data.resolution), precision on ``device`` (default: a GPU). A diffusion
@@ -171,14 +171,14 @@ class Estimate:
     stages: tuple[dict[str, Any], ...]  # per stage: key, steps, batch, resolution, figure
 
 
-def schedule(cfg: C.ExperimentConfig) -> list[tuple[int, int, int]]:
+def schedule(cfg: cfgmod.ExperimentConfig) -> list[tuple[int, int, int]]:
     """(steps, batch, resolution) of each stage a run trains."""
     if cfg.task == "diffusion":
         return [(cfg.diffusion.steps, cfg.diffusion.batch_size, cfg.data.resolution)]
-    return [(s.steps, cfg.train.batch_size, s.resolution) for s in C.stages(cfg)]
+    return [(s.steps, cfg.train.batch_size, s.resolution) for s in cfgmod.stages(cfg)]
 
 
-def estimate(cfg: C.ExperimentConfig, device: str | None, table: dict[str, dict[str, dict[str, Any]]]) -> Estimate:
+def estimate(cfg: cfgmod.ExperimentConfig, device: str | None, table: dict[str, dict[str, dict[str, Any]]]) -> Estimate:
     """GPU-hours of training ``cfg`` on ``device``: steps x batch x seconds per image / 3600."""
     plan = schedule(cfg)
     if sum(steps for steps, _, _ in plan) == 0:
@@ -263,15 +263,15 @@ def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
     return entries if isinstance(entries, dict) else {}
 
 
-def _side_key(side: str, model: C.ModelConfig, resolution: int) -> str:
+def _side_key(side: str, model: cfgmod.ModelConfig, resolution: int) -> str:
     """The canonical JSON of what one side's counts depend on."""
-    d = C.to_dict(model, identity_only=True)
+    d = cfgmod.to_dict(model, identity_only=True)
     d.pop("init_sha256", None)
     d.pop("decoder" if side == "encoder" else "encoder")
-    return C.canonical_json({"side": side, "model": d, "resolution": resolution})
+    return cfgmod.canonical_json({"side": side, "model": d, "resolution": resolution})
 
 
-def model_counts(model: C.ModelConfig, resolution: int, cache: CostCache) -> dict[str, Any]:
+def model_counts(model: cfgmod.ModelConfig, resolution: int, cache: CostCache) -> dict[str, Any]:
     """Encoder and decoder parameters and GMACs of one image at ``resolution``."""
 
     def encoder() -> dict[str, Any]:
@@ -349,14 +349,14 @@ class StudyCost:
 
 
 def study_cost(
-    configs: Sequence[C.ExperimentConfig], device: str | None, step_times: str | Path, cache: CostCache
+    configs: Sequence[cfgmod.ExperimentConfig], device: str | None, step_times: str | Path, cache: CostCache
 ) -> StudyCost:
     """The cost of each config (a study's variants, each one run) and of them all, on ``device``;
     the cache is saved before returning."""
     table = read_step_times(step_times)
     counted, cached = cache.counted, cache.cached
     diffusion = any(cfg.task == "diffusion" for cfg in configs)
-    autoencoders = {C.run_id(cfg): cfg for cfg in configs if cfg.task != "diffusion"} if diffusion else {}
+    autoencoders = {cfgmod.run_id(cfg): cfg for cfg in configs if cfg.task != "diffusion"} if diffusion else {}
     variants = []
     for cfg in configs:
         # a diffusion run's counts are its frozen autoencoder's, where that run is in the plan

@@ -1,6 +1,6 @@
 """The metrics themselves, on tensors: PSNR, SSIM, LPIPS, Inception features and the Frechet
 distance (rFID). Pure functions and small helpers; which images are measured, under which
-protocol, and where the records go is the evaluation job's part (study/training/evaluate.py).
+protocol, and where the records go is the evaluation job's part (study/evaluation/evaluate.py).
 See docs/evaluation.md.
 
 Conventions (the LDM pipeline the paper cites, LITEVAE.md "Evaluation protocol"):
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from study.measure import weights as W
+from study.measure import weights
 
 FID_EXTRACTOR = "inception-v3-compat"
 FID_LAYER = "2048"
@@ -302,7 +302,7 @@ def fid_between(
     extractor: torch.nn.Module | None = None,
 ) -> float:
     """FID between two image sets (in-memory uint8 datasets/tensors or PNG folders)."""
-    extractor = extractor or inception_extractor(weights_path or W.inception_weights_path(), device)
+    extractor = extractor or inception_extractor(weights_path or weights.inception_weights_path(), device)
     sa = feature_stats(a, extractor, batch_size=batch_size, device=device, progress=progress, desc="set 1")
     sb = feature_stats(b, extractor, batch_size=batch_size, device=device, progress=progress, desc="set 2")
     return frechet_distance(sa.mean(), sa.cov(), sb.mean(), sb.cov())

@@ -45,7 +45,7 @@ COMPLEXITY_COLUMNS = (PARAMS_COLUMN, GMACS_COLUMN, THROUGHPUT_COLUMN, MEMORY_COL
 LATENT_TABLE = "6"
 LATENT_COLUMNS = tuple(Column(f"mmd_{h}", f"MMD σ={h}", True, 2, f"mmd_{h}") for h in (25, 50, 100, 250, 500))
 
-# Tables 7, 13: the generation FID of a diffusion run (its own protocol: study.training.generate)
+# Tables 7, 13: the generation FID of a diffusion run (its own protocol: study.diffusion.generate)
 # beside the reconstruction numbers of the autoencoder whose latents it was trained on.
 GENERATION_TABLES = ("7", "13")
 GENERATION_COLUMNS = (Column("gfid", "FID", True, 2, "fid"),) + tuple(

@@ -1,7 +1,7 @@
 """The report's "Reconstructions" section: one comparison grid across the study's variants.
 
 Each run's evaluation saved the first K images of the evaluation set and their reconstructions
-in ``<run>/gallery/<protocol id>/`` (study/store/media.py; written by study/training/gallery.py,
+in ``<run>/gallery/<protocol id>/`` (study/store/media.py; written by study/evaluation/gallery.py,
 its ``manifest.json`` naming the files). The grid takes the protocol the results table uses:
 the originals on top, then one row per variant (in the study's order; its lowest seed with a
 gallery), one column per image; ``figures/reconstructions.png`` in the report folder, embedded

@@ -1,6 +1,6 @@
 """The report's "Samples" section of a generation study (Tables 7, 13): per diffusion run, the
 grid of its first samples that its generation saved (``<run>/samples/grid.png``, written by
-study/training/generate.py), captioned with its generation FID and the autoencoder it used."""
+study/diffusion/generate.py), captioned with its generation FID and the autoencoder it used."""
 
 from __future__ import annotations
 

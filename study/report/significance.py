@@ -4,7 +4,7 @@ p-value (marked ``*`` where p < 0.05) and, where the difference is not significa
 arm that would resolve it at power 0.8 (``study.report.stats``).
 
 The baseline is the index's ``baseline`` (the study file's ``paper.baseline``, or its first
-variant; see ``study.spec.record``); an index without one takes the table's first row. Aliases
+variant; see ``study.studyfile.record``); an index without one takes the table's first row. Aliases
 (a variant sharing another's run) are left out: their numbers are that run's.
 """
 

@@ -2,9 +2,9 @@
 
 Layout (beside ``study/store/runs.py``'s)::
 
-    results/runs/<id>/gallery/<protocol id>/   the evaluation's reconstructions (study/training/gallery.py):
+    results/runs/<id>/gallery/<protocol id>/   the evaluation's reconstructions (study/evaluation/gallery.py):
                                                manifest.json, original_000.png, ..., grid.png
-    results/runs/<id>/tensorboard/             the run's TensorBoard event files (study/training/live_log.py)
+    results/runs/<id>/tensorboard/             the run's TensorBoard event files (study/trainer/live_log.py)
     results/<study>/tensorboard/<link>         a relative symlink to ../../runs/<id>/tensorboard
 
 A run may belong to several studies (one config, one run), so its event files live once, in the

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from study import config as C
+from study import config as cfgmod
 from study.store.files import read_json, write_json_atomic, write_text_atomic
 from study.store.media import link_tensorboard
 
@@ -73,12 +73,12 @@ def study_dir(root: Path, study: str) -> Path:
 # --------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------
-def init_run(root: Path, cfg: C.ExperimentConfig) -> Path:
+def init_run(root: Path, cfg: cfgmod.ExperimentConfig) -> Path:
     """Create (or reuse) the run folder of ``cfg``: config.yaml and a pending status."""
-    rid = C.run_id(cfg)
+    rid = cfgmod.run_id(cfg)
     folder = run_dir(root, rid)
     path = folder / "config.yaml"
-    text = yaml.safe_dump({"run_id": rid, "config": C.to_dict(cfg)}, sort_keys=False)
+    text = yaml.safe_dump({"run_id": rid, "config": cfgmod.to_dict(cfg)}, sort_keys=False)
     if not path.exists() or path.read_text() != text:
         # The id hashes identity fields only: refresh the rest (intervals, paths, eval protocol).
         write_text_atomic(path, text)
@@ -90,9 +90,9 @@ def init_run(root: Path, cfg: C.ExperimentConfig) -> Path:
     return folder
 
 
-def read_config(folder: Path) -> C.ExperimentConfig:
+def read_config(folder: Path) -> cfgmod.ExperimentConfig:
     doc = yaml.safe_load((folder / "config.yaml").read_text())
-    return C.from_dict(doc["config"])
+    return cfgmod.from_dict(doc["config"])
 
 
 @contextlib.contextmanager
@@ -172,7 +172,7 @@ def is_done(folder: Path) -> bool:
 # studies
 # --------------------------------------------------------------------------------------------
 def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
-    """One variant of a study's index (``v``: a ``study.spec.grid.Variant``): its name, aliases,
+    """One variant of a study's index (``v``: a ``study.studyfile.grid.Variant``): its name, aliases,
     run id, seed and axes; what its config trains and evaluates on (``dataset``; ``resolution``,
     the one its numbers are measured at: eval.resolution, else data.resolution; ``latent``, H/8 x
     W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with. A
@@ -200,7 +200,7 @@ def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
 
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
     """results/<study>/index.json: the study's variants and ``meta``, what the report needs of the
-    study file (``study.spec.record.study_record``: description, spec, profile, seeds, order,
+    study file (``study.studyfile.record.study_record``: description, spec, profile, seeds, order,
     paper). A variant's ``paper_row`` is its label in ``meta["paper"]["rows"]``."""
     rows = (meta.get("paper") or {}).get("rows") or {}
     path = study_dir(root, study) / "index.json"

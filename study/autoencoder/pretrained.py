@@ -53,7 +53,7 @@ Naming = Literal["ours", "ldm", "diffusers"]
 NAMINGS: tuple[Naming, ...] = ("ours", "ldm", "diffusers")
 Kind = Literal["diffusers", "torch", "safetensors", "run"]
 
-# The trainer's checkpoint inside a run folder (study/training/loop.py writes it).
+# The trainer's checkpoint inside a run folder (study/autoencoder/loop.py writes it).
 RUN_CHECKPOINT = "checkpoints/last.pt"
 DIFFUSERS_WEIGHTS = (
     "diffusion_pytorch_model.safetensors",

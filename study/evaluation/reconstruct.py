@@ -1,6 +1,6 @@
 """Reconstructions of image files as PNGs, through the evaluation protocol's pixels.
 
-Each image goes the way an evaluation image goes (study/training/data.py's ``FolderEval``):
+Each image goes the way an evaluation image goes (study/data/datasets.py's ``FolderEval``):
 decoded to RGB, shorter side resized to the resolution (PIL bicubic), the center R x R crop, to
 [-1, 1]; then the autoencoder's posterior mean is decoded and quantised as the metrics quantise
 it, ``round((clamp(x, -1, 1) + 1) * 127.5)`` (study/measure/metrics.py's ``to_uint8``).
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from study.data.datasets import IMAGE_SUFFIXES, FolderEval, check_resolution, list_images
 from study.measure.metrics import to_uint8
 from study.models.autoencoder import Autoencoder
-from study.training.data import IMAGE_SUFFIXES, FolderEval, check_resolution, list_images
 
 
 class ReconstructError(ValueError):

@@ -21,14 +21,14 @@ from typing import Any, Iterable
 
 from study import store
 from study.paper import REFERENCE_TABLE
-from study.spec.grid import Variant, expand
-from study.spec.studyfile import StudySpec
+from study.studyfile.grid import Variant, expand
+from study.studyfile.parse import StudyFile
 
 SETTING = ("dataset", "resolution", "latent")  # what picks a paper row where its label repeats
 
 
 def study_record(
-    spec: StudySpec, variants: list[Variant], profile: str | None = None, sets: Iterable[str] = ()
+    spec: StudyFile, variants: list[Variant], profile: str | None = None, sets: Iterable[str] = ()
 ) -> dict[str, Any]:
     """The index's study-level fields for ``variants`` (the expansion with ``profile`` and
     ``sets`` applied); pass them to ``store.write_index`` as keywords."""
@@ -45,13 +45,13 @@ def study_record(
     }
 
 
-def variant_order(spec: StudySpec, variants: list[Variant]) -> list[str]:
+def variant_order(spec: StudyFile, variants: list[Variant]) -> list[str]:
     """Every variant name, aliases included: grid rows first, then named variants as written."""
     names = list(dict.fromkeys([v.name for v in variants] + [a for v in variants for a in v.aliases]))
     return [n for n in names if n not in spec.variants] + [n for n in spec.variants if n in names]
 
 
-def paper_record(spec: StudySpec) -> dict[str, Any] | None:
+def paper_record(spec: StudyFile) -> dict[str, Any] | None:
     """The study's paper reference with the paper's setting of every labelled variant name."""
     if spec.paper is None:
         return None

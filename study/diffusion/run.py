@@ -18,12 +18,11 @@ from typing import Any
 
 import torch.distributed as dist
 
-from study import config as C
-from study import store
-from study.training.diffusion_loop import train_diffusion
-from study.training.generate import generate
-from study.training.latents import build_cache
-from study.training.loop import Context
+from study import config, store
+from study.diffusion.generate import generate
+from study.diffusion.latents import build_cache
+from study.diffusion.train import train_diffusion
+from study.trainer.context import Context
 
 
 class AutoencoderNotReady(RuntimeError):
@@ -35,12 +34,12 @@ class AutoencoderNotReady(RuntimeError):
         super().__init__(f"autoencoder run {autoencoder_id} is {state}{why}; the diffusion run needs it completed")
 
 
-def autoencoder_folder(cfg: C.ExperimentConfig, folder: Path) -> Path:
+def autoencoder_folder(cfg: config.ExperimentConfig, folder: Path) -> Path:
     """``runs/<diffusion.autoencoder_id>`` of the results folder that holds ``folder``."""
     return store.run_dir(folder.parent.parent, cfg.diffusion.autoencoder_id)
 
 
-def check_autoencoder(cfg: C.ExperimentConfig, folder: Path) -> Path:
+def check_autoencoder(cfg: config.ExperimentConfig, folder: Path) -> Path:
     """The autoencoder's folder if its run is completed, else AutoencoderNotReady."""
     ae_folder = autoencoder_folder(cfg, folder)
     if not cfg.diffusion.autoencoder_id:
@@ -53,7 +52,7 @@ def check_autoencoder(cfg: C.ExperimentConfig, folder: Path) -> Path:
 
 
 def run_diffusion(
-    cfg: C.ExperimentConfig,
+    cfg: config.ExperimentConfig,
     folder: Path,
     ctx: Context,
     stop: threading.Event | None = None,

@@ -7,7 +7,7 @@ depend on the device), divided by the run's scale factor and decoded by the froz
 decoder; the images are clamped and quantised to uint8 as every metric of the harness sees them.
 The generation FID compares their Inception statistics (torch-fidelity's extractor, as rFID:
 study/measure/metrics.py) with those of the diffusion run's training images, the set the latent
-cache encodes (study/training/latents.py ``image_set``: LDM's convention of FID against the
+cache encodes (study/diffusion/latents.py ``image_set``: LDM's convention of FID against the
 training set), its first ``reference_images`` or all. The reference statistics are cached per
 reference id under ``<results>/cache/fid_ref`` beside rFID's. A missing Inception file makes
 ``gfid`` "unavailable" with the reason in the record, never a number; the samples, their grid
@@ -30,16 +30,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from study import config as C
-from study import store
-from study.measure import metrics as M
-from study.measure import weights as W
-from study.models import gaussian_diffusion as G
-from study.training import accelerate as A
-from study.training.diffusion_loop import build_denoiser, schedule_args
-from study.training.evaluate import load_reference, package_version, protocol_id, save_reference, still_unavailable
-from study.training.latents import ChannelMoments, image_set, open_cache
-from study.training.loop import load_checkpoint, load_trained, use_bf16
+from study import config, store
+from study.autoencoder.trained import load_trained
+from study.diffusion.latents import ChannelMoments, image_set, open_cache
+from study.diffusion.train import build_denoiser, schedule_args
+from study.evaluation.evaluate import still_unavailable
+from study.evaluation.protocol import package_version, protocol_id
+from study.evaluation.references import load_reference, save_reference
+from study.measure import metrics as metric_fns
+from study.measure import weights as weight_files
+from study.models import gaussian_diffusion
+from study.trainer import accelerate
+from study.trainer.checkpoints import load_checkpoint
+from study.trainer.context import use_bf16
 
 GENERATION_PROTOCOL_VERSION = 1
 SAMPLE_SEED = 0
@@ -54,14 +57,14 @@ class MissingDiffusionCheckpoint(FileNotFoundError):
 # --------------------------------------------------------------------------------------------
 # the protocol
 # --------------------------------------------------------------------------------------------
-def reference_count(cfg: C.ExperimentConfig, available: int) -> int:
+def reference_count(cfg: config.ExperimentConfig, available: int) -> int:
     """How many training images the reference statistics use: ``reference_images`` or all
     (at most the set's size)."""
     wanted = cfg.diffusion.reference_images
     return available if wanted == "all" else min(int(wanted), available)
 
 
-def generation_protocol(cfg: C.ExperimentConfig) -> dict[str, Any]:
+def generation_protocol(cfg: config.ExperimentConfig) -> dict[str, Any]:
     """Everything that decides what a gFID means, as plain JSON (its hash is the protocol id)."""
     d, res = cfg.diffusion, cfg.data.resolution
     images, ident = image_set(cfg.data, res, d.cache_images)
@@ -82,9 +85,9 @@ def generation_protocol(cfg: C.ExperimentConfig) -> dict[str, Any]:
         "resolution": res,
         "quantisation": "uint8 round((clamp(x,-1,1)+1)*127.5), references and samples",
         "fid": {
-            "extractor": f"torch-fidelity {M.FID_EXTRACTOR}",
-            "features": f"pool3 ({M.FID_LAYER})",
-            "weights_sha256": W.expected_sha256("inception"),
+            "extractor": f"torch-fidelity {metric_fns.FID_EXTRACTOR}",
+            "features": f"pool3 ({metric_fns.FID_LAYER})",
+            "weights_sha256": weight_files.expected_sha256("inception"),
             "statistics": "float64 mean and unbiased covariance; all references vs all samples",
         },
         "versions": {
@@ -106,13 +109,13 @@ def reference_id(p: dict[str, Any]) -> str:
 def _extractor(device: torch.device) -> tuple[torch.nn.Module | None, str | None]:
     """The Inception extractor, or (None, why it is unavailable)."""
     try:
-        return M.inception_extractor(W.resolve("inception").path, device), None
-    except W.MissingWeightsError as e:
+        return metric_fns.inception_extractor(weight_files.resolve("inception").path, device), None
+    except weight_files.MissingWeightsError as e:
         return None, f"unavailable: {e}"
 
 
 def _reference_stats(
-    cfg: C.ExperimentConfig, p: dict[str, Any], extractor: torch.nn.Module, path: Path, device: torch.device
+    cfg: config.ExperimentConfig, p: dict[str, Any], extractor: torch.nn.Module, path: Path, device: torch.device
 ) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """The training images' (mu, sigma), from the cache or computed and cached; and which."""
     n = p["reference"]["num_images"]
@@ -120,17 +123,17 @@ def _reference_stats(
     if cached is not None:
         return cached, "reused"
     images, _ = image_set(cfg.data, cfg.data.resolution, cfg.diffusion.cache_images)
-    stats = M.FeatureStats()
+    stats = metric_fns.FeatureStats()
     for start in range(0, n, 64):
         x = torch.stack([images[i] for i in range(start, min(start + 64, n))])
-        with A.full_fp32(device):
-            stats.update(M.inception_features(extractor, M.to_uint8(x).to(device)))
+        with accelerate.full_fp32(device):
+            stats.update(metric_fns.inception_features(extractor, metric_fns.to_uint8(x).to(device)))
     mu, sigma = stats.mean(), stats.cov()
     save_reference(path, n, mu, sigma)
     return (mu, sigma), "computed"
 
 
-def load_denoiser(cfg: C.ExperimentConfig, folder: Path, channels: int, device: torch.device) -> tuple[Any, float]:
+def load_denoiser(cfg: config.ExperimentConfig, folder: Path, channels: int, device: torch.device) -> tuple[Any, float]:
     """The EMA UNet of the run's last checkpoint (raw when ``ema_decay`` is 0), in eval mode,
     and the scale factor it was trained with."""
     state = load_checkpoint(folder)
@@ -157,7 +160,7 @@ def save_grid(images: Tensor, path: Path, nrow: int = 8) -> None:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _sample_all(
-    cfg: C.ExperimentConfig,
+    cfg: config.ExperimentConfig,
     unet: Any,
     ae: Any,
     shape: tuple[int, int, int],
@@ -165,26 +168,26 @@ def _sample_all(
     device: torch.device,
     extractor: torch.nn.Module | None,
     progress: bool,
-) -> tuple[M.FeatureStats | None, ChannelMoments, Tensor]:
+) -> tuple[metric_fns.FeatureStats | None, ChannelMoments, Tensor]:
     """All samples, batch by batch: their Inception statistics, their latent moments, the grid's."""
     from tqdm import tqdm
 
     d = cfg.diffusion
     g = torch.Generator().manual_seed(SAMPLE_SEED)
     bf16, sched = use_bf16(cfg, device), schedule_args(cfg)
-    fake, moments = (M.FeatureStats() if extractor is not None else None), ChannelMoments()
+    fake, moments = (metric_fns.FeatureStats() if extractor is not None else None), ChannelMoments()
     grid: list[Tensor] = []
     bar = tqdm(total=d.num_samples, desc="samples", unit="img", disable=not progress, leave=False)
     for start in range(0, d.num_samples, d.sample_batch_size):
         b = min(d.sample_batch_size, d.num_samples - start)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            z = G.ddim_sample(unet, (b, *shape), d.sampler_steps, g, d.eta, device=device, args=sched)
+            z = gaussian_diffusion.ddim_sample(unet, (b, *shape), d.sampler_steps, g, d.eta, device=device, args=sched)
         z = z.float() / scale  # back to the autoencoder's latent space
         moments.update(z)
-        with A.full_fp32(device):
-            images = M.to_uint8(ae.decode(z))
+        with accelerate.full_fp32(device):
+            images = metric_fns.to_uint8(ae.decode(z))
             if fake is not None and extractor is not None:
-                fake.update(M.inception_features(extractor, images))
+                fake.update(metric_fns.inception_features(extractor, images))
         if sum(x.shape[0] for x in grid) < GRID_SAMPLES:
             grid.append(images.cpu())
         bar.update(b)
@@ -193,7 +196,7 @@ def _sample_all(
 
 
 def generate(
-    cfg: C.ExperimentConfig, folder: Path, ae_folder: Path, device: torch.device, progress: bool = True
+    cfg: config.ExperimentConfig, folder: Path, ae_folder: Path, device: torch.device, progress: bool = True
 ) -> dict[str, Any]:
     """Sample the diffusion run in ``folder``, decode with the autoencoder of ``ae_folder``,
     measure gFID and write the record (see the module docstring). An existing record of the same
@@ -221,7 +224,7 @@ def generate(
     if fake is not None and extractor is not None:
         path = folder.parent.parent / "cache" / "fid_ref" / f"{reference_id(p)}.npz"
         (mu, sigma), how = _reference_stats(cfg, p, extractor, path, device)
-        metrics["gfid"] = M.frechet_distance(mu, sigma, fake.mean(), fake.cov())
+        metrics["gfid"] = metric_fns.frechet_distance(mu, sigma, fake.mean(), fake.cov())
     generated = moments.summary()
     record = {
         "protocol_id": pid,

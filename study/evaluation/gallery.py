@@ -1,6 +1,6 @@
 """The pictures behind a run's numbers: the first K images of the evaluation set, reconstructed.
 
-Evaluation (study/training/evaluate.py) saves, under ``<run>/gallery/<protocol id>/``
+Evaluation (study/evaluation/evaluate.py) saves, under ``<run>/gallery/<protocol id>/``
 (study/store/media.py), for each of the first ``eval.gallery_images`` images of the evaluation
 set in its fixed order (the order every variant evaluated under the same protocol sees, so every
 variant shows the same images under the same file names)::

@@ -22,17 +22,17 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from study.config import DataConfig, EvalConfig
-from study.training import data as D
+from study.data import datasets
 
 _FORMAT = 1
 
 
 def _ordered(files: list[str]) -> list[str]:
-    return sorted(files, key=lambda f: (D.split_hash(f), f))
+    return sorted(files, key=lambda f: (datasets.split_hash(f), f))
 
 
 def _files(ev: EvalConfig) -> list[str]:
-    return _ordered(D.image_files(ev.path, ev.list, where="eval.list"))
+    return _ordered(datasets.image_files(ev.path, ev.list, where="eval.list"))
 
 
 def _where(ev: EvalConfig) -> str:
@@ -44,8 +44,8 @@ def set_size(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
     if ev.path:
         return len(_files(ev))
     if data.kind == "folder":
-        return len(D.folder_split(data, resolution)[2])
-    return len(D.eval_crops(resolution))
+        return len(datasets.folder_split(data, resolution)[2])
+    return len(datasets.eval_crops(resolution))
 
 
 def resolve_count(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
@@ -60,10 +60,10 @@ def resolve_count(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
             else (
                 f"the held-out split of {data.path} (data.val_fraction={data.val_fraction})"
                 if data.kind == "folder"
-                else f"the held-out strips of {D._SAMPLES_WHERE}"
+                else f"the held-out strips of {datasets._SAMPLES_WHERE}"
             )
         )
-        raise D.DataError(
+        raise datasets.DataError(
             f"eval.num_images is {ev.num_images} but {where} holds {size} images "
             f"at {resolution}x{resolution}; lower eval.num_images or use 'all'"
         )
@@ -79,16 +79,16 @@ def evaluation_set(data: DataConfig, ev: EvalConfig, resolution: int) -> Dataset
     """The images an evaluation reads (float 3 x R x R in [-1, 1], center crops)."""
     n = resolve_count(data, ev, resolution)
     if not ev.path:
-        return D.eval_set(data, resolution, n)
-    D.check_resolution(resolution, str(ev.path))
-    return D.FolderEval(Path(ev.path).expanduser(), _files(ev)[:n], resolution)
+        return datasets.eval_set(data, resolution, n)
+    datasets.check_resolution(resolution, str(ev.path))
+    return datasets.FolderEval(Path(ev.path).expanduser(), _files(ev)[:n], resolution)
 
 
 def fingerprint(data: DataConfig, ev: EvalConfig, resolution: int) -> str:
     """What the evaluation images are, as one line for the protocol's hash: the set's name and a
     digest of its file list (not its location), the order and crop rules, the resolution."""
     if not ev.path:
-        return D.dataset_fingerprint(data, resolution)
+        return datasets.dataset_fingerprint(data, resolution)
     files = _files(ev)
     digest = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()[:16]
     return (

@@ -16,12 +16,9 @@ pretraining stages (Table 5).
 from __future__ import annotations
 
 import functools
-import io
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,62 +27,26 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from study import config as C
-from study import store
+from study import config, store
+from study.autoencoder.steps import (
+    MissingEMA,
+    Reconstruct,
+    autoencoder_step,
+    discriminator_step,
+)
+from study.autoencoder.steps import unwrap as _unwrap
+from study.autoencoder.trained import _initialise
+from study.data.batches import stage_at
+from study.data.datasets import eval_set
+from study.data.loader import Batches
 from study.measure import metrics
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
-from study.training import accelerate as A
-from study.training import live_log
-from study.training.batches import stage_at
-from study.training.data import eval_set
-from study.training.ema import EMA
-from study.training.loader import Batches
-from study.training.steps import (  # the step, re-exported as part of this module's API
-    DiscriminatorStep as DiscriminatorStep,
-)
-from study.training.steps import MissingEMA as MissingEMA
-from study.training.steps import NonFiniteLoss as NonFiniteLoss
-from study.training.steps import Reconstruct as Reconstruct
-from study.training.steps import autoencoder_step as autoencoder_step
-from study.training.steps import discriminator_step as discriminator_step
-from study.training.steps import unwrap as _unwrap
-
-CHECKPOINT = "checkpoints/last.pt"
-
-
-class Preempted(RuntimeError):
-    """Training stopped on request (preemption) after writing a checkpoint."""
-
-
-@dataclass
-class Context:
-    """Where and how a run trains: the device, the DDP rank and world size."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def default_context() -> Context:
-    """The device and, when torch.distributed is initialised, the rank and world size."""
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank % max(torch.cuda.device_count(), 1)))
-        torch.cuda.set_device(local)
-        return Context(torch.device("cuda", local), rank, world)
-    return Context(torch.device("cpu"), rank, world)
-
-
-def use_bf16(cfg: C.ExperimentConfig, device: torch.device) -> bool:
-    return cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+from study.trainer import accelerate as accel
+from study.trainer import live_log
+from study.trainer.checkpoints import CHECKPOINT, load_checkpoint, restore_rng, write_checkpoint
+from study.trainer.context import Context, Preempted, default_context, use_bf16
+from study.trainer.ema import EMA
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,43 +73,17 @@ def save_checkpoint(
     write_checkpoint(folder, state)
 
 
-def write_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """``state`` with the CPU and CUDA RNG states, written atomically as the run's last
-    checkpoint (autoencoder and diffusion runs alike)."""
-    state = state | {
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    store.write_bytes_atomic(folder / CHECKPOINT, buf.getvalue())
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """The RNG states a checkpoint saved (``write_checkpoint``)."""
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-
-
-def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    path = folder / CHECKPOINT
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _validation_set(data: C.DataConfig, resolution: int, num_images: int):
+def _validation_set(data: config.DataConfig, resolution: int, num_images: int):
     return eval_set(data, resolution, num_images)
 
 
 @torch.no_grad()
 def validate_psnr(
-    model: nn.Module, cfg: C.ExperimentConfig, resolution: int, device: torch.device, num_images: int
+    model: nn.Module, cfg: config.ExperimentConfig, resolution: int, device: torch.device, num_images: int
 ) -> float:
     """PSNR (dB; study.measure.metrics.psnr: uint8-quantised, per image, then averaged) of
     posterior-mean reconstructions of held-out crops."""
@@ -168,14 +103,14 @@ def validate_psnr(
 # --------------------------------------------------------------------------------------------
 # the steps
 # --------------------------------------------------------------------------------------------
-def load_perceptual(cfg: C.LossConfig, device: torch.device) -> nn.Module | None:
+def load_perceptual(cfg: config.LossConfig, device: torch.device) -> nn.Module | None:
     """The frozen network of the perceptual term (``loss.perceptual``; none when its weight is
     0): LPIPS-VGG or ESRGAN's VGG19 (Table 14). Raises MissingWeightsError, naming ``weights
     fetch``, when its weights are not in the cache: called before the first step."""
     if cfg.lpips_weight <= 0:
         return None
     if cfg.perceptual == "esrgan":
-        from study.training.perceptual import load_esrgan_vgg
+        from study.autoencoder.perceptual import load_esrgan_vgg
 
         return load_esrgan_vgg(device)
     from study.measure.weights import load_lpips
@@ -220,7 +155,7 @@ def _distribute(model: nn.Module, disc: nn.Module | None, ctx: Context) -> tuple
 
 
 def _log(
-    cfg: C.ExperimentConfig,
+    cfg: config.ExperimentConfig,
     folder: Path,
     ctx: Context,
     step: int,
@@ -245,10 +180,10 @@ def _log(
     if ctx.main:
         store.append_jsonl(folder / "metrics.jsonl", record)
         store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"], heartbeat=time.time())
-        live_log.scalars(folder, record)  # TensorBoard / W&B (study/training/live_log.py)
+        live_log.scalars(folder, record)  # TensorBoard / W&B (study/trainer/live_log.py)
 
 
-def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
+def _validate(cfg: config.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
     """Validation PSNR at ``step`` when it is due (main process only), recorded."""
     if not (ctx.main and (step % cfg.train.val_every == 0 or step == cfg.train.steps)):
         return None
@@ -262,22 +197,22 @@ def _validate(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, ae
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
-def _build(cfg: C.ExperimentConfig, device: torch.device, fmt: torch.memory_format) -> tuple[Any, ...]:
+def _build(cfg: config.ExperimentConfig, device: torch.device, fmt: torch.memory_format) -> tuple[Any, ...]:
     """The autoencoder, the discriminator (or None), the perceptual network (or None) and both
     optimisers (Adam, the paper's betas; fused on CUDA), on ``device``."""
-    ae = build_autoencoder(C.autoencoder_args(cfg.model), checkpoint_decoder=cfg.train.checkpoint_decoder)
+    ae = build_autoencoder(config.autoencoder_args(cfg.model), checkpoint_decoder=cfg.train.checkpoint_decoder)
     ae = ae.to(device).to(memory_format=fmt)
     disc = build_discriminator(cfg.loss.discriminator, cfg.loss.discriminator_channels)
     disc = disc.to(device).to(memory_format=fmt) if disc is not None else None
     perceptual = load_perceptual(cfg.loss, device)
     betas = (cfg.train.betas[0], cfg.train.betas[1])
-    opt_ae = A.adam(ae.parameters(), cfg.train.lr, betas, device)
-    opt_d = A.adam(disc.parameters(), cfg.train.discriminator_lr, betas, device) if disc is not None else None
+    opt_ae = accel.adam(ae.parameters(), cfg.train.lr, betas, device)
+    opt_d = accel.adam(disc.parameters(), cfg.train.discriminator_lr, betas, device) if disc is not None else None
     return ae, disc, perceptual, opt_ae, opt_d
 
 
 def train(
-    cfg: C.ExperimentConfig,
+    cfg: config.ExperimentConfig,
     folder: Path,
     ctx: Context | None = None,
     stop: threading.Event | None = None,
@@ -292,9 +227,9 @@ def train(
     ctx = ctx or default_context()
     torch.manual_seed(cfg.seed)
     device = ctx.device
-    A.configure_device(device)
+    accel.configure_device(device)
     bf16 = use_bf16(cfg, device)
-    fmt = A.memory_format(device)
+    fmt = accel.memory_format(device)
 
     ae, disc, perceptual, opt_ae, opt_d = _build(cfg, device, fmt)
 
@@ -312,7 +247,7 @@ def train(
 
     total = cfg.train.steps
     end = total if max_steps is None else min(total, max_steps)
-    batches, watch = Batches(cfg, ctx, step, end, fmt), A.LossWatch(device)
+    batches, watch = Batches(cfg, ctx, step, end, fmt), accel.LossWatch(device)
     bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name, mininterval=1.0)
     tic, seen = time.perf_counter(), 0
     summary: dict[str, Any] = {"resumed_from": step}
@@ -360,62 +295,12 @@ def train(
 
 def _compile(device: torch.device, ae: Any, disc: nn.Module | None) -> None:
     """train.compile: the encoder, the decoder and the discriminator, in place; the run's log
-    says which stays eager (a spectral-norm discriminator: study/training/accelerate.py)."""
-    for eager in A.compile_networks(device, ae.encoder, ae.decoder, disc):
+    says which stays eager (a spectral-norm discriminator: study/trainer/accelerate.py)."""
+    for eager in accel.compile_networks(device, ae.encoder, ae.decoder, disc):
         tqdm.write(f"train.compile: {type(eager).__name__} stays eager (spectral norm)", file=sys.stderr)
 
 
-def _boundary(cfg: C.ExperimentConfig, step: int, end: int) -> bool:
+def _boundary(cfg: config.ExperimentConfig, step: int, end: int) -> bool:
     """A step after which the loop logs, validates, checkpoints or stops."""
     t = cfg.train
     return step == end or step == t.steps or any(step % k == 0 for k in (t.log_every, t.val_every, t.checkpoint_every))
-
-
-class MissingCheckpoint(FileNotFoundError):
-    """A run has no checkpoint to load (e.g. a complexity-only run, ``train.steps: 0``): its
-    model was never trained, so there is nothing to evaluate."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        super().__init__(
-            f"run {folder} has no checkpoint: expected {folder / CHECKPOINT} (a run with "
-            f"train.steps 0 trains nothing, so it cannot be evaluated)"
-        )
-
-
-def load_trained(folder: Path, cfg: C.ExperimentConfig, device: torch.device) -> nn.Module:
-    """The autoencoder of a run's last checkpoint, in eval mode; MissingCheckpoint when the run
-    has none (never random weights)."""
-    state = load_checkpoint(folder)
-    if state is None and cfg.model.init:  # nothing trained yet (train.steps 0): the pretrained weights
-        ae = build_autoencoder(C.autoencoder_args(cfg.model))
-        _initialise(ae, cfg, None)
-        return ae.to(device).eval()
-    if state is None:
-        raise MissingCheckpoint(folder)
-    ae = build_autoencoder(C.autoencoder_args(cfg.model))
-    ae.load_state_dict(_trained_weights(folder, state, cfg.eval.weights))
-    return ae.to(device).eval()
-
-
-def _trained_weights(folder: Path, state: dict[str, Any], weights: str) -> dict[str, Any]:
-    """The checkpoint's autoencoder weights, or their EMA (``eval.weights: ema``); MissingEMA
-    when the run kept none (train.ema_decay 0)."""
-    if weights == "model":
-        return state["autoencoder"]
-    if state.get("ema") is None:
-        raise MissingEMA(
-            f"eval.weights is 'ema' but {folder / CHECKPOINT} has no EMA weights "
-            f"(the run trained with train.ema_decay 0)"
-        )
-    return state["ema"]["module"]
-
-
-def _initialise(ae: nn.Module, cfg: C.ExperimentConfig, folder: Path | None) -> None:
-    """``model.init``'s weights into ``ae`` (study/training/pretrained.py), checked against the
-    digest the run was planned with; what was loaded goes to the run's status when ``folder``."""
-    from study.training.pretrained import apply_init
-
-    report = apply_init(ae, cfg.model.init, expected_sha256=cfg.model.init_sha256 or None)
-    if folder is not None:
-        store.update_status(folder, **report.record())

@@ -26,7 +26,7 @@ offline). The details the paper's text leaves open follow the authors' released 
   (R < R_ema, strictly) is a detail being learnt and gets weight 0; elsewhere the map stands.
 - Units: LDL's images are in [0, 1] and its map is not scale-equivariant (delta has power 1/5), so
   the map is computed on (x + 1) / 2; the loss itself is on our [-1, 1] images (mean over N, C, H,
-  W, the convention of ``study/training/losses.py``), so its weight is relative to our L1 term.
+  W, the convention of ``study/autoencoder/losses.py``), so its weight is relative to our L1 term.
 - Gradients (paper gap): the map is a weight and is detached; the released code lets gradients
   flow through it, where var(R)^(1/5) has an infinite derivative at a zero residual. With the map
   detached, d L / d x_hat = -M_refine * sign(x - x_hat) / (N C H W).

@@ -12,7 +12,7 @@ the result. The cache lives in the AUTOENCODER's run folder::
 Each shard holds, for each of its images, the posterior mean and one posterior sample
 (``mean + std * eps``, eps from a generator seeded by the image's index, so a sample does not
 depend on batching, sharding or a restart), and, when ``data.hflip``, the same two for the
-horizontally mirrored image (the flip training uses: study/training/data.py). The images:
+horizontally mirrored image (the flip training uses: study/data/datasets.py). The images:
 
 - ``data.kind: folder``: the whole training list (the files the split does not hold out), each
   resized on its shorter side and center-cropped to ``data.resolution``, as the evaluation does
@@ -47,9 +47,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from study import config as C
-from study import store
-from study.training.data import FolderEval, SampleEval, SampleTrain, folder_split, photos_digest
+from study import config, store
+from study.data.datasets import FolderEval, SampleEval, SampleTrain, folder_split, photos_digest
 
 CACHE_VERSION = 1
 CROP_SEED = 0  # the sample photos' fixed crops: drawn as training stream 0 draws them
@@ -69,7 +68,7 @@ class CacheMismatch(ValueError):
 # --------------------------------------------------------------------------------------------
 # what is encoded, and the key
 # --------------------------------------------------------------------------------------------
-def image_set(data: C.DataConfig, resolution: int, cache_images: int) -> tuple[Dataset, str]:
+def image_set(data: config.DataConfig, resolution: int, cache_images: int) -> tuple[Dataset, str]:
     """The unflipped images a cache encodes (float 3 x R x R in [-1, 1]) and their identity as
     one line: the same set the generation FID's reference statistics come from."""
     if data.kind == "folder":
@@ -89,7 +88,7 @@ def image_set(data: C.DataConfig, resolution: int, cache_images: int) -> tuple[D
     return SampleEval(crops, resolution), ident
 
 
-def cache_fields(cfg: C.ExperimentConfig, ae_folder: Path) -> dict[str, Any]:
+def cache_fields(cfg: config.ExperimentConfig, ae_folder: Path) -> dict[str, Any]:
     """What the cache of ``cfg``'s data on the autoencoder in ``ae_folder`` depends on."""
     ae_cfg = store.read_config(ae_folder)
     _, ident = image_set(cfg.data, cfg.data.resolution, cfg.diffusion.cache_images)
@@ -105,7 +104,7 @@ def cache_fields(cfg: C.ExperimentConfig, ae_folder: Path) -> dict[str, Any]:
 
 
 def cache_key(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(C.canonical_json(fields).encode()).hexdigest()[:12]
+    return hashlib.sha256(config.canonical_json(fields).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +210,7 @@ def _shard_path(folder: Path, index: int) -> Path:
     return folder / f"shard-{index:05d}.safetensors"
 
 
-def open_cache(cfg: C.ExperimentConfig, ae_folder: Path) -> LatentCache:
+def open_cache(cfg: config.ExperimentConfig, ae_folder: Path) -> LatentCache:
     """The built cache of ``cfg`` on ``ae_folder``; CacheNotBuilt when its meta.json is absent."""
     fields = cache_fields(cfg, ae_folder)
     folder = cache_folder(ae_folder, cache_key(fields))
@@ -224,7 +223,7 @@ def open_cache(cfg: C.ExperimentConfig, ae_folder: Path) -> LatentCache:
 
 
 def build_cache(
-    cfg: C.ExperimentConfig,
+    cfg: config.ExperimentConfig,
     ae_folder: Path,
     device: torch.device,
     *,
@@ -278,7 +277,7 @@ def _encode_shards(
     from safetensors.torch import save
     from tqdm import tqdm
 
-    from study.training.loop import load_trained
+    from study.autoencoder.trained import load_trained
 
     ae: Any = load_trained(ae_folder, store.read_config(ae_folder), device)
     ae.requires_grad_(False)

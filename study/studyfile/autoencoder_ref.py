@@ -13,7 +13,7 @@ one of four ways, tried in this order:
 
 Each resolves to the autoencoder's config; its run id becomes ``diffusion.autoencoder_id`` (the
 diffusion run's identity), and the autoencoder is a run of the study too, so one ``launch`` trains
-or evaluates it first. A reference that is none of these is a StudySpecError naming the forms.
+or evaluates it first. A reference that is none of these is a StudyFileError naming the forms.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from study import config as C
+from study import config as cfgmod
 from study import store
-from study.spec.studyfile import StudySpec, StudySpecError
+from study.studyfile.parse import StudyFile, StudyFileError
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 _EXPANDING: list[Path] = []  # study files whose expansion is resolving another's (a cycle is an error)
@@ -37,7 +37,7 @@ class Autoencoder:
     """The resolved autoencoder: its config and a readable name for plans and reports."""
 
     name: str
-    config: C.ExperimentConfig
+    config: cfgmod.ExperimentConfig
     source: str  # "variant" (this study), "study" (another file), "run", "checkpoint"
 
 
@@ -47,14 +47,14 @@ def _forms(names: list[str]) -> str:
 
 
 def resolve(
-    spec: StudySpec,
+    spec: StudyFile,
     where: str,
-    cfg: C.ExperimentConfig,
-    own: Callable[[str, int], C.ExperimentConfig | None],
+    cfg: cfgmod.ExperimentConfig,
+    own: Callable[[str, int], cfgmod.ExperimentConfig | None],
     own_names: list[str],
     expansion: tuple[str | None, dict[str, Any] | None],
-    with_digest: Callable[[StudySpec, str, C.ExperimentConfig], C.ExperimentConfig],
-) -> tuple[C.ExperimentConfig, Autoencoder]:
+    with_digest: Callable[[StudyFile, str, cfgmod.ExperimentConfig], cfgmod.ExperimentConfig],
+) -> tuple[cfgmod.ExperimentConfig, Autoencoder]:
     """``cfg`` (a diffusion variant) with ``diffusion.autoencoder_id`` set, and its autoencoder.
     ``own(name, seed)``: the config of this study's variant of that name, or None; ``expansion``:
     the profile and the --set overrides of this study, applied to another study's variant too."""
@@ -62,25 +62,25 @@ def resolve(
     key = f"{where}: diffusion.autoencoder"
     ae = _find(spec, key, ref, cfg, own, own_names, expansion, with_digest)
     if ae.config.task != "autoencoder":
-        raise StudySpecError(spec.path, key, ref, "an autoencoder run (task: autoencoder), not a diffusion run")
+        raise StudyFileError(spec.path, key, ref, "an autoencoder run (task: autoencoder), not a diffusion run")
     resolved = dataclasses.replace(
-        cfg, diffusion=dataclasses.replace(cfg.diffusion, autoencoder_id=C.run_id(ae.config))
+        cfg, diffusion=dataclasses.replace(cfg.diffusion, autoencoder_id=cfgmod.run_id(ae.config))
     )
     return resolved, ae
 
 
 def _find(
-    spec: StudySpec,
+    spec: StudyFile,
     key: str,
     ref: str,
-    cfg: C.ExperimentConfig,
-    own: Callable[[str, int], C.ExperimentConfig | None],
+    cfg: cfgmod.ExperimentConfig,
+    own: Callable[[str, int], cfgmod.ExperimentConfig | None],
     own_names: list[str],
     expansion: tuple[str | None, dict[str, Any] | None],
-    with_digest: Callable[[StudySpec, str, C.ExperimentConfig], C.ExperimentConfig],
+    with_digest: Callable[[StudyFile, str, cfgmod.ExperimentConfig], cfgmod.ExperimentConfig],
 ) -> Autoencoder:
     if not ref:
-        raise StudySpecError(spec.path, key, ref, _forms(own_names))
+        raise StudyFileError(spec.path, key, ref, _forms(own_names))
     mine = own(ref, cfg.seed)
     if mine is not None:
         return Autoencoder(ref, mine, "variant")
@@ -91,7 +91,7 @@ def _find(
         folder = store.run_dir(store.results_root(), ref)
         if (folder / "config.yaml").is_file():
             return Autoencoder(f"run {ref}", store.read_config(folder), "run")
-        raise StudySpecError(spec.path, key, ref, f"a run id with a run folder ({folder} does not exist)")
+        raise StudyFileError(spec.path, key, ref, f"a run id with a run folder ({folder} does not exist)")
     path = Path(ref).expanduser()
     if not path.is_absolute():
         path = spec.path.parent / path
@@ -99,37 +99,37 @@ def _find(
         as_autoencoder = dataclasses.replace(
             cfg,
             task="autoencoder",
-            diffusion=C.DiffusionConfig(),
+            diffusion=cfgmod.DiffusionConfig(),
             model=dataclasses.replace(cfg.model, init=str(path.resolve())),
             train=dataclasses.replace(cfg.train, steps=0, stages=()),
         )
         return Autoencoder(path.name, with_digest(spec, key, as_autoencoder), "checkpoint")
-    raise StudySpecError(spec.path, key, ref, _forms(own_names))
+    raise StudyFileError(spec.path, key, ref, _forms(own_names))
 
 
 def _other_study(
-    spec: StudySpec, key: str, file: str, variant: str, seed: int, expansion: tuple[str | None, dict[str, Any] | None]
+    spec: StudyFile, key: str, file: str, variant: str, seed: int, expansion: tuple[str | None, dict[str, Any] | None]
 ) -> Autoencoder:
     """A variant of another study file, expanded with this study's profile (where it has one of
     that name) and --set overrides."""
     profile, extra = expansion
-    from study.spec.grid import expand  # grid imports this module
-    from study.spec.studyfile import load_spec
+    from study.studyfile.grid import expand  # grid imports this module
+    from study.studyfile.parse import load_study
 
     path = Path(file).expanduser()
     if not path.is_absolute():
         path = spec.path.parent / path
     if not path.is_file():
-        raise StudySpecError(spec.path, key, f"{file} {variant}", f"an existing study file ({path} is not one)")
+        raise StudyFileError(spec.path, key, f"{file} {variant}", f"an existing study file ({path} is not one)")
     path, here = path.resolve(), spec.path.resolve()
     if path == here or path in _EXPANDING:
-        raise StudySpecError(
+        raise StudyFileError(
             spec.path,
             key,
             f"{file} {variant}",
             "another study file that does not refer back (name this study's own variants alone)",
         )
-    other = load_spec(path)
+    other = load_study(path)
     _EXPANDING.append(here)
     try:
         variants = expand(other, profile if profile in other.profiles else None, extra)
@@ -138,6 +138,6 @@ def _other_study(
     named = [v for v in variants if variant == v.name or variant in v.aliases]
     if not named:
         names = sorted({v.name for v in variants} | {a for v in variants for a in v.aliases})
-        raise StudySpecError(spec.path, key, f"{file} {variant}", f"a variant of {other.study}: {', '.join(names)}")
+        raise StudyFileError(spec.path, key, f"{file} {variant}", f"a variant of {other.study}: {', '.join(names)}")
     chosen = next((v for v in named if v.seed == seed), named[0])
     return Autoencoder(f"{other.study}/{variant}", chosen.config, "study")

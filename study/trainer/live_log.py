@@ -15,7 +15,7 @@ train. Scalars (the tags TensorBoard groups by their prefix):
     train/resolution            the stage's resolution (Table 5)
     val/psnr                    validation PSNR (dB)
 
-The trainer (study/training/loop.py) calls ``open_run`` once it knows the step it resumes from,
+The trainer (study/autoencoder/loop.py) calls ``open_run`` once it knows the step it resumes from,
 ``scalars`` at its log steps with the record it writes to metrics.jsonl (floats it has already
 read from the device, so nothing here adds a host synchronisation but the gradient norms: one
 transfer, at log steps only), ``validation`` at validation steps and ``close`` at the end. Only
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from study import config as C
+from study import config as cfgmod
 from study.store.media import tensorboard_dir
 
 NOT_LOSSES = {"step", "images_per_s", "resolution", "adversarial_weight"}
@@ -110,7 +110,7 @@ def _tensorboard(folder: Path, step: int) -> Any:
     return SummaryWriter(str(tensorboard_dir(folder)), purge_step=step + 1 if step > 0 else None)
 
 
-def _wandb(cfg: C.ExperimentConfig, folder: Path) -> Any:
+def _wandb(cfg: cfgmod.ExperimentConfig, folder: Path) -> Any:
     """A W&B run for ``train.wandb_project`` (None when unset, or when wandb is not installed:
     never a hard dependency). The W&B run's id is the run's, so a resumed run continues it."""
     if not cfg.train.wandb_project:
@@ -130,11 +130,11 @@ def _wandb(cfg: C.ExperimentConfig, folder: Path) -> Any:
         name=folder.name,
         resume="allow",
         dir=str(folder),
-        config=C.to_dict(cfg),
+        config=cfgmod.to_dict(cfg),
     )
 
 
-def open_run(cfg: C.ExperimentConfig, folder: Path, main: bool, step: int, networks: dict[str, Network]) -> None:
+def open_run(cfg: cfgmod.ExperimentConfig, folder: Path, main: bool, step: int, networks: dict[str, Network]) -> None:
     """Open the run's sinks (main process only); ``step``: the step training resumes from;
     ``networks``: name -> (module, optimiser), either None where the run has none."""
     close(folder)

@@ -1,4 +1,4 @@
-"""StudySpec -> concrete variants: the grid's product, zip groups, exclusions, named variants,
+"""StudyFile -> concrete variants: the grid's product, zip groups, exclusions, named variants,
 seeds and a profile; each variant with its resolved config, stable id and readable name.
 
 Order of application for one variant: config defaults, the base file, ``set``, the row's axis
@@ -15,9 +15,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from study import config as C
-from study.spec import autoencoder_ref
-from study.spec.studyfile import PRESET_KEY, SEED_KEY, StudySpec, StudySpecError, resolve, with_profile
+from study import config as cfgmod
+from study.studyfile import autoencoder_ref
+from study.studyfile.parse import PRESET_KEY, SEED_KEY, StudyFile, StudyFileError, resolve, with_profile
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Variant:
     run_id: str
     seed: int
     axes: dict[str, Any]  # the varied keys and their values for this variant
-    config: C.ExperimentConfig
+    config: cfgmod.ExperimentConfig
     source: str  # "grid", "variant" (named) or "base"
     aliases: tuple[str, ...] = field(default=())
 
@@ -57,7 +57,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     return out
 
 
-def _rows(spec: StudySpec) -> Iterator[dict[str, Any]]:
+def _rows(spec: StudyFile) -> Iterator[dict[str, Any]]:
     """Axis assignments of the grid x zip product, in file order (first axis slowest)."""
     groups: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in spec.grid.items()]
     for group in spec.zip:
@@ -74,12 +74,12 @@ def _excluded(row: dict[str, Any], exclude: list[dict[str, Any]]) -> bool:
     return any(all(row[k] == v for k, v in entry.items()) for entry in exclude)
 
 
-def _varied(spec: StudySpec) -> list[str]:
+def _varied(spec: StudyFile) -> list[str]:
     """Axes with more than one value: the ones that name a variant."""
     return [k for k in spec.axes if len(spec.grid.get(k) or next(g[k] for g in spec.zip if k in g)) > 1]
 
 
-def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | None = None) -> list[Variant]:
+def expand(spec: StudyFile, profile: str | None = None, extra: dict[str, Any] | None = None) -> list[Variant]:
     """Every concrete variant of the study (times seeds), in a stable order. ``extra`` overrides
     (from the command line's --set) apply after the profile; a ``seed`` in either replaces the
     study's seeds list."""
@@ -108,7 +108,7 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
     if not candidates and not spec.variants and not (spec.grid or spec.zip):
         candidates.append((spec.study, {}, {}, "base", "set"))
     if not candidates:  # every row excluded and no named variant: nothing to run is a mistake
-        raise StudySpecError(
+        raise StudyFileError(
             spec.path,
             "exclude",
             spec.exclude,
@@ -120,7 +120,7 @@ def expand(spec: StudySpec, profile: str | None = None, extra: dict[str, Any] | 
     resolved: list[_Resolved] = []
     for name, axes, overrides, source, where in candidates:
         if name in names:
-            raise StudySpecError(spec.path, where, name, "variant names distinct from the grid's names")
+            raise StudyFileError(spec.path, where, name, "variant names distinct from the grid's names")
         names.add(name)
         for seed in seeds:
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
@@ -137,11 +137,11 @@ class _Resolved:
     source: str
     where: str
     seed: int
-    config: C.ExperimentConfig
+    config: cfgmod.ExperimentConfig
 
 
 def _deduplicated(
-    spec: StudySpec, resolved: list[_Resolved], profile: str | None, extra: dict[str, Any] | None
+    spec: StudyFile, resolved: list[_Resolved], profile: str | None, extra: dict[str, Any] | None
 ) -> list[Variant]:
     """Variants in order, autoencoders before the diffusion runs on them (each diffusion run's
     autoencoder resolved, and added when it is not a variant of the study); two variants with
@@ -149,14 +149,14 @@ def _deduplicated(
     configs = {(r.name, r.seed): r.config for r in resolved}  # a diffusion run named is refused later
     own_names = sorted({r.name for r in resolved if r.config.task == "autoencoder"})
 
-    def own(name: str, seed: int) -> C.ExperimentConfig | None:
+    def own(name: str, seed: int) -> cfgmod.ExperimentConfig | None:
         return configs.get((name, seed)) or next((c for (n, _), c in configs.items() if n == name), None)
 
     variants: list[Variant] = []
     by_id: dict[str, int] = {}
 
-    def add(name: str, seed: int, axes: dict[str, Any], cfg: C.ExperimentConfig, source: str) -> None:
-        rid = C.run_id(cfg)
+    def add(name: str, seed: int, axes: dict[str, Any], cfg: cfgmod.ExperimentConfig, source: str) -> None:
+        rid = cfgmod.run_id(cfg)
         if rid in by_id:
             variants[by_id[rid]] = _with_alias(variants[by_id[rid]], name)
             return
@@ -174,29 +174,29 @@ def _deduplicated(
 
 
 def _resolve(
-    spec: StudySpec,
+    spec: StudyFile,
     where: str,
     overrides: dict[str, Any],
     profile: str | None,
-    start: C.ExperimentConfig | None = None,
+    start: cfgmod.ExperimentConfig | None = None,
     check: bool = True,
-) -> C.ExperimentConfig:
+) -> cfgmod.ExperimentConfig:
     """``start`` (default: the config defaults) with ``overrides`` applied, then validated."""
     try:
-        cfg = C.apply_overrides(start or C.ExperimentConfig(), overrides)
-        return C.validate(cfg) if check else cfg
-    except C.ConfigError as e:
+        cfg = cfgmod.apply_overrides(start or cfgmod.ExperimentConfig(), overrides)
+        return cfgmod.validate(cfg) if check else cfg
+    except cfgmod.ConfigError as e:
         origin = where if profile is None else f"{where} (with profile {profile})"
-        raise StudySpecError(spec.path, f"{origin}: {e.key}", e.value, e.allowed) from None
+        raise StudyFileError(spec.path, f"{origin}: {e.key}", e.value, e.allowed) from None
 
 
-def _with_init_digest(spec: StudySpec, where: str, cfg: C.ExperimentConfig) -> C.ExperimentConfig:
+def _with_init_digest(spec: StudyFile, where: str, cfg: cfgmod.ExperimentConfig) -> cfgmod.ExperimentConfig:
     """``model.init`` resolved against the study file's folder (a run id stays as it is) and
     ``model.init_sha256`` set from the file: the weights a run starts from are its identity."""
     from dataclasses import replace
     from pathlib import Path
 
-    from study.training import pretrained  # torch: imported only for studies that need it
+    from study.autoencoder import pretrained  # torch: imported only for studies that need it
 
     init = Path(cfg.model.init).expanduser()
     if not init.is_absolute() and (spec.path.parent / init).exists():
@@ -205,7 +205,7 @@ def _with_init_digest(spec: StudySpec, where: str, cfg: C.ExperimentConfig) -> C
     try:
         digest = pretrained.checkpoint_sha256(source)  # cached per (file, size, mtime)
     except pretrained.CheckpointError as e:
-        raise StudySpecError(
+        raise StudyFileError(
             spec.path, f"{where}: model.init", cfg.model.init, f"a readable checkpoint ({e})"
         ) from None
     return replace(cfg, model=replace(cfg.model, init=source, init_sha256=digest))
@@ -219,7 +219,7 @@ def _with_alias(variant: Variant, alias: str) -> Variant:
     return replace(variant, aliases=variant.aliases + (alias,))
 
 
-def expected_count(spec: StudySpec) -> int:
+def expected_count(spec: StudyFile) -> int:
     """product x zip length - excluded + named variants, times seeds (before deduplication)."""
     rows = sum(1 for row in _rows(spec) if not _excluded(row, spec.exclude)) if (spec.grid or spec.zip) else 0
     if not (spec.grid or spec.zip or spec.variants):

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from study import config as C
-from study.training.data import train_set
+from study import config
+from study.data.datasets import train_set
 
 if TYPE_CHECKING:
-    from study.training.loop import Context
+    from study.trainer.context import Context
 
 
 def _sample_seed(seed: int, step: int, index: int, stream: int) -> int:
@@ -27,21 +27,21 @@ def posterior_noise(seed: int, step: int, indices: range, shape: tuple[int, ...]
     return torch.stack(out).to(device)
 
 
-def stage_at(cfg: C.ExperimentConfig, step: int) -> C.Stage:
+def stage_at(cfg: config.ExperimentConfig, step: int) -> config.Stage:
     """The resolution stage that step ``step`` (0-based) belongs to."""
     end = 0
-    for stage in C.stages(cfg):
+    for stage in config.stages(cfg):
         end += stage.steps
         if step < end:
             return stage
-    return C.stages(cfg)[-1]
+    return config.stages(cfg)[-1]
 
 
 class BatchStream:
     """The global batch of step s is samples [s*B, (s+1)*B) of the endless training stream;
     rank r of w takes its contiguous slice. Resuming at step s needs nothing but s."""
 
-    def __init__(self, cfg: C.ExperimentConfig, ctx: Context):
+    def __init__(self, cfg: config.ExperimentConfig, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
         B = cfg.train.batch_size
         if B % ctx.world:

@@ -65,16 +65,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from study.config import DataConfig
-from study.training.image_files import (  # the file listing, re-exported as part of this module's API
+from study.data.files import (  # the file listing, re-exported as part of this module's API
     IMAGE_SUFFIXES as IMAGE_SUFFIXES,
 )
-from study.training.image_files import DataError as DataError
-from study.training.image_files import decode_image as decode_image
-from study.training.image_files import image_files as image_files
-from study.training.image_files import is_heldout as is_heldout
-from study.training.image_files import list_images as list_images
-from study.training.image_files import read_list as read_list
-from study.training.image_files import split_hash as split_hash
+from study.data.files import DataError as DataError
+from study.data.files import decode_image as decode_image
+from study.data.files import image_files as image_files
+from study.data.files import is_heldout as is_heldout
+from study.data.files import list_images as list_images
+from study.data.files import read_list as read_list
+from study.data.files import split_hash as split_hash
 
 
 class DataWarning(UserWarning):

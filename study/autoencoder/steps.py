@@ -2,7 +2,7 @@
 over ``train.grad_accum`` micro-batches whose gradients add up before the one optimiser step.
 
 The step reads nothing back from the device: the non-finite check goes through a LossWatch
-(study/training/accelerate.py), which checks at once on the CPU and at log steps on CUDA.
+(study/trainer/accelerate.py), which checks at once on the CPU and at log steps on CUDA.
 Gradient accumulation: the local batch of B samples (and its per-sample posterior noise, drawn
 for the whole batch, so the same noise as without accumulation) is cut into n equal micro-batches
 and each micro-batch's loss, a mean over its samples, is backpropagated divided by n: the summed
@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from study import config as C
-from study.training import losses
-from study.training.accelerate import LossWatch, NonFiniteLoss
-from study.training.ema import EMA
+from study import config as cfgmod
+from study.autoencoder import losses
+from study.trainer.accelerate import LossWatch, NonFiniteLoss
+from study.trainer.ema import EMA
 
 
 class MissingEMA(RuntimeError):
@@ -65,7 +65,7 @@ def _check(watch: LossWatch | None, loss: torch.Tensor, step: int) -> None:
 
 
 def autoencoder_loss(
-    cfg: C.ExperimentConfig,
+    cfg: cfgmod.ExperimentConfig,
     model: nn.Module,
     disc: nn.Module | None,
     x: torch.Tensor,
@@ -109,7 +109,7 @@ def autoencoder_loss(
 
 
 def autoencoder_step(
-    cfg: C.ExperimentConfig,
+    cfg: cfgmod.ExperimentConfig,
     model: nn.Module,
     disc: nn.Module | None,
     opt_ae: torch.optim.Optimizer,
@@ -154,7 +154,7 @@ class DiscriminatorStep:
 
 
 def discriminator_step(
-    cfg: C.LossConfig,
+    cfg: cfgmod.LossConfig,
     disc: nn.Module,
     opt_d: torch.optim.Optimizer,
     x: torch.Tensor,

@@ -1,5 +1,5 @@
 """Reading a study file: UTF-8 YAML through a safe loader that rejects duplicate keys, and the one
-error every malformed study file raises (``StudySpecError``: file, key path, value, allowed)."""
+error every malformed study file raises (``StudyFileError``: file, key path, value, allowed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 
-class StudySpecError(ValueError):
+class StudyFileError(ValueError):
     """A malformed study file. The one-line message names the file, the key path, the value
     and what is allowed."""
 
@@ -50,18 +50,18 @@ _StrictLoader.add_implicit_resolver(
 
 
 def _read_text(path: Path) -> str:
-    """The file as UTF-8 text (YAML's encoding; the locale's does not matter), or StudySpecError
+    """The file as UTF-8 text (YAML's encoding; the locale's does not matter), or StudyFileError
     naming the file and the line of the first byte that is not UTF-8 (a binary file, or text
     saved in Latin-1 or another legacy encoding)."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise StudySpecError(path, "<file>", str(path), f"a readable study file ({e.strerror})") from None
+        raise StudyFileError(path, "<file>", str(path), f"a readable study file ({e.strerror})") from None
     try:
         return data.decode("utf-8-sig")  # a byte-order mark, if any, is not part of the text
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise StudySpecError(
+        raise StudyFileError(
             path,
             f"line {line}",
             f"byte 0x{data[e.start]:02x}, not UTF-8 text",
@@ -74,15 +74,15 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKey as e:
-        raise StudySpecError(
+        raise StudyFileError(
             path, str(e.key), f"a second {e.key!r} at line {e.line}", "each key once per mapping"
         ) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
         line = text[: e.position].count("\n") + 1
-        raise StudySpecError(
+        raise StudyFileError(
             path, f"line {line}", f"character {chr(e.character)!r}", "printable YAML text (no control characters)"
         ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "<file>"
-        raise StudySpecError(path, where, getattr(e, "problem", str(e)), "valid YAML") from None
+        raise StudyFileError(path, where, getattr(e, "problem", str(e)), "valid YAML") from None

@@ -13,18 +13,16 @@ study/measure/metrics.py; docs/evaluation.md states the whole protocol.
 
 Metrics whose weights are missing or corrupt are recorded in ``unavailable`` with the reason,
 never as numbers; the others still run. Beside each record, ``<run>/gallery/<protocol_id>/``
-holds the first ``eval.gallery_images`` images and their reconstructions (study/training/gallery.py).
+holds the first ``eval.gallery_images`` images and their reconstructions (study/evaluation/gallery.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -33,162 +31,36 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from study import config as C
+from study import config as cfgmod
 from study import store
-from study.measure import latent_stats as LS
-from study.measure import metrics as M
-from study.measure import weights as W
+from study.autoencoder.trained import MissingCheckpoint, load_trained
+from study.data import eval_sets
+from study.evaluation import gallery as galleries
+from study.evaluation.protocol import (
+    SAMPLE_SEED,
+    eval_resolution,
+    protocol,
+    protocol_id,
+    reference_id,
+)
+from study.evaluation.references import load_reference, save_reference
+from study.measure import latent_stats
+from study.measure import metrics as metric_fns
+from study.measure import weights as weight_files
 from study.store.media import gallery_dir
-from study.training import eval_data as E
-from study.training import gallery as G
-from study.training.accelerate import full_fp32
-from study.training.loop import MissingCheckpoint, load_trained
+from study.trainer.accelerate import full_fp32
 
-PROTOCOL_VERSION = 1
-SAMPLE_SEED = 0
-Loader = Callable[[Path, C.ExperimentConfig, torch.device], torch.nn.Module]
+Loader = Callable[[Path, cfgmod.ExperimentConfig, torch.device], torch.nn.Module]
 
 
 # --------------------------------------------------------------------------------------------
 # the protocol
 # --------------------------------------------------------------------------------------------
-def package_version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def eval_resolution(cfg: C.ExperimentConfig) -> int:
-    """``eval.resolution``, else ``data.resolution`` (EvalConfig's documented default)."""
-    return cfg.eval.resolution or cfg.data.resolution
-
-
-def protocol(cfg: C.ExperimentConfig, *, fingerprint: str | None = None) -> dict[str, Any]:
-    """The evaluation protocol of ``cfg`` as plain JSON data (its hash is ``protocol_id``).
-
-    ``fingerprint`` stands in for ``study.training.eval_data.fingerprint`` when the images
-    come from elsewhere (``evaluate(dataset=...)``)."""
-    ev, data = cfg.eval, cfg.data
-    resolution = eval_resolution(cfg)
-    if fingerprint is None:
-        fingerprint = E.fingerprint(data, ev, resolution)
-    dataset: dict[str, Any] = {
-        "kind": data.kind,
-        "name": data.name,
-        "split": "held-out",
-        "val_fraction": data.val_fraction if data.kind == "folder" else None,
-        "fingerprint": fingerprint,
-    }
-    if ev.path:  # a set apart from the training data (study/training/eval_data.py)
-        dataset = {"kind": "folder", **E.describe(data, ev), "fingerprint": fingerprint}
-    folder = data.kind == "folder" or bool(ev.path)
-    p: dict[str, Any] = {
-        "version": PROTOCOL_VERSION,
-        "dataset": dataset,
-        "num_images": ev.num_images,
-        "resolution": resolution,
-        "resize": "shorter side to the resolution, PIL bicubic"
-        if folder
-        else "square grid crops resized to the resolution, PIL bicubic",
-        "crop": "center" if folder else "held-out grid (see dataset.fingerprint)",
-        "quantisation": "uint8 round((clamp(x,-1,1)+1)*127.5), originals and reconstructions",
-        "posterior": ev.posterior,
-        "metrics": sorted(ev.metrics),
-        "versions": {"torch": ".".join(torch.__version__.split("+")[0].split(".")[:2])},
-    }
-    if ev.posterior == "sample":
-        p["sample_seed"] = SAMPLE_SEED
-    if ev.weights == "ema":  # only then, so the ids of protocols before the field stay the same
-        p["weights"] = "ema"
-    if ev.latent_stats:  # only then, so the ids of protocols without Table 6 stay the same
-        p["latent_stats"] = {
-            "latents": "posterior mean, unscaled",
-            "mmd_samples": ev.mmd_samples,
-            "mmd_repeats": ev.mmd_repeats,
-            "mmd_bandwidths": list(ev.mmd_bandwidths),
-            "mmd": "unbiased MMD^2, RBF exp(-d^2/(2h^2)), vs N(0, I), seed 0",
-        }
-    _add_metric_definitions(p, ev)
-    return p
-
-
-def _add_metric_definitions(p: dict[str, Any], ev: C.EvalConfig) -> None:
-    """Each wanted metric's definition, with the digests of the weights it loads and the
-    versions of the packages that compute it."""
-    metrics = p["metrics"]
-    if "rfid" in metrics:
-        p["rfid"] = {
-            "extractor": f"torch-fidelity {M.FID_EXTRACTOR}",
-            "features": f"pool3 ({M.FID_LAYER})",
-            "weights_sha256": W.expected_sha256("inception"),
-            "statistics": "float64 mean and unbiased covariance; all originals vs all reconstructions",
-        }
-        p["versions"]["torch-fidelity"] = package_version("torch-fidelity")
-    if "lpips" in metrics:
-        backbone = W.LPIPS_BACKBONES[ev.lpips_net]
-        linear = W.lpips_linear_path(ev.lpips_net)
-        p["lpips"] = {
-            "net": ev.lpips_net,
-            "version": "0.1",
-            "backbone_sha256": W.expected_sha256(backbone),
-            "linear_sha256": W.sha256_file(linear) if linear.is_file() else None,
-            "input": "uint8-quantised images scaled to [-1, 1]",
-            "reduce": "mean over images",
-        }
-        p["versions"]["lpips"] = package_version("lpips")
-        p["versions"]["torchvision"] = package_version("torchvision")
-    if "psnr" in metrics:
-        p["psnr"] = "uint8 [0, 255]; per image 10*log10(255^2/MSE over CxHxW); mean over images"
-    if "ssim" in metrics:
-        p["ssim"] = {
-            "window": f"gaussian {M.SSIM_WINDOW}x{M.SSIM_WINDOW} sigma {M.SSIM_SIGMA}",
-            "k1": M.SSIM_K1,
-            "k2": M.SSIM_K2,
-            "data_range": 255,
-            "covariance": "population",
-            "reduce": "mean over valid window positions, channels, images",
-        }
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(C.canonical_json(obj).encode()).hexdigest()[:12]
-
-
-def protocol_id(p: dict[str, Any]) -> str:
-    """12 hex digits of the sha256 of the protocol's canonical JSON."""
-    return _hash(p)
-
-
-def reference_id(p: dict[str, Any], num_images: int) -> str:
-    """The key of the originals' cached Inception statistics: the protocol fields that change
-    them (dataset, count, resolution, resize, crop, quantisation, extractor and its weights,
-    versions), not the posterior or the other metrics, so runs and protocols share them."""
-    keep = {k: p[k] for k in ("version", "dataset", "resolution", "resize", "crop", "quantisation", "rfid")}
-    keep["num_images"] = num_images
-    keep["versions"] = {k: v for k, v in p["versions"].items() if k in ("torch", "torch-fidelity")}
-    return _hash(keep)
 
 
 # --------------------------------------------------------------------------------------------
 # the reference statistics cache
 # --------------------------------------------------------------------------------------------
-def load_reference(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached (mu, sigma) at ``path`` (named by its reference id), or None when absent,
-    unreadable or made for another reference."""
-    try:
-        with np.load(path) as z:
-            if str(z["reference_id"]) != path.stem or int(z["n"]) != n:
-                return None
-            return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def save_reference(path: Path, n: int, mu: np.ndarray, sigma: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, mu=mu, sigma=sigma, n=np.int64(n), reference_id=np.str_(path.stem))
-    store.write_bytes_atomic(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +79,12 @@ class _Instruments:
 
 
 def _instruments(
-    ev: C.EvalConfig, p: dict[str, Any], n: int, device: torch.device, weights_dir: str | Path | None, cache_dir: Path
+    ev: cfgmod.EvalConfig,
+    p: dict[str, Any],
+    n: int,
+    device: torch.device,
+    weights_dir: str | Path | None,
+    cache_dir: Path,
 ) -> _Instruments:
     inst = _Instruments()
     if "rfid" in ev.metrics:
@@ -215,8 +92,10 @@ def _instruments(
             inst.unavailable["rfid"] = "unavailable: rFID needs at least 2 images"
         else:
             try:
-                inst.extractor = M.inception_extractor(W.resolve("inception", weights_dir).path, device)
-            except W.MissingWeightsError as e:
+                inst.extractor = metric_fns.inception_extractor(
+                    weight_files.resolve("inception", weights_dir).path, device
+                )
+            except weight_files.MissingWeightsError as e:
                 inst.unavailable["rfid"] = f"unavailable: {e}"
                 inst.missing_weights.append("inception")
         if inst.extractor is not None:
@@ -224,10 +103,10 @@ def _instruments(
             inst.reference = load_reference(inst.reference_path, n)
     if "lpips" in ev.metrics:
         try:
-            inst.lpips_model = W.load_lpips(ev.lpips_net, device, weights_dir)
-        except W.MissingWeightsError as e:
+            inst.lpips_model = weight_files.load_lpips(ev.lpips_net, device, weights_dir)
+        except weight_files.MissingWeightsError as e:
             inst.unavailable["lpips"] = f"unavailable: {e}"
-            inst.missing_weights.append(W.LPIPS_BACKBONES[ev.lpips_net])
+            inst.missing_weights.append(weight_files.LPIPS_BACKBONES[ev.lpips_net])
     return inst
 
 
@@ -239,22 +118,22 @@ class _Tally:
         self.wanted, self.inst = set(wanted), inst
         self.values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
         measuring = inst.extractor is not None
-        self.real = M.FeatureStats() if measuring and inst.reference is None else None
-        self.fake = M.FeatureStats() if measuring else None
+        self.real = metric_fns.FeatureStats() if measuring and inst.reference is None else None
+        self.fake = metric_fns.FeatureStats() if measuring else None
 
     def update(self, a: Tensor, b: Tensor) -> None:
         """Originals ``a`` and reconstructions ``b``, uint8 N x 3 x H x W."""
         if "psnr" in self.wanted:
-            self.values["psnr"].append(M.psnr(a, b).cpu())
+            self.values["psnr"].append(metric_fns.psnr(a, b).cpu())
         if "ssim" in self.wanted:
-            self.values["ssim"].append(M.ssim(a, b).cpu())
+            self.values["ssim"].append(metric_fns.ssim(a, b).cpu())
         if self.inst.lpips_model is not None:
-            self.values["lpips"].append(M.lpips_distance(self.inst.lpips_model, a, b).cpu())
+            self.values["lpips"].append(metric_fns.lpips_distance(self.inst.lpips_model, a, b).cpu())
         if self.inst.extractor is not None:
             if self.real is not None:
-                self.real.update(M.inception_features(self.inst.extractor, a))
+                self.real.update(metric_fns.inception_features(self.inst.extractor, a))
             if self.fake is not None:
-                self.fake.update(M.inception_features(self.inst.extractor, b))
+                self.fake.update(metric_fns.inception_features(self.inst.extractor, b))
 
     def means(self) -> dict[str, float]:
         return {name: float(torch.cat(v).mean()) for name, v in self.values.items() if v}
@@ -271,7 +150,7 @@ class _Tally:
             inst.reference = (self.real.mean(), self.real.cov())
             save_reference(inst.reference_path, n, *inst.reference)
             how = "computed"
-        return M.frechet_distance(*inst.reference, self.fake.mean(), self.fake.cov()), how
+        return metric_fns.frechet_distance(*inst.reference, self.fake.mean(), self.fake.cov()), how
 
 
 @contextlib.contextmanager
@@ -295,7 +174,7 @@ def _reconstruct(
     if latents is not None:
         latents.append(posterior.mode().float().cpu())
     z = posterior.mode() if generator is None else posterior.sample(generator)
-    return M.to_uint8(x), M.to_uint8(ae.decode(z))
+    return metric_fns.to_uint8(x), metric_fns.to_uint8(ae.decode(z))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,7 +188,7 @@ def _content_fingerprint(ds: Dataset) -> str:
     for i in range(n):
         img = ds[i]
         h.update(str(tuple(img.shape)).encode())
-        h.update((img if img.dtype == torch.uint8 else M.to_uint8(img)).contiguous().numpy().tobytes())
+        h.update((img if img.dtype == torch.uint8 else metric_fns.to_uint8(img)).contiguous().numpy().tobytes())
     return f"in-memory n={n} uint8-sha256={h.hexdigest()[:16]}"
 
 
@@ -318,28 +197,28 @@ def still_unavailable(record: dict[str, Any], directory: Any) -> bool:
     False when one has been staged since, and the record should be completed."""
     for name in record.get("missing_weights") or []:
         try:
-            W.resolve(name, directory)
+            weight_files.resolve(name, directory)
             return False
-        except (W.MissingWeightsError, KeyError):
+        except (weight_files.MissingWeightsError, KeyError):
             pass
     return True
 
 
-def _save_gallery(ae: Any, cfg: C.ExperimentConfig, folder: Path, device: Any, ds: Any, force: bool) -> None:
-    """The first ``eval.gallery_images`` of the eval set reconstructed (study/training/gallery.py),
+def _save_gallery(ae: Any, cfg: cfgmod.ExperimentConfig, folder: Path, device: Any, ds: Any, force: bool) -> None:
+    """The first ``eval.gallery_images`` of the eval set reconstructed (study/evaluation/gallery.py),
     when the metrics are computed (``force``) or the gallery is missing (evaluated before it)."""
     k = cfg.eval.gallery_images
-    if k and (force or not G.is_saved(folder, k)):
-        ds = ds if ds is not None else E.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
+    if k and (force or not galleries.is_saved(folder, k)):
+        ds = ds if ds is not None else eval_sets.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
         gen = torch.Generator(device).manual_seed(SAMPLE_SEED) if cfg.eval.posterior == "sample" else None
         with _eval_mode(ae), torch.no_grad():  # a sample: drawn from its own seeded generator
-            x = G.first_images(ds, k).to(device).float()
-            G.save(folder, *_reconstruct(ae, x, gen), {"posterior": cfg.eval.posterior}, k)
+            x = galleries.first_images(ds, k).to(device).float()
+            galleries.save(folder, *_reconstruct(ae, x, gen), {"posterior": cfg.eval.posterior}, k)
 
 
 def evaluate(
     autoencoder: torch.nn.Module,
-    cfg: C.ExperimentConfig,
+    cfg: cfgmod.ExperimentConfig,
     run_folder: str | Path,
     device: Any = "cpu",
     progress: bool = True,
@@ -355,7 +234,7 @@ def evaluate(
 
     An existing record of the same protocol id is returned as is (``force`` recomputes), unless
     it lacks a metric whose weights have been staged since. ``dataset`` replaces
-    ``study.training.eval_data.evaluation_set`` (float 3 x H x W in [-1, 1]; its pixels are hashed into the
+    ``study.data.eval_sets.evaluation_set`` (float 3 x H x W in [-1, 1]; its pixels are hashed into the
     protocol). ``cache_dir`` holds the originals' Inception statistics (default
     ``<results>/cache/fid_ref``, where ``<results>`` is the parent of the ``runs`` folder). The
     returned dict is the record plus ``"reused": bool`` (not stored)."""
@@ -370,7 +249,7 @@ def evaluate(
         return {**existing, "reused": True}
 
     if dataset is None:
-        dataset = E.evaluation_set(cfg.data, ev, eval_resolution(cfg))
+        dataset = eval_sets.evaluation_set(cfg.data, ev, eval_resolution(cfg))
     n = len(dataset)  # type: ignore[arg-type]
     cache = Path(cache_dir) if cache_dir else run_folder.parent.parent / "cache" / "fid_ref"
     inst = _instruments(ev, p, n, device, weights_dir, cache)
@@ -385,12 +264,12 @@ def evaluate(
     latents: list[Tensor] | None = [] if ev.latent_stats else None
     # fp32 features (the protocol): TF32 off on CUDA even after training in this process turned it on
     with _eval_mode(autoencoder), torch.no_grad(), full_fp32(device):
-        for x in M.with_progress(loader, n, progress, f"eval {run_folder.name}"):
+        for x in metric_fns.with_progress(loader, n, progress, f"eval {run_folder.name}"):
             tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator, latents))
     results = tally.means()
     latent_details: dict[str, Any] | None = None
     if latents is not None:  # Table 6
-        latent_metrics, latent_details = LS.table6_summary(
+        latent_metrics, latent_details = latent_stats.table6_summary(
             torch.cat(latents), ev.mmd_bandwidths, ev.mmd_repeats, ev.mmd_samples
         )
         results.update(latent_metrics)
@@ -426,15 +305,17 @@ def parse_protocol_overrides(items: Iterable[str]) -> dict[str, Any]:
     import yaml
 
     out: dict[str, Any] = {}
-    keys = {k for k in C.config_keys() if k.startswith("eval.")}
+    keys = {k for k in cfgmod.config_keys() if k.startswith("eval.")}
     for item in items:
         if "=" not in item:
-            raise C.ConfigError("--protocol", item, "KEY=VALUE, e.g. num_images=1000")
+            raise cfgmod.ConfigError("--protocol", item, "KEY=VALUE, e.g. num_images=1000")
         key, raw = item.split("=", 1)
         key = key.strip()
         key = key if key.startswith("eval.") else f"eval.{key}"
         if key not in keys:
-            raise C.ConfigError(f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys)) + C.suggest(key, keys))
+            raise cfgmod.ConfigError(
+                f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys)) + cfgmod.suggest(key, keys)
+            )
         out[key] = yaml.safe_load(raw)
     return out
 
@@ -456,14 +337,14 @@ def evaluate_study(
     later evaluation of the finished model would reuse), and so are runs that train nothing
     (``train.steps`` 0: Table 3 measures encoders); a completed run without a checkpoint is a
     "failed" row with the reason. ``load`` (folder, config, device) -> the trained autoencoder;
-    default ``study.training.loop.load_trained``."""
+    default ``study.autoencoder.trained.load_trained``."""
     load = load or load_trained
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for v in variants:
         folder = store.run_dir(root, v.run_id)
         row: dict[str, Any] = {"run_id": v.run_id, "name": v.name}
-        cfg = C.validate(C.apply_overrides(v.config, overrides or {}))
+        cfg = cfgmod.validate(cfgmod.apply_overrides(v.config, overrides or {}))
         if not store.is_done(folder):
             rows.append(row | {"state": "skipped", "reason": "run not completed"})
         elif cfg.train.steps == 0 and not cfg.model.init:

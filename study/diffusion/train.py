@@ -7,7 +7,7 @@ factor (``diffusion.scale_factor``, else the cache's measured 1/std: LDM's scale
 optimiser is LDM's for its diffusion model, ``torch.optim.AdamW(params, lr)`` with torch's
 defaults (betas 0.9/0.999, weight decay 0.01), at ``diffusion.lr`` after a linear warm-up over
 ``diffusion.warmup_steps`` from 1e-6 x lr (the KL-f8 churches config's LambdaLinearScheduler, a
-function of the step alone); the EMA of the UNet (study/training/ema.py with LitEma's ramp,
+function of the step alone); the EMA of the UNet (study/trainer/ema.py with LitEma's ramp,
 min(decay, (1 + n) / (10 + n)), decay 0.9999) is updated after every step and is what
 ``generate`` samples with.
 
@@ -34,23 +34,16 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from study import config as C
+from study import config as cfgmod
 from study import store
-from study.models import gaussian_diffusion as G
+from study.autoencoder.steps import MissingEMA
+from study.diffusion.latents import LatentCache, open_cache
+from study.models import gaussian_diffusion
 from study.models.ldm_unet import UNET_PRESETS, build_unet
-from study.training import accelerate as A
-from study.training.ema import EMA
-from study.training.latents import LatentCache, open_cache
-from study.training.loop import (
-    CHECKPOINT,
-    Context,
-    MissingEMA,
-    Preempted,
-    load_checkpoint,
-    restore_rng,
-    use_bf16,
-    write_checkpoint,
-)
+from study.trainer import accelerate
+from study.trainer.checkpoints import CHECKPOINT, load_checkpoint, restore_rng, write_checkpoint
+from study.trainer.context import Context, Preempted, use_bf16
+from study.trainer.ema import EMA
 
 _BATCH_STREAM = 0xD1F  # the per-step generator's stream, apart from the data's and the posterior's
 
@@ -58,7 +51,7 @@ _BATCH_STREAM = 0xD1F  # the per-step generator's stream, apart from the data's 
 # --------------------------------------------------------------------------------------------
 # the pieces: the network, the schedule, the scale factor, the batch of a step
 # --------------------------------------------------------------------------------------------
-def build_denoiser(cfg: C.ExperimentConfig, latent_channels: int) -> nn.Module:
+def build_denoiser(cfg: cfgmod.ExperimentConfig, latent_channels: int) -> nn.Module:
     """The UNet preset ``diffusion.unet`` with in/out channels = the latent's channels."""
     args = dataclasses.replace(
         UNET_PRESETS[cfg.diffusion.unet], in_channels=latent_channels, out_channels=latent_channels
@@ -66,12 +59,14 @@ def build_denoiser(cfg: C.ExperimentConfig, latent_channels: int) -> nn.Module:
     return build_unet(args)
 
 
-def schedule_args(cfg: C.ExperimentConfig) -> G.ScheduleArgs:
+def schedule_args(cfg: cfgmod.ExperimentConfig) -> gaussian_diffusion.ScheduleArgs:
     d = cfg.diffusion
-    return G.ScheduleArgs(timesteps=d.timesteps, linear_start=d.linear_start, linear_end=d.linear_end, loss=d.loss)
+    return gaussian_diffusion.ScheduleArgs(
+        timesteps=d.timesteps, linear_start=d.linear_start, linear_end=d.linear_end, loss=d.loss
+    )
 
 
-def scale_factor(cfg: C.ExperimentConfig, cache: LatentCache) -> float:
+def scale_factor(cfg: cfgmod.ExperimentConfig, cache: LatentCache) -> float:
     """``diffusion.scale_factor``, else the cache's measured 1/std of the chosen latent kind."""
     given = cfg.diffusion.scale_factor
     return float(given) if given is not None else cache.scale_factor(cfg.diffusion.latent)
@@ -116,7 +111,7 @@ def save_diffusion_checkpoint(
     folder: Path, step: int, unet: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None, scale: float
 ) -> None:
     """The UNet, AdamW, the EMA, the step and the scale factor (with the RNG states, atomically:
-    ``loop.write_checkpoint``)."""
+    ``study.trainer.checkpoints.write_checkpoint``)."""
     state = {
         "task": "diffusion",
         "step": step,
@@ -148,7 +143,7 @@ def resume_diffusion(folder: Path, unet: nn.Module, opt: torch.optim.Optimizer, 
 WARMUP_START = 1e-6
 
 
-def learning_rate(d: C.DiffusionConfig, step: int) -> float:
+def learning_rate(d: cfgmod.DiffusionConfig, step: int) -> float:
     """The learning rate of step ``step`` (from 0): a linear warm-up, then constant."""
     if step >= d.warmup_steps:
         return d.lr
@@ -176,7 +171,7 @@ class _Setup:
     step: int
 
 
-def _setup(cfg: C.ExperimentConfig, folder: Path, ae_folder: Path, ctx: Context) -> _Setup:
+def _setup(cfg: cfgmod.ExperimentConfig, folder: Path, ae_folder: Path, ctx: Context) -> _Setup:
     cache = open_cache(cfg, ae_folder)
     latents = cache.load(cfg.diffusion.latent)
     scale = scale_factor(cfg, cache)
@@ -191,12 +186,14 @@ def _setup(cfg: C.ExperimentConfig, folder: Path, ae_folder: Path, ctx: Context)
     return _Setup(latents, scale, unet, model, opt, ema, step)
 
 
-def diffusion_step(s: _Setup, batch: DiffusionBatch, sched: G.ScheduleArgs, device: torch.device, bf16: bool) -> Tensor:
+def diffusion_step(
+    s: _Setup, batch: DiffusionBatch, sched: gaussian_diffusion.ScheduleArgs, device: torch.device, bf16: bool
+) -> Tensor:
     """One AdamW update on L_simple of the batch's scaled latents; the EMA follows. The loss."""
     x0 = (s.latents[batch.flip, batch.index] * s.scale).to(device, non_blocking=True)
     t, noise = batch.t.to(device), batch.noise.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = G.diffusion_loss(s.model, x0, t, noise, sched)
+        loss = gaussian_diffusion.diffusion_loss(s.model, x0, t, noise, sched)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
     s.opt.step()
@@ -205,7 +202,9 @@ def diffusion_step(s: _Setup, batch: DiffusionBatch, sched: G.ScheduleArgs, devi
     return loss.detach()
 
 
-def _log(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, loss: Tensor, lr: float, rate: float) -> float:
+def _log(
+    cfg: cfgmod.ExperimentConfig, folder: Path, ctx: Context, step: int, loss: Tensor, lr: float, rate: float
+) -> float:
     """The global batch's mean loss to metrics.jsonl and the status (the autoencoder runs' format)."""
     if ctx.world > 1:
         loss = loss.float().clone()
@@ -219,7 +218,7 @@ def _log(cfg: C.ExperimentConfig, folder: Path, ctx: Context, step: int, loss: T
 
 
 def train_diffusion(
-    cfg: C.ExperimentConfig,
+    cfg: cfgmod.ExperimentConfig,
     folder: Path,
     ae_folder: Path,
     ctx: Context,
@@ -228,14 +227,14 @@ def train_diffusion(
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the diffusion run in ``folder`` to ``diffusion.steps`` on the latent
-    cache of ``ae_folder`` (built beforehand: study/training/latents.py); returns a summary.
+    cache of ``ae_folder`` (built beforehand: study/diffusion/latents.py); returns a summary.
 
     ``stop`` set from another thread (preemption) makes the loop write a checkpoint at the next
     step boundary and raise Preempted. ``max_steps`` stops early (for tests) without a checkpoint
     beyond the periodic ones, as a crash would."""
     torch.manual_seed(cfg.seed)
     device = ctx.device
-    A.configure_device(device)
+    accelerate.configure_device(device)
     bf16, sched = use_bf16(cfg, device), schedule_args(cfg)
     s = _setup(cfg, folder, ae_folder, ctx)
     if ctx.main:
@@ -245,7 +244,7 @@ def train_diffusion(
         raise ValueError(f"diffusion.batch_size {batch} is not divisible by the {ctx.world} DDP ranks")
     end = total if max_steps is None else min(total, max_steps)
     flips, count, shape = s.latents.shape[0], s.latents.shape[1], tuple(s.latents.shape[2:])
-    watch = A.LossWatch(device)
+    watch = accelerate.LossWatch(device)
     bar = tqdm(total=total, initial=s.step, disable=not (progress and ctx.main), desc=folder.name, mininterval=1.0)
     summary: dict[str, Any] = {"resumed_from": s.step, "scale_factor": s.scale}
     tic, seen, step = time.perf_counter(), 0, s.step

@@ -9,7 +9,7 @@ the resolution and of the batch size:
     l1          mean over N, C, H, W of |x - x_hat|
     lpips       mean over N of LPIPS (itself a spatial mean inside each of its layers); with
                 ``perceptual: esrgan`` (Table 14) the ESRGAN VGG19 term instead, logged "esrgan"
-    ldl         LDL's artifact loss (Table 15, study/training/ldl.py): mean over N, C, H, W
+    ldl         LDL's artifact loss (Table 15, study/autoencoder/ldl.py): mean over N, C, H, W
     kl          KL of the diagonal Gaussian summed over the latent (C, h, w), mean over N, divided by
                 the image's value count C*H*W: nats per image value
     wavelet     mean over N, C, 3 bands, H/2, W/2 of the Charbonnier distance
@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from study.autoencoder.ldl import ldl_loss
 from study.config import LossConfig
 from study.models.dwt_encoder import Deterministic
 from study.models.wavelets import haar_dwt
-from study.training.ldl import ldl_loss
 
 Logits = Tensor | Sequence[Tensor]
 
@@ -247,7 +247,7 @@ def autoencoder_loss(
         if lpips_model is None:
             raise LossError(
                 f"loss.lpips_weight is {cfg.lpips_weight} but no {cfg.perceptual} model was "
-                "given (study.measure.weights.load_lpips or study.training.perceptual.load_esrgan_vgg "
+                "given (study.measure.weights.load_lpips or study.autoencoder.perceptual.load_esrgan_vgg "
                 "builds one; loss.lpips_weight: 0 trains without)"
             )
         terms[cfg.perceptual] = lpips_loss(lpips_model, x, x_hat).float()

@@ -2,7 +2,7 @@
 by DataLoader workers ahead of the step, pinned and copied to the device without blocking; and
 the share of time the step waits on it.
 
-The items are pure functions of the step (study/training/batches.py), so how many workers make
+The items are pure functions of the step (study/data/batches.py), so how many workers make
 them, and in which process, changes no number: a worker-fed run equals a main-process one.
 Workers (``train.num_workers``) run on CUDA, where the step is on the device and the host is
 free to decode; on the CPU the main process makes the batches, as the step needs every core
@@ -21,13 +21,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from study import config as C
-from study.training.batches import BatchStream, posterior_noise
+from study import config
+from study.data.batches import BatchStream, posterior_noise
 
 if TYPE_CHECKING:
-    from study.training.loop import Context
-
-# Batches in flight per worker (DataLoader's prefetch_factor); ours: 4 keeps a worker ahead
+    from study.trainer.context import (
+        Context,  # Batches in flight per worker (DataLoader's prefetch_factor); ours: 4 keeps a worker ahead
+    )
 # through a slow file without holding many 256x256 batches in pinned memory.
 PREFETCH = 4
 # The data-wait share above which the run's log says so (issue 15: 10%).
@@ -38,7 +38,7 @@ class StepBatches(Dataset):
     """Item ``step``: the rank's slice of that step's global batch (float32, [-1, 1]) and the
     per-sample posterior noise of its samples (nz x R/8 x R/8 each), both on the CPU."""
 
-    def __init__(self, cfg: C.ExperimentConfig, ctx: Context):
+    def __init__(self, cfg: config.ExperimentConfig, ctx: Context):
         self.cfg = cfg
         self.stream = BatchStream(cfg, ctx)
 
@@ -51,7 +51,7 @@ class StepBatches(Dataset):
         return x, posterior_noise(self.cfg.seed, step, self.stream.indices(step), latent, torch.device("cpu"))
 
 
-def workers_for(cfg: C.ExperimentConfig, device: torch.device) -> int:
+def workers_for(cfg: config.ExperimentConfig, device: torch.device) -> int:
     """DataLoader workers: train.num_workers on CUDA, none (the main process) on the CPU."""
     return cfg.train.num_workers if device.type == "cuda" else 0
 
@@ -75,7 +75,7 @@ def step_loader(dataset: Dataset, start: int, end: int, device: torch.device, wo
 class Batches:
     """Iterates (x, noise) on ``device`` for steps start..end-1 and times the waits on them."""
 
-    def __init__(self, cfg: C.ExperimentConfig, ctx: Context, start: int, end: int, fmt: torch.memory_format):
+    def __init__(self, cfg: config.ExperimentConfig, ctx: Context, start: int, end: int, fmt: torch.memory_format):
         self.device, self.fmt = ctx.device, fmt
         self.workers = workers_for(cfg, ctx.device)
         self.loader = step_loader(StepBatches(cfg, ctx), start, end, ctx.device, self.workers)

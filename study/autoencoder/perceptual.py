@@ -11,7 +11,7 @@ classification.
 
 - Distance: L1, ESRGAN's (its released training configuration uses an L1 feature criterion; the
   paper's text does not name the norm). Reduction: the mean over every compared value, the
-  convention of ``study/training/losses.py``.
+  convention of ``study/autoencoder/losses.py``.
 - Input: our images are in [-1, 1]; VGG19 expects ImageNet-normalised RGB in [0, 1]. We map
   (x + 1) / 2, then subtract the ImageNet mean and divide by its std (torchvision's constants, the
   normalisation the VGG19 weights were trained with; ESRGAN normalises the same way).
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from study.measure import weights as W
+from study.measure import weights as weight_files
 
 # torchvision's VGG19 ``features`` indices: conv5_4 is module 34, its ReLU 35. Keeping 0..34 ends on
 # the convolution's output, before the activation (ESRGAN Sec. 3.3).
@@ -111,7 +111,7 @@ def load_esrgan_vgg(device: Any = "cpu", directory: str | Path | None = None) ->
     """The ESRGAN loss with VGG19 from the weights cache (or ``$LITEVAE_VGG19_WEIGHTS``), frozen,
     on ``device``. Raises ``MissingWeightsError`` (or ``CorruptWeightsError``) naming the file, the
     directory and ``python run_study.py weights fetch``: call it before the first training step."""
-    resolved = W.resolve("vgg19", directory)
+    resolved = weight_files.resolve("vgg19", directory)
     state = torch.load(resolved.path, map_location="cpu", weights_only=True)
     return esrgan_from_state(state).to(device)
 
