@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) run_study.py
+	$(PY) run_study.py demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -43,6 +43,7 @@ from study import (
 from study.autoencoder import losses  # noqa: E402
 from study.autoencoder.loop import _build, train
 from study.data.loader import StepBatches, step_loader  # noqa: E402
+from study.kinds.registry import run_id
 from study.models.autoencoder import build_autoencoder  # noqa: E402
 from study.models.discriminators import build_discriminator  # noqa: E402
 from study.trainer import accelerate  # noqa: E402
@@ -101,7 +102,7 @@ def harness_step_seconds(cfg: config.ExperimentConfig, device: torch.device, war
     train.log_every steps (so each figure averages that many steps, with one log's cost among
     them), leaving out the figures of the first ``warmup`` steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = store.init_run(Path(tmp), cfg)
+        folder = store.init_run(Path(tmp), cfg, run_id(cfg))
         train(cfg, folder, ctx=Context(device), progress=False)
         logged = [r for r in store.read_jsonl(folder / "metrics.jsonl") if "images_per_s" in r]
     return [cfg.train.batch_size / r["images_per_s"] for r in logged if r["step"] > warmup]

@@ -16,6 +16,7 @@ import torch
 from study import config as cfgmod
 from study import store
 from study.autoencoder.loop import train
+from study.kinds.registry import run_id
 from study.trainer.context import Context
 from tests.launch_helpers import TINY_SET
 
@@ -45,7 +46,7 @@ def tiny_autoencoder(root: Path) -> Path:
     cfg = cfgmod.validate(
         cfgmod.apply_overrides(cfgmod.ExperimentConfig(), TINY_SET | {"train.steps": 4, "train.log_every": 100})
     )
-    folder = store.init_run(root, cfg)
+    folder = store.init_run(root, cfg, run_id(cfg))
     train(cfg, folder, CPU, progress=False)
     store.mark_done(folder)
     return folder
@@ -63,4 +64,4 @@ def diffusion_cfg(ae_folder: Path, **overrides: Any) -> cfgmod.ExperimentConfig:
 def diffusion_run(ae_folder: Path, **overrides: Any) -> tuple[cfgmod.ExperimentConfig, Path]:
     """(config, folder) of a fresh diffusion run beside the autoencoder run."""
     cfg = diffusion_cfg(ae_folder, **overrides)
-    return cfg, store.init_run(ae_folder.parent.parent, cfg)
+    return cfg, store.init_run(ae_folder.parent.parent, cfg, run_id(cfg))

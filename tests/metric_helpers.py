@@ -1,5 +1,6 @@
 """Shared by tests/test_metrics.py and tests/test_evaluate.py: smooth random images and a
-stand-in autoencoder (the weights fixtures are tests/metric_fixtures.py).
+stand-in autoencoder, and an LPIPS model built independently of ours (the weights fixtures are
+tests/metric_fixtures.py).
 
 The autoencoder is a stand-in with the real interface (encode -> posterior with mode()/sample(),
 decode) whose reconstruction is the input plus a deterministic, batch-independent perturbation of
@@ -9,6 +10,7 @@ a chosen size: what is under test is the metric pipeline, not a model.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,33 @@ class StandIn(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(z[0].numel(), dtype=z.dtype, device=z.device).view(z.shape[1:])
         return z + self.sigma * torch.sin(4321.0 * z + 1.37 * pos)
+
+
+def independent_lpips(net: str, path: Path) -> torch.nn.Module:
+    """``lpips.LPIPS(net=net)`` built the lpips package's own way (a pretrained backbone cut into
+    its slices by the package, linear layers from the package), with torchvision's model loading
+    the trunk from ``path`` instead of downloading it: a second model from the same weight files,
+    independent of study.measure.weights' own loading."""
+    from unittest import mock
+
+    import lpips
+    import torchvision
+    from torchvision.models import vgg
+
+    trunk = {k.removeprefix("features."): v for k, v in torch.load(path, weights_only=True).items()}
+
+    def alexnet(pretrained: bool = True) -> torch.nn.Module:
+        model = torchvision.models.alexnet(weights=None)
+        model.features.load_state_dict(trunk, strict=True)
+        return model
+
+    def vgg16(pretrained: bool = True) -> SimpleNamespace:
+        features = vgg.make_layers(vgg.cfgs["D"])
+        features.load_state_dict(trunk, strict=True)
+        return SimpleNamespace(features=features)
+
+    with mock.patch.object(lpips.pretrained_networks, "tv", SimpleNamespace(alexnet=alexnet, vgg16=vgg16)):
+        return lpips.LPIPS(net=net, verbose=False).eval()
 
 
 def cfg_for(**eval_overrides) -> config.ExperimentConfig:

@@ -51,7 +51,7 @@ SMOKE_RUNS = {"1": 4, "5": 1, "7": 4, "11": 2, "22": 1}  # 7: FFHQ and CelebA-HQ
 # Tables whose smoke profile keeps the perceptual term, as it is their axis (Table 14: LPIPS vs
 # ESRGAN); tests/test_ablations_e2e.py runs them with random stand-in VGG weights.
 PERCEPTUAL_SMOKE = {"14"}
-PAPER_STEPS = {"5": 150_000, "19": 150_000, "22": 150_000}  # 150k at 256 (LITEVAE.md, Table 5)
+PAPER_STEPS = {"5": 150_000, "19": 150_000, "22": 150_000}  # 150k at 256 (docs/paper.md, Table 5)
 
 
 def _ids(paths):

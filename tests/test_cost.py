@@ -12,7 +12,8 @@ import yaml
 
 import run_study
 from study import config, store
-from study.measure import complexity, cost
+from study.kinds.registry import step_time_key, works
+from study.measure import complexity, cost, counts, macs
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 
@@ -128,16 +129,16 @@ def test_text_plan_prints_the_total(capsys, tmp_path, table, monkeypatch):
 
 def test_counts_are_cached_on_disk(capsys, tmp_path):
     args = (str(SMOKE), "--results", str(tmp_path), "--step-times", str(tmp_path / "none.json"))
-    cost.clear_memory_cache()
+    counts.clear_memory_cache()
     first = _plan(capsys, *args)["cost"]["cache"]
     assert first["counted"] > 0
     assert (tmp_path / ".cache" / "cost.json").is_file()
-    cost.clear_memory_cache()  # a new process: only the disk cache is left
+    counts.clear_memory_cache()  # a new process: only the disk cache is left
     again = _plan(capsys, *args)
     assert again["cost"]["cache"] == {"counted": 0, "cached": first["counted"] + first["cached"]}
     doc = json.loads((tmp_path / ".cache" / "cost.json").read_text())
     store.write_json_atomic(tmp_path / ".cache" / "cost.json", doc | {"code": "other model code"})
-    cost.clear_memory_cache()
+    counts.clear_memory_cache()
     assert _plan(capsys, *args)["cost"]["cache"]["counted"] == first["counted"]  # counted anew
     absent = tmp_path / "absent"
     _plan(capsys, str(SMOKE), "--results", str(absent))
@@ -166,12 +167,15 @@ def test_each_stage_is_costed_at_its_resolution(tmp_path):
     key128, key256 = (cost.step_time_key(cfg, r, DEVICE) for r in (128, 256))
     assert key128.endswith("/128px/bf16") and key256.endswith("/256px/bf16")
     table = {DEVICE: {key128: {"seconds_per_image": 0.5}}}
-    missing = cost.estimate(cfg, DEVICE, table)
-    assert missing.gpu_hours is None and missing.why == f"no figure for {DEVICE}: {key256}"
+    scaled = cost.estimate(works([cfg])[0], DEVICE, table)  # 256px from the 128px figure x 4 pixels
+    assert scaled.gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 0.5 * 4) / 3600)
+    assert [s["basis"] for s in scaled.stages] == ["measured", "scaled from 128px"] and scaled.basis == "scaled from 128px"
     table[DEVICE][key256] = {"seconds_per_image": 2.0}
-    assert cost.estimate(cfg, DEVICE, table).gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 2.0) / 3600)
+    assert cost.estimate(works([cfg])[0], DEVICE, table).gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 2.0) / 3600)
+    other = cost.estimate(works([cfg])[0], "Nowhere GPU", table)  # no figure, no known peak: no number
+    assert other.gpu_hours is None and other.why.startswith(f"no figure for Nowhere GPU: {key128}")
     nothing = config.apply_overrides(cfg, {"train.steps": 0, "train.stages": []})
-    assert cost.estimate(nothing, None, {}).gpu_hours == 0.0  # Table 3: no training, nothing to cost
+    assert cost.estimate(works([nothing])[0], None, {}).gpu_hours == 0.0  # Table 3: no training, nothing to cost
 
 
 def test_record_step_time_keeps_the_table_and_checks_the_figure(tmp_path):
@@ -197,7 +201,7 @@ def test_a_diffusion_run_counts_its_autoencoder_and_costs_its_own_steps(capsys, 
     path = tmp_path / "t.json"
     for cfg in configs.values():
         cost.record_step_time(
-            path, DEVICE, cost.step_time_key(cfg, device=DEVICE), 0.5, write_json=store.write_json_atomic
+            path, DEVICE, step_time_key(cfg, DEVICE), 0.5, write_json=store.write_json_atomic
         )
     doc = _plan(capsys, str(spec), "--profile", "smoke", "--device-class", DEVICE, "--step-times", str(path),
                 "--results", str(tmp_path))  # fmt: skip
@@ -217,3 +221,73 @@ def test_a_malformed_table_is_bad_input(capsys, tmp_path):
     bad.write_text('{"devices": 3}')
     assert run_study.main(["plan", str(SMOKE), "--step-times", str(bad), "--results", str(tmp_path)]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# the FLOP estimate (issue 22): a number for every run on a device class with a known peak
+# --------------------------------------------------------------------------------------------
+def _flop_counter_macs(module, *inputs) -> int:
+    """FlopCounterMode's MACs (torch's own counter, with its module tracking): the reference."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops() // 2
+
+
+TINY = {"model.decoder.channels": 32, "model.decoder.channel_mult": [1, 1, 2, 2], "model.decoder.blocks_per_level": 1,
+        "model.encoder.preset": "S", "loss.discriminator_channels": 16, "data.resolution": 64,
+        "train.steps": 1000, "train.batch_size": 8}  # fmt: skip
+
+
+def test_the_flop_estimate_is_3x_the_forward_flops_over_the_peak_at_35_percent(tmp_path):
+    """By hand: steps x batch x 3 x 2 x (encoder + decoder + discriminator MACs of one 64x64
+    image) / (989e12 x 0.35) seconds, the MACs from complexity and from FlopCounterMode."""
+    import torch
+
+    from study.models.discriminators import build_discriminator
+
+    cfg = config.validate(config.apply_overrides(config.ExperimentConfig(), TINY))
+    with torch.device("meta"):
+        disc = build_discriminator("unet", 16)
+    by_hand = complexity.encoder_macs(cfg.model, 64) + complexity.decoder_macs(cfg.model, 64)
+    by_hand += _flop_counter_macs(disc, torch.empty(1, 3, 64, 64, device="meta"))
+    hours = 1000 * 8 * 3 * 2 * by_hand / (989e12 * 0.35) / 3600
+    e = cost.estimate(works([cfg])[0], "NVIDIA H100 80GB HBM3", {}, counts.CostCache())
+    assert e.gpu_hours == pytest.approx(hours, rel=1e-12)
+    assert e.basis == "FLOP estimate at 35% of 989 TFLOP/s"
+    fp32 = config.apply_overrides(cfg, {"train.precision": "fp32"})  # TF32 peak: twice the hours
+    assert cost.estimate(works([fp32])[0], "A100", {}, counts.CostCache()).gpu_hours == pytest.approx(hours * 989 / 156)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"model.encoder.aggregator": "vit"}, {"model.encoder.extractor": "nafnet"}, {"model.decoder.norm": "smc"},
+     {"model.encoder.kind": "sdvae", "model.encoder.sd_width": "small", "model.quant_conv": True},
+     {"model.encoder.kind": "dwt", "model.latent_channels": 12}],
+)  # fmt: skip
+def test_the_fast_counter_gives_flop_counter_modes_totals(overrides):
+    import torch
+
+    cfg = config.apply_overrides(config.ExperimentConfig(), TINY | overrides)
+    encoder = macs.encoder_module(cfg.model)
+    with torch.device("meta"):
+        encoder = encoder.to("meta")
+    forward = encoder.encode if hasattr(encoder, "encode") else encoder
+    assert complexity.encoder_macs(cfg.model, 64) == _flop_counter_macs(forward, torch.empty(1, 3, 64, 64, device="meta"))
+    decoder = macs.decoder_path(cfg.model)
+    z = torch.empty(1, cfg.model.latent_channels, 8, 8, device="meta")
+    assert complexity.decoder_macs(cfg.model, 64) == _flop_counter_macs(decoder, z) > 0
+
+
+def test_every_paper_table_plans_a_gpu_hour_number_for_an_h100(capsys, tmp_path):
+    for spec in sorted((REPO / "ablations").glob("table*.yaml")):
+        doc = _plan(capsys, str(spec), "--device-class", "H100", "--results", str(tmp_path),
+                    "--step-times", str(tmp_path / "none.json"))  # fmt: skip
+        assert doc["cost"]["gpu_hours"] is not None, spec.name
+        trains = [v for v in doc["variants"] if v["cost"]["gpu_hours"]]
+        assert all(v["cost"]["basis"].startswith("FLOP estimate at 35% of") for v in trains), spec.name
+    assert run_study.main(["plan", str(REPO / "ablations" / "table4.yaml"), "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "FLOP estimate at 35% of 989 TFLOP/s" in out and "on H100" in out

@@ -1,4 +1,4 @@
-"""A diffusion variant's autoencoder in a study file (study/studyfile/autoencoder_ref.py): the four
+"""A diffusion variant's autoencoder in a study file (study/studyfile/references.py): the four
 forms of ``diffusion.autoencoder``, the run id that includes the autoencoder's, the order of the
 variants, bad references, and ``plan`` showing the dependency (Tables 7, 13)."""
 
@@ -12,6 +12,7 @@ import yaml
 
 import run_study
 from study import config, store
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand
 from study.studyfile.parse import StudyFileError, load_study
 from tests.launch_helpers import TINY_SET
@@ -35,7 +36,7 @@ def test_a_variant_of_the_same_study_is_the_autoencoder_and_comes_first(tmp_path
     ae = {v.seed: v.run_id for v in variants if v.name == "ae"}
     for v in variants[2:]:  # each seed's diffusion run on the autoencoder of its seed
         assert v.config.task == "diffusion" and v.config.diffusion.autoencoder_id == ae[v.seed]
-    assert config.run_id(variants[0].config) == ae[0]  # the autoencoder's id is an autoencoder run's id
+    assert run_id(variants[0].config) == ae[0]  # the autoencoder's id is an autoencoder run's id
 
 
 def test_the_diffusion_run_id_includes_the_autoencoders(tmp_path):
@@ -64,7 +65,7 @@ def test_another_study_a_run_id_and_a_checkpoint_resolve_to_a_run_of_the_study(t
     # a run folder under the results root, for the run-id form
     monkeypatch.setenv(store.RESULTS_ENV, str(tmp_path / "results"))
     run_cfg = expand(load_study(other))[1].config
-    store.init_run(tmp_path / "results", run_cfg)
+    store.init_run(tmp_path / "results", run_cfg, run_id(run_cfg))
     # a checkpoint: a .safetensors of a tiny autoencoder's weights
     import torch
     from safetensors.torch import save_file
@@ -112,7 +113,7 @@ def test_another_study_a_run_id_and_a_checkpoint_resolve_to_a_run_of_the_study(t
         ("gen.yaml ae", "another study file that does not refer back"),
         ("recon.yaml nope", "a variant of recon: ae"),
         ("0123456789ab", "a run id with a run folder"),
-        ("ldm2", "an autoencoder run (task: autoencoder)"),
+        ("ldm2", "a run that names no other run (an autoencoder run)"),
     ],
 )
 def test_a_bad_reference_names_the_file_the_key_and_the_forms(tmp_path, monkeypatch, ref, says):
@@ -139,9 +140,9 @@ def test_a_diffusion_variant_without_an_autoencoder_is_refused(tmp_path):
 
 
 def test_autoencoder_run_ids_do_not_change_with_the_diffusion_section():
-    assert config.run_id(config.ExperimentConfig()) == "6e47d7f8241b"
+    assert run_id(config.ExperimentConfig()) == "6e47d7f8241b"
     cfg = config.apply_overrides(config.ExperimentConfig(), {"diffusion.unet": "tiny", "diffusion.steps": 7})
-    assert config.run_id(cfg) == "6e47d7f8241b"  # an autoencoder run ignores the diffusion settings
+    assert run_id(cfg) == "6e47d7f8241b"  # an autoencoder run ignores the diffusion settings
 
 
 def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, capsys, monkeypatch):
@@ -153,7 +154,9 @@ def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, caps
     assert rows["ae"]["task"] == "autoencoder" and rows["ae"]["needs"] is None
     assert rows["ldm"]["needs"] == {"id": rows["ae"]["id"], "name": "ae", "state": "missing", "reason": None}
     # once the autoencoder's run is done, the plan says so
-    ae_folder = store.init_run(tmp_path / "results", expand(load_study(path))[0].config)
+    ae_folder = store.init_run(
+        tmp_path / "results", expand(load_study(path))[0].config, run_id(expand(load_study(path))[0].config)
+    )
     store.mark_done(ae_folder)
     assert run_study.main(["plan", str(path)]) == 0
     out = capsys.readouterr().out

@@ -13,6 +13,7 @@ import torch
 from study import store
 from study.diffusion import train as diffusion_train
 from study.diffusion.latents import build_cache
+from study.kinds.registry import run_id
 from study.trainer.checkpoints import load_checkpoint
 from study.trainer.context import Context, Preempted
 from tests.diffusion_helpers import CPU, diffusion_run, tiny_autoencoder
@@ -73,7 +74,7 @@ class StopAfter(threading.Event):
 def test_a_run_stopped_mid_training_and_resumed_ends_bitwise_as_an_uninterrupted_one(ae_folder, tmp_path):
     steps = {"diffusion.steps": 25, "train.checkpoint_every": 10, "train.log_every": 5}
     cfg, whole, _ = _train(ae_folder, **steps)
-    split = store.init_run(tmp_path, cfg)  # the same run in another results folder
+    split = store.init_run(tmp_path, cfg, run_id(cfg))  # the same run in another results folder
     with pytest.raises(Preempted, match="step 13"):
         diffusion_train.train_diffusion(cfg, split, ae_folder, CPU, stop=StopAfter(13), progress=False)
     assert load_checkpoint(split)["step"] == 13

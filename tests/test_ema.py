@@ -109,20 +109,44 @@ def test_a_checkpoint_with_another_decay_or_other_weights_is_refused():
         other.update(_model())
 
 
+def _litema(shadow: torch.Tensor, weights: list[torch.Tensor], decay: float) -> list[torch.Tensor]:
+    """LDM's LitEma.forward (ldm/modules/ema.py) written out: num_updates += 1, THEN
+    decay_n = min(decay, (1 + num_updates) / (10 + num_updates)), shadow -= (1 - decay_n) * (shadow - w).
+    The shadow after each update, in float64."""
+    num_updates, out = 0, []
+    shadow = shadow.double().clone()
+    for w in weights:
+        num_updates += 1
+        d = min(decay, (1 + num_updates) / (10 + num_updates))
+        shadow -= (1.0 - d) * (shadow - w.double())
+        out.append(shadow.clone())
+    return out
+
+
 def test_the_ramped_decay_is_ldms_litema():
-    """LitEma: decay_n = min(decay, (1 + n) / (10 + n)); the first update moves 0.9 of the way."""
-    import torch
-    from torch import nn
-
-    from study.trainer.ema import EMA
-
+    """LitEma counts an update before it computes its decay: the first update's decay is 2/11
+    (the shadow moves 9/11 of the way), the second's 3/12; then the ramp meets the decay."""
     m = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         m.weight.zero_()
     ema = EMA(m, 0.9999, ramp=True)
     with torch.no_grad():
         m.weight.fill_(1.0)
-    ema.update(m)  # n = 0: decay 1/10
-    assert torch.allclose(ema.module.weight, torch.full((2, 2), 0.9))
     ema.update(m)  # n = 1: decay 2/11
-    assert torch.allclose(ema.module.weight, torch.full((2, 2), 2 / 11 * 0.9 + 9 / 11))
+    assert torch.allclose(ema.module.weight, torch.full((2, 2), 9 / 11))
+    ema.update(m)  # n = 2: decay 3/12
+    assert torch.allclose(ema.module.weight, torch.full((2, 2), 3 / 12 * 9 / 11 + 9 / 12))
+
+    # against the LitEma recursion over varying weights, past the point where the ramp meets 0.8
+    torch.manual_seed(0)
+    m = nn.Linear(3, 4, bias=False)
+    start = m.weight.detach().clone()
+    ema = EMA(m, 0.8, ramp=True)
+    weights = [torch.randn(4, 3) for _ in range(40)]
+    expected = _litema(start, weights, 0.8)
+    for n, (w, e) in enumerate(zip(weights, expected), start=1):
+        with torch.no_grad():
+            m.weight.copy_(w)
+        ema.update(m)
+        assert ema.num_updates == n
+        np.testing.assert_allclose(ema.module.weight.double().numpy(), e.numpy(), rtol=1e-5, atol=1e-6)

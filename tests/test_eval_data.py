@@ -125,9 +125,10 @@ def test_inconsistent_evaluation_settings_are_config_errors(overrides, key):
 
 def test_pixels_of_the_eval_set_are_the_centre_crops_of_its_files(folders):
     train, val = folders
-    c = cfg(train, **{"eval.path": str(val), "eval.name": "val12", "eval.num_images": 1})
+    overrides = {"eval.path": str(val), "eval.name": "val12", "eval.num_images": 1, "eval.preprocess": "pil_bicubic"}
+    c = cfg(train, **overrides)
     ds = eval_sets.evaluation_set(c.data, c.eval, 32)
     image = np.asarray(Image.open(val / ds.files[0]).convert("RGB"))
-    resized = datasets.resize_shorter_side(image, 32)
+    resized = datasets.resize_shorter_side(image, 32)  # pil_bicubic; the other rules: tests/test_preprocess.py
     expected = datasets.to_tensor(resized[(resized.shape[0] - 32) // 2 :][:32, (resized.shape[1] - 32) // 2 :][:, :32])
     assert np.array_equal(ds[0].numpy(), expected.numpy())

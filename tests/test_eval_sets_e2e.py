@@ -13,6 +13,7 @@ import pytest
 import run_study
 from study import store
 from study.data import eval_sets
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 from tests.test_eval_data import photo_folder
@@ -92,7 +93,7 @@ def test_the_job_checks_the_count_before_training(tmp_path):
     from study.launch.job import run
 
     (variant,) = expand(load_study(_study(tmp_path, 50)))
-    folder = store.init_run(tmp_path / "results", variant.config)
+    folder = store.init_run(tmp_path / "results", variant.config, run_id(variant.config))
     with pytest.raises(DataError, match=r"50 .* 12 images"):
         run(folder, progress=False)
     assert not (folder / "checkpoints" / "last.pt").exists()

@@ -17,6 +17,7 @@ import torch
 from study import config, store
 from study.evaluation import evaluate as E
 from study.evaluation import protocol
+from study.kinds.registry import run_id
 from study.measure import metrics as metric_fns
 from study.measure import weights as weight_files
 from tests.metric_helpers import N_IMAGES, Images, StandIn, cfg_for, run_folder
@@ -33,7 +34,7 @@ def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights)
     )
     p = protocol.protocol(base, fingerprint="fp")
     assert p["posterior"] == "mean" and p["crop"] == "center" and p["num_images"] == 50_000
-    assert p["resize"].startswith("shorter side") and p["dataset"]["split"] == "held-out"
+    assert p["resize"].startswith("ldm:") and p["dataset"]["split"] == "held-out"  # eval.preprocess
     assert p["rfid"]["weights_sha256"] == weight_files.REGISTRY["inception"].sha256
     assert p["lpips"]["net"] == "alex" and p["lpips"]["backbone_sha256"] == weight_files.REGISTRY["alexnet"].sha256
     assert set(p["versions"]) >= {"torch", "torch-fidelity", "lpips"}
@@ -45,6 +46,7 @@ def test_protocol_defaults_follow_ldm_and_every_field_changes_the_id(no_weights)
         ("eval.num_images", 1000),
         ("eval.resolution", 128),
         ("eval.posterior", "sample"),
+        ("eval.preprocess", "adm"),
         ("eval.lpips_net", "vgg"),
         ("eval.metrics", ["psnr", "ssim"]),
         ("data.kind", "samples"),
@@ -241,14 +243,16 @@ def test_real_model_and_eval_set_without_weights(no_weights, tmp_path):
 
 
 def test_protocol_overrides_accept_eval_keys_only():
-    assert E.parse_protocol_overrides(["num_images=1000", "eval.posterior=sample"]) == {
+    from study.cli.evaluation import protocol_overrides
+
+    assert protocol_overrides(["num_images=1000", "eval.posterior=sample"]) == {
         "eval.num_images": 1000,
         "eval.posterior": "sample",
     }
     with pytest.raises(config.ConfigError, match="did you mean"):
-        E.parse_protocol_overrides(["num_image=3"])
+        protocol_overrides(["num_image=3"])
     with pytest.raises(config.ConfigError):
-        E.parse_protocol_overrides(["model.latent_channels=4"])
+        protocol_overrides(["model.latent_channels=4"])
 
 
 def test_posterior_sample_is_its_own_protocol_and_reproducible(no_weights, tmp_path):
@@ -269,11 +273,11 @@ def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, ca
     from study.studyfile.grid import expand
     from study.studyfile.parse import load_study
 
-    spec_path = Path(run_study.ROOT) / "ablations" / "smoke.yaml"
+    spec_path = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
     variants = expand(load_study(spec_path), None)
     root = tmp_path / "results"
     done = variants[0]
-    folder = store.init_run(root, done.config)
+    folder = store.init_run(root, done.config, run_id(done.config))
     ae = build_autoencoder(config.autoencoder_args(done.config.model))  # an untrained model is enough here
     save_checkpoint(folder, 0, ae, None, torch.optim.Adam(ae.parameters()), None)
     store.mark_done(folder)
@@ -303,7 +307,7 @@ def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, ca
     capsys.readouterr()
 
     # a completed run without a checkpoint is a failure of its own, never random weights
-    store.mark_done(store.init_run(root, variants[1].config))
+    store.mark_done(store.init_run(root, variants[1].config, run_id(variants[1].config)))
     assert run_study.main(argv) == 1
     out = capsys.readouterr().out
     assert f"{variants[1].name} ({variants[1].run_id}): failed, " in out and "no checkpoint" in out

@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from study import store
+from study import config, store
 from study.config import autoencoder_args
 from study.data import eval_sets
 from study.evaluation import gallery as galleries
 from study.evaluation.evaluate import evaluate
-from study.evaluation.protocol import eval_resolution
+from study.kinds.registry import run_id
 from study.measure import metrics
 from study.models.autoencoder import build_autoencoder
 from study.report import report as report_mod
@@ -57,7 +57,7 @@ def study(tmp_path_factory, one_thread):
     store.write_index(root, spec.study, variants, **study_record(spec, variants, None))
     folders, pids = {}, {}
     for i, v in enumerate(variants):
-        folder = store.init_run(root, v.config)
+        folder = store.init_run(root, v.config, run_id(v.config))
         torch.manual_seed(i)
         ae = build_autoencoder(autoencoder_args(v.config.model))
         pids[v.name] = evaluate(ae, v.config, folder, progress=False)["protocol_id"]
@@ -78,7 +78,7 @@ def test_every_variant_shows_the_same_images(study):
     assert store.read_json(a / MANIFEST)["original_sha256"] == store.read_json(b / MANIFEST)["original_sha256"]
     # the originals are the first K images of the evaluation set, pixel for pixel, in both
     cfg = study["variants"][0].config
-    ds = eval_sets.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
+    ds = eval_sets.evaluation_set(cfg.data, cfg.eval, config.eval_resolution(cfg))
     for i in range(K):
         expected = metrics.to_uint8(ds[i][None])[0].permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(_png(a / f"original_{i:03d}.png"), expected)
@@ -173,3 +173,49 @@ def test_headless_chromium_shows_the_grid(study, tmp_path):
     region = drawn[: grid.shape[0], : grid.shape[1]].astype(int)
     assert np.abs(region - grid.astype(int)).mean() < 2.0
     assert drawn[grid.shape[0] + 10 :, :].min() > 250  # nothing but the grid on the page
+
+
+def test_error_maps_have_their_colour_bar(study):
+    from matplotlib import colormaps
+
+    from study.report.gallery import ERRORS_NAME
+
+    out, html = study["out"], study["html"].read_text()
+    png = (out / "figures" / ERRORS_NAME).read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in html
+    grid = _png(out / "figures" / ERRORS_NAME)
+    tile_h = 32 * (128 // 32)
+    # originals, then each variant's error map exactly as its gallery saved it
+    error = _png(gallery_dir(study["folders"]["smc"], study["pids"]["smc"]) / "error_000.png")
+    y0, x0 = 2 + 2 * (tile_h + 2), 200 + 2
+    np.testing.assert_array_equal(grid[y0 : y0 + tile_h : 4, x0 : x0 + tile_h : 4], error)
+    # under the tiles, a bar from the scale's bottom colour (0) to its top (64 grey levels)
+    bar = grid[3 * (tile_h + 2) + 2 + 10, x0:].astype(int)
+    inferno = (colormaps["inferno"]([0, 255])[:, :3] * 255).round()
+    coloured = bar[np.abs(bar - 255).sum(axis=1) > 30]  # leave out the white margins
+    assert np.abs(coloured[0] - inferno[0]).max() <= 3 and np.abs(coloured[-1] - inferno[1]).max() <= 3
+    assert ERRORS_NAME in (out / "report.md").read_text()
+
+
+def test_row_labels_are_wrapped_whole():
+    from study.report.gallery import LABEL_WIDTH, _font, grid_png, wrap_label
+
+    font = _font()
+    label = "norm=groupnorm,levels=1-2-3,aggregator=vit,shared_extractors=true (seed 0)"
+    lines = wrap_label(label, font, LABEL_WIDTH - 10)
+    assert len(lines) > 1 and all(font.getlength(line) <= LABEL_WIDTH - 10 for line in lines)
+    assert "".join(lines).replace(" ", "") == label.replace(" ", "")  # every character kept
+    assert lines[-1].endswith("(seed 0)") and "(seed" in lines[-1]  # "(seed 0)" is not split
+    assert wrap_label("x" * 100, font, 60) and "".join(wrap_label("x" * 100, font, 60)) == "x" * 100
+    # a label taller than a tile makes its line taller, never cut
+    tile = np.zeros((32, 32, 3), np.uint8)
+    short = _png_bytes(grid_png([("a", [tile])], (32, 32), 1))
+    tall = _png_bytes(grid_png([(" ".join(["word"] * 80), [tile])], (32, 32), 1))
+    assert short.shape[0] == 128 + 4 and tall.shape[0] > short.shape[0]
+
+
+def _png_bytes(data: bytes) -> np.ndarray:
+    import io
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))

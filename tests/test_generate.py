@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,8 +17,11 @@ from PIL import Image
 from study import store
 from study.diffusion import generate
 from study.diffusion import train as diffusion_train
-from study.diffusion.latents import build_cache
+from study.diffusion.adm_npz import AdmBatchError, AdmBatchWriter
+from study.diffusion.latents import build_cache, image_set
 from study.diffusion.run import AutoencoderNotReady, run_diffusion
+from study.kinds.registry import run_id
+from study.measure.metrics import to_uint8
 from study.trainer.ema import EMA
 from tests.diffusion_helpers import CPU, diffusion_run, tiny_autoencoder
 from tests.launch_helpers import TINY_SET
@@ -53,7 +57,7 @@ def test_the_samples_latent_statistics_move_toward_the_training_latents(ae_folde
             "diffusion.sampler_steps": 20, "train.checkpoint_every": 200, "train.log_every": 50}  # fmt: skip
     cfg, folder = diffusion_run(ae_folder, **over)
     cache = build_cache(cfg, ae_folder, CPU.device, progress=False)
-    untrained = store.init_run(tmp_path, cfg)  # the same run, at step 0, in another results folder
+    untrained = store.init_run(tmp_path, cfg, run_id(cfg))  # the same run, at step 0, in another results folder
     unet = diffusion_train.build_denoiser(cfg, cache.shape[0])
     ema = EMA(unet, cfg.diffusion.ema_decay)
     diffusion_train.save_diffusion_checkpoint(
@@ -82,6 +86,45 @@ def test_a_missing_inception_file_makes_gfid_unavailable_with_the_reason(trained
     assert generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)["reused"]
 
 
+def test_the_samples_and_the_reference_are_written_in_adms_format(trained, ae_folder, no_weights):
+    """guided-diffusion's evaluations/evaluator.py reads ``arr_0`` of an .npz as uint8 N x H x W x 3:
+    the samples the gFID saw (the grid's first one among them) and the reference images (the run's
+    training images, quantised as the metrics see them), written even without the Inception file.
+    The sampler ran in fp32, and the protocol says so."""
+    cfg, folder = trained
+    record = generate.generate(cfg, folder, ae_folder, CPU.device, progress=False)
+    assert (
+        record["adm"]["samples"] == generate.ADM_SAMPLES
+        and record["protocol"]["sampler"]["precision"] == "fp32, TF32 off"
+    )
+    with np.load(folder / generate.ADM_SAMPLES) as samples, np.load(folder / generate.ADM_REFERENCE) as reference:
+        for batch in (samples, reference):
+            assert list(batch.keys()) == ["arr_0"]
+            assert batch["arr_0"].dtype == np.uint8 and batch["arr_0"].shape == (8, 32, 32, 3)
+        images, _ = image_set(cfg.data, 32, cfg.diffusion.cache_images)
+        expected = to_uint8(torch.stack([images[i] for i in range(8)])).permute(0, 2, 3, 1).numpy()
+        np.testing.assert_array_equal(reference["arr_0"], expected)
+        with Image.open(folder / generate.GRID) as grid:  # the first sample, after the 2-pixel gap
+            np.testing.assert_array_equal(samples["arr_0"][0], np.asarray(grid.convert("RGB"))[2:34, 2:34])
+
+
+def test_an_adm_batch_appears_only_complete(tmp_path):
+    path = tmp_path / "batch.npz"
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(AdmBatchError, match="2 images written, 3 announced"):
+        with AdmBatchWriter(path, 3, 8) as writer:
+            writer.add(images[:2])
+    with pytest.raises(AdmBatchError, match="uint8"):
+        with AdmBatchWriter(path, 3, 8) as writer:
+            writer.add(images.float())
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, under any name
+    with AdmBatchWriter(path, 3, 8) as writer:
+        writer.add(images[:1])
+        writer.add(images[1:])
+    with np.load(path) as batch:
+        np.testing.assert_array_equal(batch["arr_0"], images.permute(0, 2, 3, 1).numpy())
+
+
 @pytest.mark.training  # ~25 s: Inception-v3 on the CPU
 def test_the_local_inception_file_gives_a_finite_gfid_and_caches_the_reference(trained, ae_folder, test_weights):
     cfg, folder = trained
@@ -100,7 +143,7 @@ def test_a_diffusion_run_refuses_an_autoencoder_run_that_is_not_completed(ae_fol
     from study import config as cfgmod
 
     failed_cfg = cfgmod.validate(cfgmod.apply_overrides(cfgmod.ExperimentConfig(), TINY_SET | {"seed": 7}))
-    failed = store.init_run(ae_folder.parent.parent, failed_cfg)
+    failed = store.init_run(ae_folder.parent.parent, failed_cfg, run_id(failed_cfg))
     store.update_status(failed, state="failed", error="RuntimeError: out of memory at step 3")
     cfg, folder = diffusion_run(failed)
     with pytest.raises(AutoencoderNotReady, match=rf"{failed.name} is failed: RuntimeError: out of memory at step 3"):

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from study import config
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand, expected_count, short_keys
 from study.studyfile.parse import (  # Axes whose distinct values always give distinct, valid configs from the defaults (so no two
     StudyFile,
@@ -104,7 +105,7 @@ def test_ids_unique_and_stable(spec):
     assert [v.index for v in variants] == list(range(len(variants)))
     assert [(v.run_id, v.name, v.seed) for v in expand(spec)] == [(v.run_id, v.name, v.seed) for v in variants]
     for v in variants:
-        assert v.run_id == config.run_id(v.config) and v.config.seed == v.seed
+        assert v.run_id == run_id(v.config) and v.config.seed == v.seed
         for key, value in v.axes.items():
             assert config.get_value(v.config, key) == value
 

@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL
 import run_study
 from study import store
 from study.autoencoder import pretrained
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand
 from study.studyfile.parse import StudyFileError, load_study
 
@@ -109,7 +110,7 @@ def test_training_starts_from_the_checkpoint(tmp_path):
     spec = tmp_path / "init.yaml"
     spec.write_text(STUDY.replace("steps: 0", "steps: 1, checkpoint_every: 1, val_every: 100, val_images: 2"))
     (variant,) = expand(load_study(spec))
-    folder = store.init_run(tmp_path / "results", variant.config)
+    folder = store.init_run(tmp_path / "results", variant.config, run_id(variant.config))
     train(variant.config, folder, progress=False)
     status = store.read_status(folder)
     assert status["init_sha256"] == pretrained.checkpoint_sha256(vae) and status["init_naming"] == "diffusers"

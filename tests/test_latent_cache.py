@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from study import store
 from study.autoencoder.trained import load_trained
 from study.diffusion import latents
+from study.kinds.registry import run_id
 from study.measure.latent_stats import channel_stats
 from tests.diffusion_helpers import diffusion_cfg, tiny_autoencoder
 
@@ -39,13 +40,18 @@ def test_the_cache_holds_means_samples_and_flips_of_the_training_crops(ae_folder
     ae = load_trained(ae_folder, store.read_config(ae_folder), CPU)
     x = torch.stack([images[i] for i in (0, 23)])
     with torch.no_grad():
-        mean, mean_flip = ae.encode(x).mean, ae.encode(torch.flip(x, dims=[3])).mean
+        (mean, std), flipped = (ae.encode(x).mean, ae.encode(x).std), ae.encode(torch.flip(x, dims=[3]))
+        mean_flip = flipped.mean
     means = cache.load("mean")  # flips x images x C x h x w
     assert means.shape == (2, 24, 4, 4, 4)
     torch.testing.assert_close(means[0, [0, 23]], mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(means[1, [0, 23]], mean_flip, rtol=1e-5, atol=1e-5)
     samples = cache.load("sample")
-    assert not torch.equal(samples, means) and (samples - means).abs().mean() < 5 * means.abs().mean()
+    # a posterior sample: mean + std * eps, eps from image i's own generator (unflipped: 2 i)
+    seeds = [latents.NOISE_SEED * 1_000_003 + 2 * i for i in (0, 23)]
+    eps = torch.stack([torch.randn(4, 4, 4, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    torch.testing.assert_close(samples[0, [0, 23]], mean + std * eps, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(samples, means)
     # the statistics are those of every cached latent of a kind, both flips
     for kind, z in (("mean", means), ("sample", samples)):
         ref = channel_stats(z.flatten(0, 1))
@@ -114,7 +120,7 @@ def test_an_autoencoder_evaluated_as_a_checkpoint_is_encoded_with_its_init_weigh
     as_is = config.validate(
         config.apply_overrides(config.ExperimentConfig(), TINY_SET | {"train.steps": 0, "model.init": str(ae_folder)})
     )
-    ckpt_folder = store.init_run(ae_folder.parent.parent, as_is)
+    ckpt_folder = store.init_run(ae_folder.parent.parent, as_is, run_id(as_is))
     store.mark_done(ckpt_folder)
     assert not (ckpt_folder / "checkpoints").exists()
     over = {"diffusion.cache_images": 8}
@@ -125,10 +131,12 @@ def test_an_autoencoder_evaluated_as_a_checkpoint_is_encoded_with_its_init_weigh
 
 
 def test_an_image_folder_is_cached_whole_as_center_crops_of_its_training_list(ae_folder, tmp_path):
+    """Every file of the list, the autoencoder's held-out part (data.val_fraction) included: a
+    diffusion run evaluates nothing on it, and LDM trains on its whole train split."""
     import numpy as np
     from PIL import Image
 
-    from study.data.datasets import FolderEval, folder_split
+    from study.data.datasets import FolderEval, folder_split, image_files
 
     rng = np.random.default_rng(0)
     for i in range(12):
@@ -136,10 +144,12 @@ def test_an_image_folder_is_cached_whole_as_center_crops_of_its_training_list(ae
     cfg = diffusion_cfg(ae_folder, **{"data.kind": "folder", "data.path": str(tmp_path), "data.val_fraction": 0.25})
     _, train, heldout = folder_split(cfg.data, 32)
     assert train and heldout
+    files = image_files(tmp_path)
+    assert sorted(files) == sorted(train + heldout)
     cache = latents.build_cache(cfg, ae_folder, CPU, progress=False, shard_size=4)
-    assert cache.count == len(train) and cache.meta["shards"] == -(-len(train) // 4)
-    crops = FolderEval(tmp_path, train, 32)
+    assert cache.count == len(files) == 12 and cache.meta["shards"] == 3
+    crops = FolderEval(tmp_path, files, 32)
     ae = load_trained(ae_folder, store.read_config(ae_folder), CPU)
     with torch.no_grad():
-        mean = ae.encode(torch.stack([crops[i] for i in range(len(train))])).mean
+        mean = ae.encode(torch.stack([crops[i] for i in range(len(files))])).mean
     torch.testing.assert_close(cache.load("mean")[0], mean, rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ import torch
 
 from study import config, store
 from study.evaluation import evaluate, protocol
+from study.kinds.registry import run_id
 from study.measure import latent_stats
 from study.models.autoencoder import build_autoencoder
 from study.report.columns import columns_for
@@ -48,7 +49,7 @@ def test_eval_record_holds_the_mmd_and_channel_stats(no_weights, tmp_path):
     cfg = dwt_cfg(**LATENT)
     torch.manual_seed(0)
     ae = build_autoencoder(config.autoencoder_args(cfg.model))
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     images = Images()
     rec = evaluate.evaluate(ae, cfg, folder, "cpu", progress=False, dataset=images)
     metrics = rec["metrics"]

@@ -1,6 +1,7 @@
 """The LDM UNet (study/models/ldm_unet.py): output shapes for both presets and both latent widths
-over the latent sizes the harness uses (4x4 to 32x32), the KL-f8 preset's parameter count pinned,
-the zero-initialised output, and that the network reads both x_t and t once its zeros are lifted."""
+over the latent sizes the harness uses (4x4 to 32x32), the KL-f8 preset's parameter count equal to
+LDM's own UNetModel's for the same config, the zero-initialised output, and that the network reads
+both x_t and t once its zeros are lifted."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from study.models.ldm_unet import UNET_PRESETS, UNetArgs, UNetShapeError, build_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# counted once with this module (on the meta device); LDM's paper lists its LSUN-Churches LDM-8 as 294M
+# Counted with LDM's own code, not this module: CompVis/latent-diffusion's
+# ldm/modules/diffusionmodules/openaimodel.py UNetModel (commit a506df5) built on the meta device with
+# configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml's unet_config, in/out channels 4 and 12 (LDM's
+# paper lists its LSUN-Churches LDM-8 as 294M).
 LDM_KL8_PARAMETERS = {4: 294_966_916, 12: 294_994_572}
 
 

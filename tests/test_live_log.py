@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from study import config as cfgmod
 from study import store
 from study.autoencoder.loop import train
+from study.kinds.registry import run_id
 from study.store.media import link_names, link_tensorboard, tensorboard_dir
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
@@ -49,7 +50,7 @@ def _scalars(logdir) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
-    folder = store.init_run(tmp_path_factory.mktemp("live") / "results", tiny())
+    folder = store.init_run(tmp_path_factory.mktemp("live") / "results", tiny(), run_id(tiny()))
     train(store.read_config(folder), folder, progress=False)
     return folder
 
@@ -98,7 +99,7 @@ def test_study_folder_lists_the_variants_for_tensorboard(trained, tmp_path):
     logdir = link_tensorboard(root, store.study_dir(root, spec.study), records)
     assert os.listdir(logdir) == ["a"]  # b has no run folder yet
     assert not os.path.isabs(os.readlink(logdir / "a"))
-    store.init_run(root, variants[1].config)  # b launched, not trained
+    store.init_run(root, variants[1].config, run_id(variants[1].config))  # b launched, not trained
     link_tensorboard(root, store.study_dir(root, spec.study), records)
     assert sorted(os.listdir(logdir)) == ["a", "b"]
     mux = EventMultiplexer().AddRunsFromDirectory(str(logdir))
@@ -123,7 +124,9 @@ def test_link_names_per_seed_and_alias():
 
 
 def test_resumed_run_shows_each_step_once(tmp_path, one_thread):
-    folder = store.init_run(tmp_path / "results", tiny(**{"train.log_every": 1}))
+    folder = store.init_run(
+        tmp_path / "results", tiny(**{"train.log_every": 1}), run_id(tiny(**{"train.log_every": 1}))
+    )
     cfg = store.read_config(folder)
     train(cfg, folder, progress=False, max_steps=5)  # logs 1..5, checkpoints at 4: 5 is lost, as in a crash
     train(cfg, folder, progress=False)  # resumes from 4: logs 5 and 6 again
@@ -136,7 +139,11 @@ def test_resumed_run_shows_each_step_once(tmp_path, one_thread):
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_wandb_asked_for_without_wandb_warns_and_keeps_tensorboard(tmp_path, one_thread):
-    folder = store.init_run(tmp_path / "results", tiny(**{"train.steps": 2, "train.wandb_project": "litevae"}))
+    folder = store.init_run(
+        tmp_path / "results",
+        tiny(**{"train.steps": 2, "train.wandb_project": "litevae"}),
+        run_id(tiny(**{"train.steps": 2, "train.wandb_project": "litevae"})),
+    )
     with pytest.warns(live_log.LiveLogWarning, match="wandb is not installed"):
         train(store.read_config(folder), folder, progress=False)
     assert [s for s, _ in _scalars(tensorboard_dir(folder))["loss/total"]] == [2]

@@ -249,6 +249,36 @@ def test_autoencoder_loss_adaptive_mode_uses_the_gradient_ratio():
         losses.autoencoder_loss(cfg, x, x_hat, post, step=0, fake_logits=fake)
 
 
+def test_the_adaptive_weight_compares_l1_and_lpips_only_as_ldm():
+    """LDM's calculate_adaptive_weight(nll_loss, g_loss, last_layer): nll_loss is L1 + LPIPS, so the
+    Table 9 high-frequency terms (on by default) change the total but not the ratio; ``all`` is
+    the old rule, the ratio on every reconstruction term."""
+    cfg = replace(LossConfig(), adversarial_weight_mode="adaptive", discriminator_start=0)
+    x, x_hat, post, scale = _batch()
+    fake = [x_hat.mean(dim=(1, 2, 3)).unsqueeze(1)]
+
+    def lpips_model(a, b):  # differentiable in x_hat, one value per image
+        return (a - b).square().mean(dim=(1, 2, 3), keepdim=True)
+
+    g = losses.generator_loss(fake, "hinge")
+    l1, lp = losses.l1_loss(x, x_hat), lpips_model(x, x_hat).mean()
+    high = 0.1 * losses.wavelet_loss(x, x_hat, 1e-3) + 0.1 * losses.gaussian_highpass_loss(x, x_hat, 5, 1.0)
+    nll_only = 0.5 * losses.adaptive_weight(l1 + lp, g, scale)
+    every_term = 0.5 * losses.adaptive_weight(l1 + lp + high, g, scale)
+    assert nll_only.item() != approx(every_term.item(), rel=1e-3)  # the two rules differ here
+
+    _, terms = losses.autoencoder_loss(
+        cfg, x, x_hat, post, step=0, fake_logits=fake, lpips_model=lpips_model, last_layer=scale
+    )
+    assert terms["adversarial_weight"].item() == approx(nll_only.item(), rel=1e-5)
+    assert terms["rec"].item() == approx((l1 + lp + high).item(), rel=1e-5)
+    _, old = losses.autoencoder_loss(
+        replace(cfg, adaptive_weight_terms="all"),
+        x, x_hat, post, step=0, fake_logits=fake, lpips_model=lpips_model, last_layer=scale,
+    )  # fmt: skip
+    assert old["adversarial_weight"].item() == approx(every_term.item(), rel=1e-5)
+
+
 def test_autoencoder_loss_needs_an_lpips_model_only_for_a_nonzero_weight():
     x, x_hat, post, _ = _batch()
     with pytest.raises(losses.LossError, match="load_lpips"):

@@ -1,5 +1,5 @@
 """The metrics on tensors (study/measure/metrics.py): PSNR against its formula, SSIM against
-scikit-image, LPIPS through the lpips package, the Frechet distance against scipy's and
+scikit-image, LPIPS against a second lpips.LPIPS built the package's own way, the Frechet distance against scipy's and
 torch-fidelity's on the same statistics, the feature statistics against numpy.
 
 Agreement of the whole rFID pipeline with torch_fidelity.calculate_metrics on the same images is
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import lpips
 import numpy as np
 import pytest
 import scipy.linalg
@@ -20,8 +21,13 @@ from skimage.metrics import structural_similarity
 
 from study.measure import metrics as metric_fns
 from study.measure import weights as weight_files
+from tests.metric_helpers import independent_lpips
 
 pytest_plugins = ["tests.metric_fixtures"]  # the weights fixtures
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,8 +147,12 @@ def test_lpips_distance_is_zero_on_identical_images_and_grows_with_the_change(al
     assert same.abs().max() < 1e-6
     d_near, d_far = metric_fns.lpips_distance(model, x, near), metric_fns.lpips_distance(model, x, far)
     assert (d_near > 1e-6).all() and (d_far > d_near).all()
-    # the wrapper feeds [-1, 1]: the package's own call on the scaled images gives the same numbers
-    want = model(x.float() / 127.5 - 1, far.float() / 127.5 - 1).flatten().double()
-    torch.testing.assert_close(d_far, want.detach())
+    # a second lpips.LPIPS built the package's own way from the same weight file (not our loader,
+    # not the same object), fed the package's own [-1, 1] conversion (lpips.im2tensor)
+    reference = independent_lpips("alex", alexnet_file)
+    assert reference is not model
+    with torch.no_grad():
+        want = torch.cat([reference(lpips.im2tensor(_hwc(x[i])), lpips.im2tensor(_hwc(far[i]))) for i in range(3)])
+    torch.testing.assert_close(d_far, want.flatten().double(), rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError):
         metric_fns.lpips_distance(model, x.float(), x.float())

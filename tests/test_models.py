@@ -5,6 +5,7 @@ inputs, SMC's demodulation, the group rule and the posterior."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from study.models.autoencoder import (
     build_autoencoder,
 )
 from study.models.blocks import SMConv2d, UnknownNorm, group_norm, num_groups
-from study.models.litevae import LiteVAEEncoder
+from study.models.litevae import FeatureUNet, LiteVAEEncoder
 from study.models.registry import litevae_widths
 from study.models.sdvae import SDDecoder
 
@@ -51,7 +52,7 @@ S = litevae_widths("S")
 # --------------------------------------------------------------------------------------------
 # parameter counts and MACs (Tables 2, 3, 20)
 # --------------------------------------------------------------------------------------------
-# LiteVAE-S: the paper prints 1.03, our (and LITEVAE.md's hand) count is 1.0358 M, 0.56 % above the
+# LiteVAE-S: the paper prints 1.03, our (and docs/paper.md's hand) count is 1.0358 M, 0.56 % above the
 # printed digits, so S is pinned to the hand count 1.036 (the printed value is 1.0358 cut off).
 PAPER_ENCODER_M = {"LiteVAE-S": 1.036, "LiteVAE-B": 6.75, "LiteVAE-M": 32.75, "LiteVAE-L": 41.42, "SD-VAE": 34.16}
 
@@ -65,7 +66,7 @@ def test_encoder_parameter_counts_match_the_paper(name, nz):
 
 
 def test_litevae_hand_counts_are_exact():
-    # LITEVAE.md: a hand count of the structure gives 1.036 / 6.751 / 32.750 / 41.422 M (nz=4).
+    # docs/paper.md (the encoder): a hand count of the structure gives 1.036 / 6.751 / 32.750 / 41.422 M (nz=4).
     with torch.device("meta"):
         counts = {k: count(LiteVAEEncoder(4, litevae_widths(k))) for k in "SBML"}
     hand = {"S": 1.036, "B": 6.751, "M": 32.750, "L": 41.422}
@@ -120,6 +121,7 @@ OPTIONS = {
     "smc-decoder": ModelConfig(encoder=EncoderConfig(preset="S"), decoder=DecoderConfig(norm="smc")),
     "no-mid-attention": ModelConfig(encoder=EncoderConfig(preset="S"), decoder=DecoderConfig(mid_attention=False)),
     "vae-small": ModelConfig(quant_conv=True, encoder=EncoderConfig(kind="sdvae", sd_width="small")),
+    "norm-act-conv-head": ModelConfig(encoder=EncoderConfig(preset="S", head="norm_act_conv")),
 }
 
 
@@ -179,6 +181,35 @@ def test_levels_set_the_aggregator_input_width():
     assert len(two.extractors) == 2
 
 
+def test_the_feature_unet_head_is_the_pseudocodes_plain_conv():
+    """The paper's pseudocode (appendix) ends F_l and F_agg with a conv layer: the output is
+    conv_out of the last up block's features, nothing between; ``head="norm_act_conv"`` keeps the
+    old GroupNorm -> SiLU -> conv, selectable from the config."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 8, 8)
+    for head in ("conv", "norm_act_conv"):
+        unet = FeatureUNet(12, 12, 16, (1, 2), head=head)
+        seen: list[torch.Tensor] = []
+        unet.up[-1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
+        y = unet(x)
+        h = (
+            seen[0]
+            if head == "conv"
+            else F.silu(F.group_norm(seen[0], 16, unet.norm_out.weight, unet.norm_out.bias, 1e-6))
+        )
+        torch.testing.assert_close(y, unet.conv_out(h), rtol=0, atol=0)
+    assert not any(isinstance(m, nn.GroupNorm) for m in FeatureUNet(12, 12, 16, (1, 2)).children())
+
+    # through the config: every feature UNet (three extractors and the aggregator of S, 16 wide)
+    # loses its GroupNorm's 2 x 16 affine parameters
+    new = build(small(ModelConfig(encoder=EncoderConfig(preset="S"))))
+    old = build(small(ModelConfig(encoder=EncoderConfig(preset="S", head="norm_act_conv"))))
+    assert count(old.encoder) - count(new.encoder) == 4 * 2 * 16
+    assert new.encoder.aggregator.norm_out is None and old.encoder.aggregator.norm_out is not None
+    with pytest.raises(EncoderConfigError, match="head"):
+        FeatureUNet(12, 12, 16, (1,), head="bogus")
+
+
 def test_shared_extractors_hold_one_set_of_weights():
     separate = LiteVAEEncoder(4, S)
     shared = LiteVAEEncoder(4, S, shared_extractors=True)
@@ -227,6 +258,56 @@ def test_smc_effective_weight_has_norm_gain_per_output_channel():
     torch.testing.assert_close(norms, torch.full((5,), 1.7), atol=1e-5, rtol=0)
     x = torch.randn(2, 8, 6, 6)
     torch.testing.assert_close(conv(x), F.conv2d(x, w, conv.bias, padding=1))
+
+
+def _stylegan3_modulated_weight(w: list, s: list, g: float, eps: float = 1e-8) -> torch.Tensor:
+    """The modulated, demodulated weight of StyleGAN2/3's ``modulated_conv2d`` (LiteVAE Eq. 3, with
+    the gain g), written out element by element: w'_oik = g * s_i w_oik / sqrt(sum_ik (s_i w_oik)^2 + eps).
+    StyleGAN3 first rescales w and s by their RMS, which changes only how much eps weighs; Eq. 3 does not."""
+    out = []
+    for w_o in w:
+        modulated = [[s_i * w_oik for w_oik in w_oi] for s_i, w_oi in zip(s, w_o)]
+        norm = math.sqrt(sum(v * v for row in modulated for v in row) + eps)
+        out.append([[g * v / norm for v in row] for row in modulated])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _set_smc(conv: SMConv2d, w: torch.Tensor, s: list, g: float, bias: list) -> None:
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.scale.copy_(torch.tensor(s))
+        conv.gain.fill_(g)
+        conv.bias.copy_(torch.tensor(bias))
+
+
+def test_smc_equals_stylegan3_modulated_convolution_on_fixed_numbers():
+    # 1x1, by hand: s * w rows are (2, 1, 2) and (0, 3, -4), norms 3 and 5, gain 1.5
+    conv = SMConv2d(3, 2, 1)
+    _set_smc(conv, torch.tensor([[1.0, 2, 2], [0, 6, -4]]).view(2, 3, 1, 1), [2.0, 0.5, 1.0], 1.5, [0.25, -1.0])
+    want = torch.tensor([[1.0, 0.5, 1.0], [0.0, 0.9, -1.2]])
+    torch.testing.assert_close(conv.effective_weight().detach().view(2, 3), want, rtol=0, atol=1e-6)
+    x = torch.tensor([[[1.0, -2.0]], [[0.5, 4.0]], [[3.0, 0.0]]]).unsqueeze(0)  # 1 x 3 x 1 x 2
+    y = [
+        [sum(want[o, i].item() * x[0, i, 0, p].item() for i in range(3)) + (0.25, -1.0)[o] for p in range(2)]
+        for o in range(2)
+    ]
+    torch.testing.assert_close(conv(x).detach(), torch.tensor(y).view(1, 2, 1, 2), rtol=0, atol=1e-6)
+
+    # 3x3 on fixed numbers: the formula element by element, then the convolution
+    w = [[[(o * 18 + i * 9 + k - 13) / 10 for k in range(9)] for i in range(2)] for o in range(3)]
+    s, g = [0.5, -2.0], 0.7
+    conv = SMConv2d(2, 3, 3)
+    _set_smc(conv, torch.tensor(w).view(3, 2, 3, 3), s, g, [0.0, 0.1, -0.2])
+    want3 = _stylegan3_modulated_weight(w, s, g).view(3, 2, 3, 3)
+    torch.testing.assert_close(conv.effective_weight().detach().double(), want3, rtol=1e-6, atol=1e-7)
+    x = (torch.arange(2 * 5 * 4, dtype=torch.float64).view(1, 2, 5, 4) % 7 - 3) / 3
+    ref = F.conv2d(x, want3, torch.tensor([0.0, 0.1, -0.2], dtype=torch.float64), padding=1)
+    torch.testing.assert_close(conv(x.float()).detach().double(), ref, rtol=1e-5, atol=1e-6)
+
+    # eps = 1e-8 inside the square root: where sum (s w)^2 = 1e-8 the norm is g / sqrt(2), not g
+    tiny = SMConv2d(1, 1, 1)
+    _set_smc(tiny, torch.ones(1, 1, 1, 1), [1e-4], 2.0, [0.0])
+    assert tiny.effective_weight().item() == pytest.approx(2.0 / math.sqrt(2.0), rel=1e-5)
 
 
 def test_smc_scales_modulate_input_channels():

@@ -141,9 +141,10 @@ def test_extractor_keeps_the_resolution_and_trains():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in f.parameters())
 
 
-# the UNet F_l of each preset (study.models.litevae, 2 residual blocks per multiplier) and our
-# NAFNet for it; M and L share one extractor configuration
-UNET_EXTRACTOR_PARAMS = {"S": 258_236, "B": 1_686_284, "M": 10_352_844, "L": 10_352_844}
+# the UNet F_l of each preset (study.models.litevae, 2 residual blocks per multiplier, the
+# pseudocode's plain conv head: the GroupNorm head adds 2C) and our NAFNet for it; M and L share
+# one extractor configuration
+UNET_EXTRACTOR_PARAMS = {"S": 258_204, "B": 1_686_220, "M": 10_352_716, "L": 10_352_716}
 NAFNET_EXTRACTOR_PARAMS = {"S": 258_396, "B": 1_692_556, "M": 10_252_492, "L": 10_252_492}
 
 

@@ -36,7 +36,9 @@ def photo(height: int, width: int, seed: int) -> np.ndarray:
 def test_pixels_follow_the_protocol(model, tmp_path):
     pixels = photo(40, 56, seed=0)  # landscape: shorter side 40 -> 32, width round(44.8) = 45
     Image.fromarray(pixels).save(tmp_path / "cat.png")
-    [written] = reconstruct_files(model, [tmp_path / "cat.png"], tmp_path / "out", resolution=32)
+    [written] = reconstruct_files(
+        model, [tmp_path / "cat.png"], tmp_path / "out", resolution=32, preprocess="pil_bicubic"
+    )
     assert written == tmp_path / "out" / "cat.png"
 
     resized = np.asarray(Image.fromarray(pixels).resize((45, 32), Image.Resampling.BICUBIC))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -12,6 +13,7 @@ import run_study
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 from tests.test_eval_data import photo_folder
+from tests.test_preprocess import adm_written_out, albumentations_ldm, grey_levels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,3 +138,20 @@ def test_bad_sources_exit_2(finished, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert not Path(out).exists()
+
+
+def test_preprocess_and_save_inputs(finished, tmp_path):
+    """--save-inputs writes the crop the model read, by --preprocess or else the run's eval.preprocess."""
+    spec, results, variant, photos = finished
+    inputs = [str(p) for p in sorted(photos.glob("*.png"))]
+    for name, flags, reference in [
+        ("adm", ["--preprocess", "adm"], adm_written_out),
+        ("default", [], albumentations_ldm),  # the run's eval.preprocess: ldm
+    ]:
+        out = tmp_path / name
+        argv = ["--results", str(results), "reconstruct", variant.run_id, *inputs, "--out", str(out)]
+        assert run_study.main(argv + flags + ["--save-inputs", "--resolution", "24"]) == 0
+        for source in inputs:
+            seen = np.asarray(Image.open(out / f"{Path(source).stem}.input.png"))
+            assert grey_levels(seen, reference(source, 24)) <= 1
+            assert Image.open(out / f"{Path(source).stem}.png").size == (24, 24)

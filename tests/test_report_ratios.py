@@ -13,6 +13,7 @@ import yaml
 
 import run_study
 from study import store
+from study.kinds.registry import run_id
 from study.paper import paper_table
 from study.report import report as report_mod
 from study.report.records import read_study
@@ -54,7 +55,7 @@ def table3(tmp_path_factory):
     root = tmp / "results"
     variants = expand(spec, "smoke")
     for v in variants:
-        folder = store.init_run(root, v.config)
+        folder = store.init_run(root, v.config, run_id(v.config))
         record = {"encoder_params": 1_000_000, "throughput_img_s": THROUGHPUT[v.name], "peak_mem_mb": MEMORY[v.name]}
         store.write_complexity(folder, record | SETTING)
         store.mark_done(folder)

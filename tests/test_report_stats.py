@@ -13,6 +13,7 @@ import pytest
 import scipy.stats
 
 from study import store
+from study.kinds.registry import run_id
 from study.report import report as report_mod
 from study.report import stats
 from study.report.index_page import study_state, write_index
@@ -119,7 +120,7 @@ def three_seeds(tmp_path_factory):
     spec = load_study(_spec(tmp, '{table: "4", baseline: ref}', THREE))
     root = tmp / "results"
     for v in expand(spec):
-        folder = store.init_run(root, v.config)
+        folder = store.init_run(root, v.config, run_id(v.config))
         metrics = {"psnr": PSNR[v.name][v.seed], "ssim": SSIM[v.name][v.seed]}
         store.write_eval(folder, "ev1", {"metrics": metrics, "protocol": {"num_images": 8}})
         store.mark_done(folder)
@@ -176,7 +177,7 @@ def test_one_seed_studies_have_no_significance_table(tmp_path):
     spec = load_study(path)
     root = tmp_path / "results"
     for v in expand(spec):
-        folder = store.init_run(root, v.config)
+        folder = store.init_run(root, v.config, run_id(v.config))
         store.write_eval(folder, "ev1", {"metrics": {"psnr": PSNR[v.name][0]}})
         store.mark_done(folder)
     _index(root, spec)
@@ -201,7 +202,7 @@ def test_index_page_links_every_study_with_its_state(three_seeds, tmp_path):
     for v in expand(spec):
         if v.name == "never":
             continue  # no run folder: missing
-        folder = store.init_run(root, v.config)  # "queued": pending
+        folder = store.init_run(root, v.config, run_id(v.config))  # "queued": pending
         if v.name == "done":
             store.write_eval(folder, "ev1", {"metrics": {"psnr": 30.0}})
             store.mark_done(folder)

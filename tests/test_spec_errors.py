@@ -28,6 +28,15 @@ CASES = [
         ["did you mean 'grid'", "top-level keys"],
     ),
     (
+        "baseline-not-a-variant",
+        {
+            "study.yaml": "study: t\npaper: {table: '4', baseline: norm=sm}\ngrid: {model.decoder.norm: [groupnorm, smc]}\n"
+        },
+        "plan",
+        "paper.baseline",
+        ["a variant name: norm=groupnorm, norm=smc"],
+    ),
+    (
         "unknown-config-key",
         {"study.yaml": "study: t\nset: {model.decoder.nrom: smc}\n"},
         "plan",

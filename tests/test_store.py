@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from study import config, store
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 
@@ -134,14 +135,14 @@ def test_collect_rows_axes_metrics_and_failures(study):
     root, variants, records = study
     assert len(variants) == 6
     done, failed, pending = variants[0], variants[1], variants[2]
-    folder = store.init_run(root, done.config)
+    folder = store.init_run(root, done.config, run_id(done.config))
     store.write_eval(folder, "evA", _eval(0))
     store.write_eval(folder, "evB", {"metrics": {"psnr": 31.5}, "unavailable": {"rfid": "no Inception weights"}})
     store.write_complexity(folder, {"encoder_params": 6_000_000, "encoder_gmacs": 4.2})
     store.mark_done(folder)
-    folder = store.init_run(root, failed.config)
+    folder = store.init_run(root, failed.config, run_id(failed.config))
     store.update_status(folder, state="failed", error="RuntimeError: CUDA out of memory", attempts=2)
-    store.init_run(root, pending.config)
+    store.init_run(root, pending.config, run_id(pending.config))
     # variants[3:] were never launched
 
     frame = store.collect(root, "st", records)
@@ -173,11 +174,11 @@ def test_collect_rows_axes_metrics_and_failures(study):
 def test_collect_skips_corrupt_records_by_path(study):
     root, variants, records = study
     a, b = variants[0], variants[1]
-    fa = store.init_run(root, a.config)
+    fa = store.init_run(root, a.config, run_id(a.config))
     store.write_eval(fa, "good", _eval(1))
     (fa / "eval" / "torn.json").write_text('{"metrics": {"psnr": 3')
     store.mark_done(fa)
-    fb = store.init_run(root, b.config)
+    fb = store.init_run(root, b.config, run_id(b.config))
     store.write_eval(fb, "evA", _eval(2))
     (fb / "status.json").write_text('{"state": "runn')  # truncated status
     (fb / "complexity.json").write_bytes(b"\x00\x01")
@@ -196,7 +197,7 @@ def test_collect_skips_corrupt_records_by_path(study):
 
 def test_collect_ignores_temp_files_of_a_writer(study):
     root, variants, records = study
-    folder = store.init_run(root, variants[0].config)
+    folder = store.init_run(root, variants[0].config, run_id(variants[0].config))
     store.write_eval(folder, "evA", _eval(0))
     (folder / "eval" / ".evB.json.123.tmp").write_text('{"metrics": {')  # a write in flight
     frame = store.collect(root, "st", records)
@@ -219,12 +220,12 @@ def test_init_run_round_trips_config(tmp_path):
         config.ExperimentConfig(),
         {"train.stages": [{"resolution": 64, "steps": 10}], "train.steps": 10, "data.path": "/x"},
     )
-    folder = store.init_run(tmp_path, cfg)
-    assert folder == store.run_dir(tmp_path, config.run_id(cfg))
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
+    assert folder == store.run_dir(tmp_path, run_id(cfg))
     assert store.read_config(folder) == cfg
     assert store.read_status(folder)["state"] == "pending"
     store.update_status(folder, state="running", step=3)
-    store.init_run(tmp_path, cfg)  # re-init keeps the status
+    store.init_run(tmp_path, cfg, run_id(cfg))  # re-init keeps the status
     assert store.read_status(folder)["state"] == "running"
 
 

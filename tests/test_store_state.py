@@ -25,6 +25,7 @@ import torch
 import run_study
 from study import config, store
 from study.autoencoder.trained import MissingCheckpoint, load_trained
+from study.kinds.registry import run_id
 from study.launch import launcher
 from study.launch.job import RunJob, torch_threads
 from study.store import State
@@ -237,7 +238,7 @@ def test_plain_launch_resubmits_a_lost_run_but_not_a_failed_one(tmp_path):
         (lost, local("submitted", launcher_pid=dead_pid())),
         (failed, local("failed", error="RuntimeError: boom")),
     ):
-        store.init_run(results, v.config)
+        store.init_run(results, v.config, run_id(v.config))
         store.write_json_atomic(store.run_dir(results, v.run_id) / "status.json", status)
     before = status_json(spec, env)
     assert before[lost.name]["state"] == "lost" and before[failed.name]["state"] == "failed"
@@ -361,7 +362,7 @@ def test_records_get_the_mode_of_the_umask(tmp_path, umask, mode):
 
 def test_load_trained_without_a_checkpoint_raises(tmp_path):
     cfg = config.validate(config.apply_overrides(config.ExperimentConfig(), TINY_SET | {"train.steps": 0}))
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     with pytest.raises(MissingCheckpoint) as caught:
         load_trained(folder, cfg, torch.device("cpu"))
     assert isinstance(caught.value, FileNotFoundError) and caught.value.folder == folder

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from study import config, store
 from study.autoencoder.loop import train, validate_psnr
-from study.autoencoder.steps import NonFiniteLoss, discriminator_step
+from study.autoencoder.steps import NonFiniteLoss, Reconstruct, discriminator_step, train_step
+from study.kinds.registry import run_id
 from study.models.autoencoder import build_autoencoder
 from study.models.discriminators import build_discriminator
 from study.trainer.checkpoints import load_checkpoint
@@ -88,7 +90,7 @@ def test_training_raises_held_out_psnr(tmp_path):
     before = validate_psnr(
         build_autoencoder(config.autoencoder_args(cfg.model)), cfg, 32, torch.device("cpu"), cfg.train.val_images
     )
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     summary = train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
     history = store.read_jsonl(folder / "metrics.jsonl")
     assert summary["step"] == 300
@@ -122,6 +124,51 @@ def test_discriminator_logits_on_real_images_do_not_depend_on_the_fakes(kind):
     assert (joint[0] - joint[1]).abs().max() > 1e-6  # same shapes: no rounding difference
 
 
+class _Seen(nn.Module):
+    """A real discriminator that keeps a copy of every batch it judges (the test reads them)."""
+
+    def __init__(self, disc: nn.Module):
+        super().__init__()
+        self.disc, self.seen = disc, []
+
+    def forward(self, x: torch.Tensor):
+        self.seen.append(x.detach().clone())
+        return self.disc(x)
+
+
+@pytest.mark.parametrize("rule", ["fresh", "stale"])
+def test_the_discriminator_judges_a_fresh_reconstruction_of_the_updated_autoencoder(rule):
+    """LDM's Lightning loop runs training_step again for the discriminator's optimiser, and it
+    decodes again, after the autoencoder's update: the discriminator's fakes are the updated
+    autoencoder's reconstructions of the batch (same posterior noise here), not the ones the
+    autoencoder's loss saw; ``train.discriminator_input: stale`` keeps the old shortcut. Two
+    micro-batches: the fresh reconstruction is made per micro-batch too."""
+    cfg = tiny(**{"loss.discriminator": "patchgan", "loss.discriminator_start": 0, "train.grad_accum": 2,
+                  "train.discriminator_input": rule})  # fmt: skip
+    torch.manual_seed(0)
+    ae = build_autoencoder(config.autoencoder_args(cfg.model))
+    disc = _Seen(build_discriminator("patchgan", 16))
+    opt_ae = torch.optim.Adam(ae.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    g = torch.Generator().manual_seed(1)
+    x, noise = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1, torch.randn(8, 4, 4, 4, generator=g)
+    model = Reconstruct(ae).train()
+    x_hat, _, terms = train_step(cfg, model, disc, opt_ae, opt_d, x, noise, step=0, perceptual=None,
+                                 last_layer=ae.last_layer)  # fmt: skip
+    assert "discriminator" in terms
+    # the calls: the generator's loss on each micro-batch's x_hat, then (real, fake) per micro-batch
+    assert len(disc.seen) == 6
+    torch.testing.assert_close(torch.cat(disc.seen[:2]), x_hat, rtol=0, atol=0)
+    judged = torch.cat([disc.seen[3], disc.seen[5]])
+    with torch.no_grad():
+        updated, _ = model(x, noise)
+    assert (updated - x_hat).abs().max() > 1e-3  # the update moved the reconstructions
+    if rule == "fresh":
+        torch.testing.assert_close(judged, updated, rtol=1e-5, atol=1e-6)
+    else:
+        torch.testing.assert_close(judged, x_hat, rtol=0, atol=0)
+
+
 def test_kill_minus_nine_then_resume_is_bitwise_identical(tmp_path):
     cfg = tiny(
         **{
@@ -133,8 +180,8 @@ def test_kill_minus_nine_then_resume_is_bitwise_identical(tmp_path):
             "train.val_every": 1000,
         }
     )
-    straight = store.init_run(tmp_path / "a", cfg)
-    resumed = store.init_run(tmp_path / "b", cfg)
+    straight = store.init_run(tmp_path / "a", cfg, run_id(cfg))
+    resumed = store.init_run(tmp_path / "b", cfg, run_id(cfg))
 
     proc = _train_subprocess(straight)
     assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
@@ -195,8 +242,8 @@ def test_ddp_on_two_processes_follows_one_process(tmp_path):
             "train.checkpoint_every": 8,
         }
     )
-    one = store.init_run(tmp_path / "one", cfg)
-    two = store.init_run(tmp_path / "two", cfg)
+    one = store.init_run(tmp_path / "one", cfg, run_id(cfg))
+    two = store.init_run(tmp_path / "two", cfg, run_id(cfg))
     proc = _train_subprocess(one)
     assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
 
@@ -238,6 +285,6 @@ def test_non_finite_loss_stops_the_run_with_its_step(tmp_path):
             "train.checkpoint_every": 1000,
         }
     )
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step \d+"):
         train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)

@@ -13,6 +13,7 @@ from study.autoencoder import perceptual
 from study.autoencoder.loop import train
 from study.autoencoder.steps import MissingEMA
 from study.autoencoder.trained import load_trained
+from study.kinds.registry import run_id
 from study.measure import weights as weight_files
 from study.measure.weights import MissingWeightsError
 from study.trainer.checkpoints import CHECKPOINT, load_checkpoint
@@ -70,8 +71,8 @@ def random_vgg19(no_weights, tmp_path, monkeypatch) -> Path:
 
 def test_ema_survives_checkpoint_and_resume_bitwise(tmp_path):
     cfg = tiny(**{"train.ema_decay": 0.9})
-    straight = store.init_run(tmp_path / "a", cfg)
-    resumed = store.init_run(tmp_path / "b", cfg)
+    straight = store.init_run(tmp_path / "a", cfg, run_id(cfg))
+    resumed = store.init_run(tmp_path / "b", cfg, run_id(cfg))
     train(cfg, straight, ctx=CPU, progress=False)
     train(cfg, resumed, ctx=CPU, progress=False, max_steps=3)  # killed after step 3: checkpoint at 2
     assert load_checkpoint(resumed)["step"] == 2
@@ -87,7 +88,7 @@ def test_ema_survives_checkpoint_and_resume_bitwise(tmp_path):
 
 def test_evaluation_loads_the_ema_weights_only_from_a_run_that_kept_them(tmp_path):
     cfg = tiny(**{"train.ema_decay": 0.9, "train.steps": 1})
-    folder = store.init_run(tmp_path / "a", cfg)
+    folder = store.init_run(tmp_path / "a", cfg, run_id(cfg))
     train(cfg, folder, ctx=CPU, progress=False)
     ema_cfg = config.apply_overrides(cfg, {"eval.weights": "ema"})
     ae = load_trained(folder, ema_cfg, torch.device("cpu"))
@@ -95,7 +96,7 @@ def test_evaluation_loads_the_ema_weights_only_from_a_run_that_kept_them(tmp_pat
     assert all(torch.equal(t, saved[k]) for k, t in ae.state_dict().items())
 
     plain = tiny(**{"train.steps": 1})
-    bare = store.init_run(tmp_path / "b", plain)
+    bare = store.init_run(tmp_path / "b", plain, run_id(plain))
     train(plain, bare, ctx=CPU, progress=False)
     assert load_checkpoint(bare)["ema"] is None
     with pytest.raises(MissingEMA, match="no EMA weights"):
@@ -110,15 +111,15 @@ def test_ldl_and_ema_config_checks():
     with pytest.raises(config.ConfigError, match="eval.weights"):
         tiny(**{"eval.weights": "ema"})
     base = config.ExperimentConfig()
-    assert config.run_id(base) == config.run_id(
+    assert run_id(base) == run_id(
         config.apply_overrides(base, {"loss.perceptual": "lpips", "loss.ldl_weight": 0.0, "train.ema_decay": 0.0})
     )
-    assert config.run_id(base) != config.run_id(config.apply_overrides(base, {"train.ema_decay": 0.999}))
+    assert run_id(base) != run_id(config.apply_overrides(base, {"train.ema_decay": 0.999}))
 
 
 def test_a_run_with_ldl_logs_its_term(tmp_path):
     cfg = tiny(**{"train.ema_decay": 0.9, "loss.ldl_weight": 1.0, "train.steps": 3})
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     assert train(cfg, folder, ctx=CPU, progress=False)["step"] == 3
     rows = _terms(folder)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -130,7 +131,7 @@ def test_a_run_with_ldl_logs_its_term(tmp_path):
 
 def test_a_run_with_the_esrgan_loss_trains(tmp_path, random_vgg19):
     cfg = tiny(**{"loss.perceptual": "esrgan", "loss.lpips_weight": 1.0, "train.steps": 2})
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     assert train(cfg, folder, ctx=CPU, progress=False)["step"] == 2
     rows = _terms(folder)
     assert len(rows) == 2 and all(r["esrgan"] > 0.0 and "lpips" not in r for r in rows)
@@ -138,7 +139,7 @@ def test_a_run_with_the_esrgan_loss_trains(tmp_path, random_vgg19):
 
 def test_without_the_vgg19_file_the_esrgan_run_fails_before_its_first_step(tmp_path, no_weights):
     cfg = tiny(**{"loss.perceptual": "esrgan", "loss.lpips_weight": 1.0, "train.steps": 2})
-    folder = store.init_run(tmp_path, cfg)
+    folder = store.init_run(tmp_path, cfg, run_id(cfg))
     with pytest.raises(MissingWeightsError, match="weights fetch"):
         train(cfg, folder, ctx=CPU, progress=False)
     assert not (folder / CHECKPOINT).exists() and not _terms(folder)

@@ -1,16 +1,8 @@
-"""Training one variant: Adam on the autoencoder and the discriminator, resolution stages,
-checkpoints that resume bit for bit, DDP across a job's GPUs, bf16 on CUDA.
+"""Training one autoencoder variant: Adam on the autoencoder and the discriminator, resolution
+stages, checkpoints that resume bit for bit, DDP across a job's GPUs, bf16 on CUDA.
 
-Determinism: every random draw of a step is a pure function of (seed, step, global sample index):
-the training crops (study/data.py's endless stream) and the posterior noise, drawn per sample
-from its own generator. So a run resumed from a checkpoint, or split over DDP ranks that each
-take a slice of the global batch, computes the same steps as one uninterrupted process. The
-checkpoint holds both networks, both optimisers, the step and the RNG states, written atomically.
-
-The recipe (LITEVAE.md, "Training recipe"): Adam, lr 1e-4, betas (0.5, 0.9), batch 16, L1 +
-LPIPS + KL + adversarial (Eq. 1) with a constant adversarial weight (Table 8) and a UNet
-discriminator (Table 10), the high-frequency losses of Table 9, optional low-resolution
-pretraining stages (Table 5).
+The recipe is the paper's (docs/paper.md, "The training recipe"); why a resumed or DDP run computes
+the same steps as one uninterrupted process: docs/architecture.md, "Determinism".
 """
 
 from __future__ import annotations
@@ -28,12 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from study import config, store
-from study.autoencoder.steps import (
-    MissingEMA,
-    Reconstruct,
-    autoencoder_step,
-    discriminator_step,
-)
+from study.autoencoder.steps import MissingEMA, Reconstruct, train_step
 from study.autoencoder.steps import unwrap as _unwrap
 from study.autoencoder.trained import _initialise
 from study.data.batches import stage_at
@@ -47,6 +34,7 @@ from study.trainer import live_log
 from study.trainer.checkpoints import CHECKPOINT, load_checkpoint, restore_rng, write_checkpoint
 from study.trainer.context import Context, Preempted, default_context, use_bf16
 from study.trainer.ema import EMA
+from study.trainer.watch import Diverged, OnEval, Watch
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +48,7 @@ def save_checkpoint(
     opt_ae: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer | None,
     ema: EMA | None = None,
+    watch: Watch | None = None,
 ) -> None:
     state = {
         "step": step,
@@ -69,6 +58,7 @@ def save_checkpoint(
         "opt_discriminator": opt_d.state_dict() if opt_d is not None else None,
         "ema": ema.state_dict() if ema is not None else None,
         "data_position": step,  # the batch stream is indexed by step
+        "watch": watch.state_dict() if watch is not None else None,  # study/trainer/watch.py
     }
     write_checkpoint(folder, state)
 
@@ -125,9 +115,10 @@ def resume(
     opt_ae: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer | None,
     ema: EMA | None = None,
+    watch: Watch | None = None,
 ) -> int:
-    """Load the run's last checkpoint into the networks, the optimisers, the EMA and the RNGs;
-    the step to continue from (0 without a checkpoint)."""
+    """Load the run's last checkpoint into the networks, the optimisers, the EMA, the watch and
+    the RNGs; the step to continue from (0 without a checkpoint)."""
     state = load_checkpoint(folder)
     if state is None:
         return 0
@@ -140,6 +131,8 @@ def resume(
         disc.load_state_dict(state["discriminator"])
         opt_d.load_state_dict(state["opt_discriminator"])
     opt_ae.load_state_dict(state["opt_autoencoder"])
+    if watch is not None and state.get("watch"):  # a checkpoint of before the watch has none
+        watch.load_state_dict(state["watch"])
     restore_rng(state)
     return int(state["step"])
 
@@ -163,8 +156,10 @@ def _log(
     terms: dict[str, Any],
     rate: float,
     bar: tqdm,
+    watch: Watch,
 ) -> None:
-    """The step's losses (the global batch's mean under DDP) to metrics.jsonl and the status."""
+    """The step's losses (the global batch's mean under DDP) to metrics.jsonl, the status and the
+    watch (progress record, discriminator streak)."""
     logged = {"loss": loss.detach(), **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
     if ctx.world > 1:  # the global batch's mean, as one process would log it
         values = torch.stack([v.float().reshape(()) for v in logged.values()])
@@ -181,16 +176,21 @@ def _log(
         store.append_jsonl(folder / "metrics.jsonl", record)
         store.update_status(folder, step=step, total_steps=cfg.train.steps, loss=record["loss"], heartbeat=time.time())
         live_log.scalars(folder, record)  # TensorBoard / W&B (study/trainer/live_log.py)
+    watch.logged(step, record)  # on every rank: the record is the same on all
 
 
-def _validate(cfg: config.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module) -> float | None:
-    """Validation PSNR at ``step`` when it is due (main process only), recorded."""
+def _validate(
+    cfg: config.ExperimentConfig, folder: Path, ctx: Context, step: int, ae: nn.Module, watch: Watch
+) -> float | None:
+    """Validation PSNR at ``step`` when it is due (main process only), recorded and watched."""
     if not (ctx.main and (step % cfg.train.val_every == 0 or step == cfg.train.steps)):
         return None
-    psnr = validate_psnr(ae, cfg, stage_at(cfg, step - 1).resolution, ctx.device, cfg.train.val_images)
+    resolution = stage_at(cfg, step - 1).resolution
+    psnr = validate_psnr(ae, cfg, resolution, ctx.device, cfg.train.val_images)
     store.append_jsonl(folder / "metrics.jsonl", {"step": step, "val_psnr": psnr})
     store.update_status(folder, psnr=psnr)
     live_log.validation(folder, step, psnr)
+    watch.validated(step, psnr, resolution)
     return psnr
 
 
@@ -211,6 +211,31 @@ def _build(cfg: config.ExperimentConfig, device: torch.device, fmt: torch.memory
     return ae, disc, perceptual, opt_ae, opt_d
 
 
+def _setup(
+    cfg: config.ExperimentConfig, folder: Path, ctx: Context, on_eval: OnEval | None
+) -> tuple[Any, nn.Module, nn.Module | None, nn.Module | None, Any, Any, EMA | None, Watch, int]:
+    """The networks, optimisers, EMA and watch, restored from the run's last checkpoint; the live
+    log opened; (autoencoder, DDP model, discriminator, perceptual network, both optimisers, EMA,
+    watch, the step to continue from)."""
+    device = ctx.device
+    accel.configure_device(device)
+    ae, disc, perceptual, opt_ae, opt_d = _build(cfg, device, accel.memory_format(device))
+    if cfg.model.init and not (folder / CHECKPOINT).exists():  # a pretrained start; resume wins
+        _initialise(ae, cfg, folder if ctx.main else None)
+    # The EMA starts from the (initialised) autoencoder, before resume restores both.
+    ema = EMA(ae, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    watch = Watch(cfg, folder, ctx.main, device, ctx.world, on_eval)
+    step = resume(folder, ae, disc, opt_ae, opt_d, ema, watch)
+    if ctx.main:
+        store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
+    watch.start(step)  # during.jsonl likewise
+    if cfg.train.compile:  # in place, after the EMA's copy: the state_dict keys stay the eager ones
+        _compile(device, ae, disc)
+    model, disc = _distribute(Reconstruct(ae), disc, ctx)
+    live_log.open_run(cfg, folder, ctx.main, step, {"autoencoder": (ae, opt_ae), "discriminator": (disc, opt_d)})
+    return ae, model, disc, perceptual, opt_ae, opt_d, ema, watch, step
+
+
 def train(
     cfg: config.ExperimentConfig,
     folder: Path,
@@ -218,77 +243,68 @@ def train(
     stop: threading.Event | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    on_eval: OnEval | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the run in ``folder`` to cfg.train.steps; returns a summary.
 
     ``stop`` set from another thread (preemption) makes the loop write a checkpoint at the next
     step boundary and raise Preempted. ``max_steps`` stops early (for tests) without a checkpoint
-    beyond the periodic ones, as a crash would."""
+    beyond the periodic ones, as a crash would. ``on_eval`` measures the protocol metrics of
+    ``eval.during`` (study/trainer/watch.py; the job passes study/evaluation/during.py's). A
+    divergence the run stops on raises ``Diverged`` (study/trainer/watch.py), recorded first."""
     ctx = ctx or default_context()
     torch.manual_seed(cfg.seed)
     device = ctx.device
-    accel.configure_device(device)
-    bf16 = use_bf16(cfg, device)
-    fmt = accel.memory_format(device)
-
-    ae, disc, perceptual, opt_ae, opt_d = _build(cfg, device, fmt)
-
-    if cfg.model.init and not (folder / CHECKPOINT).exists():  # a pretrained start; resume wins
-        _initialise(ae, cfg, folder if ctx.main else None)
-    # The EMA starts from the (initialised) autoencoder, before resume restores both.
-    ema = EMA(ae, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    step = resume(folder, ae, disc, opt_ae, opt_d, ema)
-    if ctx.main:
-        store.truncate_jsonl(folder / "metrics.jsonl", step)  # what the last checkpoint lost
-    if cfg.train.compile:  # in place, after the EMA's copy: the state_dict keys stay the eager ones
-        _compile(device, ae, disc)
-    model, disc = _distribute(Reconstruct(ae), disc, ctx)
-    live_log.open_run(cfg, folder, ctx.main, step, {"autoencoder": (ae, opt_ae), "discriminator": (disc, opt_d)})
+    bf16, fmt = use_bf16(cfg, device), accel.memory_format(device)
+    ae, model, disc, perceptual, opt_ae, opt_d, ema, watch, step = _setup(cfg, folder, ctx, on_eval)
 
     total = cfg.train.steps
     end = total if max_steps is None else min(total, max_steps)
-    batches, watch = Batches(cfg, ctx, step, end, fmt), accel.LossWatch(device)
+    batches, losses = Batches(cfg, ctx, step, end, fmt), accel.LossWatch(device)
     bar = tqdm(total=total, initial=step, disable=not (progress and ctx.main), desc=folder.name, mininterval=1.0)
     tic, seen = time.perf_counter(), 0
     summary: dict[str, Any] = {"resumed_from": step}
     model.train()
-    while step < end:
-        if stop is not None and stop.is_set():
-            watch.check()
-            if ctx.main:
-                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema)
-            raise Preempted(f"checkpointed at step {step} on request")
-        x, noise = batches.next()
-        x_hat, total_loss, terms = autoencoder_step(
-            cfg, model, disc, opt_ae, x, noise, step=step, perceptual=perceptual, last_layer=ae.last_layer,
-            bf16=bf16, ema=ema, watch=watch,
-        )  # fmt: skip
-        if ema is not None:  # on every rank: the ranks' weights are equal after the step
-            ema.update(ae)
-        if disc is not None and opt_d is not None and step >= cfg.loss.discriminator_start:
-            terms["discriminator"] = discriminator_step(
-                cfg.loss, disc, opt_d, x, x_hat, step=step, bf16=bf16, grad_accum=cfg.train.grad_accum, watch=watch
-            ).loss
-        step += 1
-        seen += x.shape[0] * ctx.world
-        bar.update(1)
+    try:
+        while step < end:
+            if stop is not None and stop.is_set():
+                losses.check()
+                if ctx.main:
+                    save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema, watch)
+                raise Preempted(f"checkpointed at step {step} on request")
+            x, noise = batches.next()
+            _, total_loss, terms = train_step(
+                cfg, model, disc, opt_ae, opt_d, x, noise, step=step, perceptual=perceptual,
+                last_layer=ae.last_layer, bf16=bf16, ema=ema, watch=losses,
+            )  # fmt: skip
+            step += 1
+            seen += x.shape[0] * ctx.world
+            bar.update(1)
 
-        if _boundary(cfg, step, end):  # the device is read here only (no host sync in the step)
-            watch.check()
-        if step % cfg.train.log_every == 0 or step == total:
-            _log(cfg, folder, ctx, step, total_loss, terms, seen / max(time.perf_counter() - tic, 1e-9), bar)
-            batches.report(step)
-            tic, seen = time.perf_counter(), 0
-        psnr = _validate(cfg, folder, ctx, step, ae)
-        if psnr is not None:
-            summary["val_psnr"] = psnr
-        if step % cfg.train.checkpoint_every == 0 or step == total:
-            if ctx.main:
-                save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema)
-            if ctx.world > 1:
-                dist.barrier()
-    bar.close()
-    live_log.close(folder)
+            if _boundary(cfg, step, end):  # the device is read here only (no host sync in the step)
+                losses.check()
+            if step % cfg.train.log_every == 0 or step == total:
+                rate = seen / max(time.perf_counter() - tic, 1e-9)
+                _log(cfg, folder, ctx, step, total_loss, terms, rate, bar, watch)
+                batches.report(step)
+                tic, seen = time.perf_counter(), 0
+            psnr = _validate(cfg, folder, ctx, step, ae, watch)
+            if psnr is not None:
+                summary["val_psnr"] = psnr
+            if _boundary(cfg, step, end):  # before the checkpoint: it keeps weights from before a divergence
+                watch.stop_if_diverged()
+            watch.evaluate(step, {"model": ae} | ({"ema": ema.module} if ema is not None else {}))
+            if step % cfg.train.checkpoint_every == 0 or step == total:
+                if ctx.main:
+                    save_checkpoint(folder, step, ae, disc, opt_ae, opt_d, ema, watch)
+                if ctx.world > 1:
+                    dist.barrier()
+    except Diverged as e:
+        watch.fatal(e)
+        raise
+    finally:
+        bar.close()
+        live_log.close(folder)
     summary["step"] = step
     return summary
 

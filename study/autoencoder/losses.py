@@ -222,7 +222,10 @@ def autoencoder_loss(
     each term reduced as the module docstring says (so the total is a scalar per image value),
     factor = adversarial_factor(step, discriminator_start), and lambda is
     ``adversarial_weight`` (constant mode, Table 8) or ``adversarial_weight`` times
-    ``adaptive_weight(rec, generator, last_layer)`` (adaptive mode, Eq. 2).
+    ``adaptive_weight(nll, generator, last_layer)`` (adaptive mode, Eq. 2), where nll is
+    l1_weight * l1 + lpips_weight * lpips, the terms LDM's ``calculate_adaptive_weight(nll_loss,
+    ...)`` compares (``adaptive_weight_terms: l1_lpips``), or the whole rec (``all``, the
+    harness's recipe before it followed LDM here). The LDL term is part of rec.
 
     A term whose weight is 0 is not computed (so LPIPS needs no model then). The adversarial term
     needs ``fake_logits`` (the discriminator on x_hat) and is left out when they are None or the
@@ -233,9 +236,11 @@ def autoencoder_loss(
     with torch.autocast(x.device.type, enabled=False):
         x32, xh32 = x.float(), x_hat.float()
         weighted = []
+        nll: list[Tensor] = []  # the terms of LDM's nll_loss: L1 and the perceptual term
         if cfg.l1_weight:
             terms["l1"] = l1_loss(x32, xh32)
             weighted.append(cfg.l1_weight * terms["l1"])
+            nll.append(weighted[-1])
         if cfg.wavelet_weight:
             terms["wavelet"] = wavelet_loss(x32, xh32, cfg.charbonnier_eps)
             weighted.append(cfg.wavelet_weight * terms["wavelet"])
@@ -252,12 +257,13 @@ def autoencoder_loss(
             )
         terms[cfg.perceptual] = lpips_loss(lpips_model, x, x_hat).float()
         weighted.append(cfg.lpips_weight * terms[cfg.perceptual])
+        nll.append(weighted[-1])
     if cfg.ldl_weight:  # Table 15: LDL's artifact loss against the EMA model's reconstruction
         if x_hat_ema is None:
             raise LossError(f"loss.ldl_weight is {cfg.ldl_weight} but no EMA reconstruction was given")
         terms["ldl"] = ldl_loss(x, x_hat, x_hat_ema)
         weighted.append(cfg.ldl_weight * terms["ldl"])
-    rec: Tensor = functools.reduce(operator.add, weighted) if weighted else x_hat.float().sum() * 0.0
+    rec = _sum(weighted, x_hat)
     total = rec + cfg.kl_weight * terms["kl"]
 
     if fake_logits is not None and cfg.discriminator != "none":
@@ -271,13 +277,19 @@ def autoencoder_loss(
                         "loss.adversarial_weight_mode is 'adaptive' but no decoder last "
                         "layer was given to take gradients at"
                     )
-                lam = cfg.adversarial_weight * adaptive_weight(rec, g, last_layer)
+                ratio_of = rec if cfg.adaptive_weight_terms == "all" else _sum(nll, x_hat)
+                lam = cfg.adversarial_weight * adaptive_weight(ratio_of, g, last_layer)
             else:
                 lam = torch.tensor(cfg.adversarial_weight, device=g.device)
             total = total + factor * lam * g
             terms["adversarial_weight"] = factor * lam
     terms["rec"] = rec
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def _sum(weighted: list[Tensor], x_hat: Tensor) -> Tensor:
+    """The sum of the weighted terms; with none, a zero that still depends on x_hat."""
+    return functools.reduce(operator.add, weighted) if weighted else x_hat.float().sum() * 0.0
 
 
 def discriminator_loss(cfg: LossConfig, real_logits: Logits, fake_logits: Logits, step: int | None = None) -> Tensor:

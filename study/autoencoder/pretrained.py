@@ -29,14 +29,12 @@ the first keys that differ and their shapes. One exception, explicit: an SD-VAE 
 decoder, Sec. 3) initialises the decoder side only (``post_quant_conv`` and ``decoder``), which
 must match exactly; the encoder side (``encoder``, ``quant_conv``) keeps its fresh initialisation.
 
-Identity. ``checkpoint_sha256`` is the sha256 of the file that holds the weights (a diffusers
-folder: its weights file; a run: its ``last.pt``), cached per (path, size, mtime) in a process.
+Finding the file and its sha256 (a run's identity, without torch): study/store/checkpoint_files.py.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import pickle
 import re
 from dataclasses import dataclass
@@ -46,30 +44,15 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from study import store
 from study.models.sdvae import SDEncoder
+from study.store.checkpoint_files import Checkpoint, CheckpointError, checkpoint_sha256, resolve
 
 Naming = Literal["ours", "ldm", "diffusers"]
 NAMINGS: tuple[Naming, ...] = ("ours", "ldm", "diffusers")
-Kind = Literal["diffusers", "torch", "safetensors", "run"]
-
-# The trainer's checkpoint inside a run folder (study/autoencoder/loop.py writes it).
-RUN_CHECKPOINT = "checkpoints/last.pt"
-DIFFUSERS_WEIGHTS = (
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "diffusion_pytorch_model.fp16.bin",
-)
-TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 LDM_PREFIX = "first_stage_model."
 LDM_LOSS_PREFIX = "loss."
 DECODER_SIDE = ("decoder.", "post_quant_conv.")
 SHOW = 5  # keys named per kind of difference in a mismatch message
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found or read: the message names the path and why."""
 
 
 class CheckpointMismatch(CheckpointError):
@@ -224,68 +207,6 @@ def detect_naming(keys: list[str]) -> Naming:
 # --------------------------------------------------------------------------------------------
 # finding and reading a checkpoint
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where a ``model.init`` points: ``file`` holds the weights, ``kind`` says how to read it."""
-
-    source: str
-    file: Path
-    kind: Kind
-
-
-def resolve(path: str | Path, root: str | Path | None = None) -> Checkpoint:
-    """The checkpoint that ``path`` names: a file, a diffusers folder, a run folder, or a run id
-    under ``<root>/runs`` (root: as ``study.store.results_root``). CheckpointError if none."""
-    source = str(path)
-    p = Path(path).expanduser()
-    if p.is_dir():
-        if (p / "config.json").is_file():
-            for name in DIFFUSERS_WEIGHTS:
-                if (p / name).is_file():
-                    return Checkpoint(source, p / name, "diffusers")
-            raise CheckpointError(
-                f"{p}: a diffusers folder (config.json) without weights; expected " + " or ".join(DIFFUSERS_WEIGHTS)
-            )
-        if (p / RUN_CHECKPOINT).is_file():
-            return Checkpoint(source, p / RUN_CHECKPOINT, "run")
-        raise CheckpointError(f"{p}: neither a diffusers folder (config.json) nor a run folder ({RUN_CHECKPOINT})")
-    if p.is_file():
-        if p.suffix == ".safetensors":
-            return Checkpoint(source, p, "safetensors")
-        if p.suffix in TORCH_SUFFIXES:
-            return Checkpoint(source, p, "torch")
-        raise CheckpointError(
-            f"{p}: unknown checkpoint type {p.suffix!r}; expected .safetensors, "
-            + ", ".join(TORCH_SUFFIXES)
-            + ", a diffusers folder or a run"
-        )
-    if source and "/" not in source and source not in (".", ".."):
-        run = store.run_dir(store.results_root(root), source)
-        if (run / RUN_CHECKPOINT).is_file():
-            return Checkpoint(source, run / RUN_CHECKPOINT, "run")
-        if run.is_dir():
-            raise CheckpointError(f"run {source}: no checkpoint yet ({run / RUN_CHECKPOINT} is missing)")
-    raise CheckpointError(
-        f"{source}: no such checkpoint file or folder, and no run of that id under {store.results_root(root) / 'runs'}"
-    )
-
-
-def checkpoint_sha256(path: str | Path, root: str | Path | None = None) -> str:
-    """The sha256 (hex) of the file that holds the checkpoint's weights (see ``resolve``)."""
-    file = resolve(path, root).file.resolve()
-    stat = file.stat()
-    return _file_sha256(str(file), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(file: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class State:
     """A checkpoint's tensors in our names, the naming of the file, and each key's name there."""

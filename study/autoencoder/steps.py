@@ -1,6 +1,11 @@
 """One training step: the autoencoder's update on Eq. 1's loss, then the discriminator's, each
 over ``train.grad_accum`` micro-batches whose gradients add up before the one optimiser step.
 
+The discriminator learns from a fresh reconstruction by the autoencoder just updated, as LDM's
+Lightning loop makes it (``training_step`` runs once per optimiser, and the discriminator's pass,
+``optimizer_idx`` 1, calls the autoencoder again after the autoencoder's optimiser stepped);
+``train.discriminator_input: stale`` reuses the reconstructions of the autoencoder's step instead.
+
 The step reads nothing back from the device: the non-finite check goes through a LossWatch
 (study/trainer/accelerate.py), which checks at once on the CPU and at log steps on CUDA.
 Gradient accumulation: the local batch of B samples (and its per-sample posterior noise, drawn
@@ -59,7 +64,7 @@ def _sync_unless_last(model: nn.Module, i: int, n: int) -> contextlib.AbstractCo
 def _check(watch: LossWatch | None, loss: torch.Tensor, step: int) -> None:
     if watch is None:
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss at step {step}")
+            raise NonFiniteLoss(step, float(loss.detach()))
     else:
         watch.observe(loss, step)
 
@@ -202,3 +207,63 @@ def _outputs(logits: losses.Logits) -> list[torch.Tensor]:
 def _joined(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     """The micro-batches' outputs as the batch's: each output concatenated along the batch."""
     return [torch.cat(level) for level in zip(*parts)]
+
+
+def _autoencoder(model: nn.Module) -> nn.Module:
+    """The autoencoder inside a (possibly DDP-wrapped) ``Reconstruct``."""
+    rec = unwrap(model)
+    if not isinstance(rec, Reconstruct):
+        raise TypeError(f"expected a Reconstruct module, got {type(rec).__name__}")
+    return rec.autoencoder
+
+
+def fresh_reconstruction(
+    model: nn.Module, x: torch.Tensor, noise: torch.Tensor, *, bf16: bool, chunks: int
+) -> torch.Tensor:
+    """The batch reconstructed again by the (just updated) autoencoder, without gradients, in
+    ``chunks`` micro-batches: the discriminator's input as LDM makes it. The posterior noise is
+    the batch's own (LDM draws another sample from the same posterior; reusing the draw keeps a
+    step a function of seed, step and sample, study/data/loader.py). The DDP wrapper is
+    bypassed: no gradient, nothing to reduce."""
+    rec = unwrap(model)
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        parts = [rec(xi, ni)[0] for xi, ni in zip(x.chunk(chunks), noise.chunk(chunks))]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def train_step(
+    cfg: cfgmod.ExperimentConfig,
+    model: nn.Module,
+    disc: nn.Module | None,
+    opt_ae: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    step: int,
+    perceptual: nn.Module | None,
+    last_layer: torch.Tensor,
+    bf16: bool = False,
+    ema: EMA | None = None,
+    watch: LossWatch | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One whole step: ``autoencoder_step``; the EMA (when on) follows the updated weights; then,
+    from ``loss.discriminator_start`` on, ``discriminator_step`` on ``train.discriminator_input``
+    (``fresh``: ``fresh_reconstruction``; ``stale``: the autoencoder step's reconstructions).
+    ``model`` is the (possibly DDP-wrapped) ``Reconstruct``. Returns the autoencoder step's
+    reconstructions, total loss and terms, with ``discriminator`` (its loss) when it stepped."""
+    x_hat, total, terms = autoencoder_step(
+        cfg, model, disc, opt_ae, x, noise, step=step, perceptual=perceptual, last_layer=last_layer,
+        bf16=bf16, ema=ema, watch=watch,
+    )  # fmt: skip
+    if ema is not None:  # on every rank: the ranks' weights are equal after the step
+        ema.update(_autoencoder(model))
+    if disc is not None and opt_d is not None and step >= cfg.loss.discriminator_start:
+        n = cfg.train.grad_accum
+        fake = x_hat if cfg.train.discriminator_input == "stale" else fresh_reconstruction(
+            model, x, noise, bf16=bf16, chunks=n
+        )  # fmt: skip
+        terms["discriminator"] = discriminator_step(
+            cfg.loss, disc, opt_d, x, fake, step=step, bf16=bf16, grad_accum=n, watch=watch
+        ).loss
+    return x_hat, total, terms

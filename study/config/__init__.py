@@ -2,8 +2,8 @@
 overrides (``overrides``), checks across fields (``checks``) and a run's identity (``identity``).
 Everything is re-exported here: ``from study import config`` is how the harness reads it."""
 
-from study.config.checks import stages, validate
-from study.config.identity import canonical_json, from_dict, identity, run_id, to_dict
+from study.config.checks import eval_resolution, stages, validate
+from study.config.identity import canonical_json, from_dict, identity, identity_hash, to_dict
 from study.config.overrides import apply_overrides, coerce, config_keys, describe_type, get_value, model_preset, suggest
 from study.config.sections import (
     METRICS,
@@ -42,11 +42,12 @@ __all__ = [
     "coerce",
     "config_keys",
     "describe_type",
+    "eval_resolution",
     "from_dict",
     "get_value",
     "identity",
+    "identity_hash",
     "model_preset",
-    "run_id",
     "stages",
     "suggest",
     "to_dict",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from study.config import metric_specs
 from study.config.overrides import get_value
-from study.config.sections import METRICS, ConfigError, ExperimentConfig, Stage
+from study.config.sections import ConfigError, ExperimentConfig, Stage
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +68,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         )
     _check_eval_and_data(cfg)
     _check_latent_stats(cfg)
-    _check_diffusion(cfg)
     if train.grad_accum < 1 or train.batch_size % train.grad_accum:
         raise ConfigError(
             "train.grad_accum", train.grad_accum, f"an integer >= 1 that divides train.batch_size ({train.batch_size})"
@@ -75,49 +75,21 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-_AUTOENCODER_FORMS = "a variant of this study, 'FILE.yaml VARIANT', a run id, or a checkpoint path"
-
-
-def _check_diffusion(cfg: ExperimentConfig) -> None:
-    """A diffusion run names its autoencoder; its schedule and sampler are well formed."""
-    dif = cfg.diffusion
-    if cfg.task != "diffusion":
-        return
-    if not (dif.autoencoder or dif.autoencoder_id):
-        raise ConfigError("diffusion.autoencoder", dif.autoencoder, _AUTOENCODER_FORMS)
-    for key in ("diffusion.steps", "diffusion.batch_size", "diffusion.num_samples", "diffusion.sample_batch_size"):
-        if get_value(cfg, key) < 1:
-            raise ConfigError(key, get_value(cfg, key), "an integer >= 1")
-    if dif.warmup_steps < 0:
-        raise ConfigError("diffusion.warmup_steps", dif.warmup_steps, "an integer >= 0 (0: no warm-up)")
-    if dif.cache_images < 1:
-        raise ConfigError("diffusion.cache_images", dif.cache_images, "an integer >= 1")
-    if dif.timesteps < 2:
-        raise ConfigError("diffusion.timesteps", dif.timesteps, "an integer >= 2")
-    if not 1 <= dif.sampler_steps <= dif.timesteps // 2:  # LDM's uniform DDIM steps are shifted by one
-        raise ConfigError("diffusion.sampler_steps", dif.sampler_steps, f"an integer in [1, {dif.timesteps // 2}]")
-    if not 0.0 < dif.linear_start < dif.linear_end < 1.0:
-        raise ConfigError(
-            "diffusion.linear_end", dif.linear_end, f"0 < linear_start ({dif.linear_start}) < linear_end < 1"
-        )
-    if not 0.0 <= dif.ema_decay < 1.0:
-        raise ConfigError("diffusion.ema_decay", dif.ema_decay, "a number in [0, 1) (0: no EMA)")
-    if dif.eta < 0:
-        raise ConfigError("diffusion.eta", dif.eta, "a number >= 0 (0: deterministic DDIM)")
-    if dif.scale_factor is not None and dif.scale_factor <= 0:
-        raise ConfigError("diffusion.scale_factor", dif.scale_factor, "a number > 0, or null (measured: 1/std)")
-    if dif.reference_images != "all" and dif.reference_images < 1:
-        raise ConfigError("diffusion.reference_images", dif.reference_images, "an integer >= 1, or 'all'")
-
-
 def _check_eval_and_data(cfg: ExperimentConfig) -> None:
     """The evaluation set, the EMA/LDL options and the data source."""
     train, data = cfg.train, cfg.data
-    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
+    known = metric_specs.names()
+    unknown = [m for m in cfg.eval.metrics if m not in known]
     if unknown or len(set(cfg.eval.metrics)) != len(cfg.eval.metrics):
-        raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(METRICS))
+        raise ConfigError("eval.metrics", list(cfg.eval.metrics), "distinct names from " + ", ".join(known))
     if cfg.eval.num_images != "all" and cfg.eval.num_images < 1:
         raise ConfigError("eval.num_images", cfg.eval.num_images, "an integer >= 1, or 'all'")
+    if cfg.eval.during.every < 0 or cfg.eval.during.num_images < 1:
+        key = "eval.during.every" if cfg.eval.during.every < 0 else "eval.during.num_images"
+        raise ConfigError(key, get_value(cfg, key), "eval.during.every >= 0 (0: off), eval.during.num_images >= 1")
+    if train.divergence_psnr_drop <= 0 or train.divergence_patience < 1:
+        key = "train.divergence_psnr_drop" if train.divergence_psnr_drop <= 0 else "train.divergence_patience"
+        raise ConfigError(key, get_value(cfg, key), "a PSNR drop > 0 dB and a patience >= 1 step")
     if cfg.eval.gallery_images < 0:
         raise ConfigError("eval.gallery_images", cfg.eval.gallery_images, "an integer >= 0 (0: no gallery)")
     if cfg.eval.path and not cfg.eval.name:
@@ -183,6 +155,11 @@ def _check_encoder_kind(cfg: ExperimentConfig) -> None:
             enc.extractor,
             f"'unet' unless model.encoder.kind is litevae (got kind {enc.kind})",
         )
+
+
+def eval_resolution(cfg: ExperimentConfig) -> int:
+    """The resolution a run is evaluated at: ``eval.resolution``, else ``data.resolution``."""
+    return cfg.eval.resolution or cfg.data.resolution
 
 
 def stages(cfg: ExperimentConfig) -> tuple[Stage, ...]:

@@ -1,4 +1,8 @@
-"""A run's identity: the fields that define what is trained, as canonical JSON, and its hash."""
+"""A run's identity: the fields that define what is trained, as canonical JSON, and its hash.
+
+Which fields count, and when one is left out, each field declares in study/config/sections.py
+(study/config/fields.py); this module reads the declarations, it lists no field.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,13 @@ import dataclasses
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from study.config import fields
 from study.config.checks import validate
 from study.config.overrides import _is_section, coerce
 from study.config.sections import ExperimentConfig
-
-# --------------------------------------------------------------------------------------------
-# identity
-# --------------------------------------------------------------------------------------------
-# Fields that only matter for one encoder kind: dropped from the id for the other kind, so an
-# SD-VAE crossed with the LiteVAE presets is one run, not four.
-_LITEVAE_ONLY = ("preset", "levels", "wavelet", "aggregator", "shared_extractors", "num_res_blocks")
-_SDVAE_ONLY = ("sd_width",)
-# The fixed DWT latents (Tables 11, 12) have neither network: every encoder field but kind goes.
-_DWT_KINDS = ("dwt", "dwt2")
-# LiteVAE-only fields added after run ids were in use: left out at their default, so the ids of
-# runs that predate them do not change.
-_LITEVAE_ADDED = {"extractor": "unet"}
-
 
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
 
@@ -51,7 +43,42 @@ def _class_of(obj: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def _fields(cls: Any) -> tuple[tuple[str, bool], ...]:
     """(name, is an identity field) of each field of a config dataclass."""
-    return tuple((f.name, f.metadata.get("identity", True)) for f in dataclasses.fields(cls))
+    return tuple((f.name, f.metadata.get(fields.IDENTITY, True)) for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True)
+class _Omission:
+    """A field's declared rule for leaving it out of the id (see study/config/fields.py)."""
+
+    name: str
+    at: tuple[Any, ...]  # () or (the value at which it is left out, as in to_dict)
+    when: tuple[fields.Condition, ...]
+
+    def applies(self, value: Any, cfg: ExperimentConfig) -> bool:
+        return bool(self.at and value == self.at[0]) or bool(self.when and all(c.holds(cfg) for c in self.when))
+
+
+@functools.lru_cache(maxsize=None)
+def _omissions(cls: Any) -> tuple[_Omission, ...]:
+    """The declared omissions of the identity fields of a config dataclass."""
+    out = []
+    for f in dataclasses.fields(cls):
+        at = (to_dict(f.metadata[fields.OMIT_AT]),) if fields.OMIT_AT in f.metadata else ()
+        when = f.metadata.get(fields.OMIT_WHEN, ())
+        if f.metadata.get(fields.IDENTITY, True) and (at or when):
+            out.append(_Omission(f.name, at, when))
+    return tuple(out)
+
+
+def _omit_declared(section: Any, d: dict[str, Any], cfg: ExperimentConfig) -> None:
+    """Delete from ``d`` (``section`` as ``to_dict`` wrote it) the fields whose declared
+    omission applies, in every section below it."""
+    for rule in _omissions(_class_of(section)):
+        if rule.applies(d[rule.name], cfg):
+            del d[rule.name]
+    for name, value in d.items():
+        if isinstance(value, dict):
+            _omit_declared(getattr(section, name), value, cfg)
 
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
@@ -60,69 +87,20 @@ def from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What defines a run: model, loss, train, data and seed, without the eval protocol,
-    intervals, paths and fields the chosen encoder kind does not use."""
+    """Every field that can define a run, without the eval protocol, the fields declared not
+    identity and those whose declared omission applies; a run's kind keeps its part of it
+    (``study.kinds``: an autoencoder run drops ``task`` and ``diffusion``)."""
     d = to_dict(cfg, identity_only=True)
     del d["eval"]
-    if cfg.task == "diffusion":
-        return _diffusion_identity(d)
-    del d["task"], d["diffusion"]  # an autoencoder run: the ids of before diffusion runs stay
-    enc = d["model"]["encoder"]
-    kind = cfg.model.encoder.kind
-    for name in _SDVAE_ONLY if kind == "litevae" else _LITEVAE_ONLY:
-        del enc[name]
-    if kind in _DWT_KINDS:
-        for name in _SDVAE_ONLY + ("dropout",):
-            del enc[name]
-    for name, default in _LITEVAE_ADDED.items():
-        if kind != "litevae" or enc[name] == default:
-            del enc[name]
-    if cfg.loss.discriminator == "none":
-        for name in (
-            "adversarial_loss",
-            "adversarial_weight_mode",
-            "adversarial_weight",
-            "discriminator_start",
-            "discriminator_channels",
-        ):
-            del d["loss"][name]
-        del d["train"]["discriminator_lr"]
-    # Fields added later, dropped at their defaults so existing run ids stay the same.
-    if cfg.loss.perceptual == "lpips":
-        del d["loss"]["perceptual"]
-    if cfg.loss.ldl_weight == 0:
-        del d["loss"]["ldl_weight"]
-    if cfg.train.ema_decay == 0:
-        del d["train"]["ema_decay"]
-    if not cfg.train.compile:
-        del d["train"]["compile"]
-    if cfg.train.grad_accum == 1:
-        del d["train"]["grad_accum"]
-    if not cfg.model.init_sha256:  # no pretrained start: the ids of before model.init stay
-        del d["model"]["init_sha256"]
-    if cfg.data.kind == "samples":  # the sample photos have a fixed held-out region instead
-        del d["data"]["val_fraction"]
+    _omit_declared(cfg, d, cfg)
     return d
 
 
-def _diffusion_identity(d: dict[str, Any]) -> dict[str, Any]:
-    """A diffusion run is its diffusion settings, the frozen autoencoder's run id (inside them:
-    the autoencoder's own identity, transitively), the data its latents come from, the
-    precision and the seed; the autoencoder's model and loss sections are not its own."""
-    return {
-        "task": d["task"],
-        "diffusion": d["diffusion"],
-        "data": d["data"],
-        "precision": d["train"]["precision"],
-        "seed": d["seed"],
-    }
+def identity_hash(identity: dict[str, Any]) -> str:
+    """12 hex digits of the sha256 of an identity's canonical JSON: a run's id."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
 
 
 def canonical_json(obj: Any) -> str:
     """Sorted keys, no spaces, floats by repr: one spelling for equal configs."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def run_id(cfg: ExperimentConfig) -> str:
-    """A variant's id: 12 hex digits of the sha256 of its canonical identity."""
-    return hashlib.sha256(canonical_json(identity(cfg)).encode()).hexdigest()[:12]

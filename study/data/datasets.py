@@ -1,52 +1,9 @@
 """Training and evaluation images: an image folder, or the photographs shipped with scikit-image.
 
-Every item is a float32 tensor of shape 3 x R x R with values in [-1, 1] (``x / 127.5 - 1``), the
-input range of the LiteVAE encoder and of the LDM autoencoders it follows (LITEVAE.md, "The
-encoder"). Resizing is PIL's bicubic filter, which is antialiased when it shrinks.
-
-Two sources, chosen by ``DataConfig.kind``:
-
-``folder``: every ``.jpg``/``.jpeg``/``.png``/``.webp`` file below ``DataConfig.path`` (recursive,
-    case-insensitive suffixes), converted to RGB. A file is held out for evaluation when the sha256
-    of its path relative to the folder, read as a number in [0, 1), is below ``val_fraction``: the
-    split depends on nothing but the file's own name, so adding files never moves old ones across.
-    Training: shorter side resized to R, a random R x R crop, a horizontal flip with probability
-    1/2. Evaluation (the LDM convention, LITEVAE.md "Evaluation protocol"): shorter side resized to
-    R, the center R x R crop, no flip; the first ``num_images`` held-out files in the order of
-    their split hash (a stable, uniformly spread subset).
-
-``samples``: the nine real photographs that ship inside scikit-image 0.26 and load without a
-    download (astronaut, chelsea, coffee, rocket, hubble_deep_field, immunohistochemistry, retina,
-    and both views of stereo_motorcycle). The split is by *region*, not by photo, so both sides see
-    every kind of content: the right quarter of every photo (``SAMPLE_HOLDOUT`` of its width) is
-    held out, the left three quarters train. (A 20% strip would leave chelsea a 90-pixel strip.) The
-    two stereo views hold out the same right strip; a scene point seen in the right view's strip lies
-    further right in the left view (positive disparity), so it never appears in a training region.
-    ``data.val_fraction`` belongs to the folder kind and is not used here.
-    A crop is a square of side s source pixels resized to R. Training draws, per item, s
-    log-uniformly in [min(R, m), min(m, SAMPLE_MAX_ZOOM_OUT * R)] (m: the region's shorter side), so
-    crops are at native scale or zoomed out up to 4x, and upsampled only where a region is smaller
-    than R; then a uniform position inside the region and a flip with probability 1/2.
-    Evaluation uses a fixed grid: sizes s_k = s_0 * 2^(k/2) from s_0 = min(R, m) up to the same
-    limit, at each size every position on a grid of stride s/2 inside the held-out strip; positions
-    of one (photo, size) are put in a fixed pseudo-random order, sizes are interleaved, then photos,
-    so the first ``num_images`` crops spread over all photos and scales. Asking for more crops than
-    the grid holds is a DataError that says how many exist.
-
-The training set is an endless, deterministic stream. Item ``i`` (any non-negative integer) is
-a pure function of (source, seed, i): "epoch" ``i // len`` visits the source items (files, or
-photos) in a permutation seeded by (seed, epoch), and the crop and flip of item ``i`` come from a
-generator seeded by (seed, i). A trainer resumes at any sample position and DDP ranks take disjoint
-slices of one global batch by index alone. Do not iterate over it (it has no end); index it.
-
-Errors: a missing or empty folder, a folder with no readable image, a split left empty, or a
-resolution that is not a positive multiple of 8 (the latent is R/8) is a ``DataError`` naming the
-folder. A corrupt image is a ``DataError`` naming the file (``decode_image``); evaluation raises
-it, since skipping would silently change the protocol, while training skips the file, warns with a
-``DataWarning`` that names it, counts the skip in ``dataset.skipped`` and takes the next file of the
-epoch's order. The counter lives in shared memory, so skips inside DataLoader workers (fork or
-spawn) are visible to the trainer's copy; concurrent increments are not atomic, so with several
-workers it is a lower bound.
+Every item is a float32 tensor 3 x R x R in [-1, 1] (``x / 127.5 - 1``). The two sources
+(``data.kind``), their splits, crops and resizing (a folder's evaluation crops by the named rule
+of study/data/preprocess.py, ``eval.preprocess``), the endless deterministic training stream and
+the errors are described in docs/data.md.
 """
 
 from __future__ import annotations
@@ -61,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from study.config import DataConfig
@@ -75,13 +31,15 @@ from study.data.files import is_heldout as is_heldout
 from study.data.files import list_images as list_images
 from study.data.files import read_list as read_list
 from study.data.files import split_hash as split_hash
+from study.data.preprocess import RESAMPLE as RESAMPLE  # the resize functions, re-exported
+from study.data.preprocess import preprocess as preprocess_fn
+from study.data.preprocess import resize as resize
+from study.data.preprocess import resize_shorter_side as resize_shorter_side
 
 
 class DataWarning(UserWarning):
     """A training image was skipped (corrupt or unreadable); the message names it."""
 
-
-RESAMPLE = Image.Resampling.BICUBIC
 
 # Seeds of the independent random streams drawn from one (seed, index) pair.
 _ORDER_STREAM, _CROP_STREAM, _EVAL_GRID_STREAM = 0, 1, 2
@@ -106,21 +64,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 -> float32 3 x H x W in [-1, 1]."""
     chw = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a writable copy
     return (chw.to(torch.float32) / 127.5 - 1.0).contiguous()
-
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 H x W x 3 resized with PIL's bicubic filter (antialiased when shrinking)."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), RESAMPLE))
-
-
-def resize_shorter_side(image: np.ndarray, side: int) -> np.ndarray:
-    """Scale so that the shorter side is exactly ``side``, keeping the aspect ratio."""
-    h, w = image.shape[:2]
-    if h <= w:
-        return resize(image, side, max(side, round(w * side / h)))
-    return resize(image, max(side, round(h * side / w)), side)
 
 
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -235,20 +178,23 @@ class FolderTrain(Dataset):
 
 
 class FolderEval(Dataset):
-    """Center crops of the first ``num_images`` held-out files (no flips). Corrupt: DataError."""
+    """Center crops of the first ``num_images`` held-out files (no flips). Corrupt: DataError.
 
-    def __init__(self, folder: Path, files: list[str], resolution: int):
+    ``preprocess`` names the resize and crop (study/data/preprocess.py); ``pixels(i)`` is the
+    uint8 R x R x 3 image item ``i`` holds."""
+
+    def __init__(self, folder: Path, files: list[str], resolution: int, preprocess: str = "pil_bicubic"):
         self.folder, self.files, self.resolution = folder, files, resolution
+        self.preprocess, self._crop = preprocess, preprocess_fn(preprocess)
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def pixels(self, i: int) -> np.ndarray:
+        return self._crop(decode_image(self.folder / self.files[i]), self.resolution)
+
     def __getitem__(self, i: int) -> torch.Tensor:
-        r = self.resolution
-        image = resize_shorter_side(decode_image(self.folder / self.files[i]), r)
-        h, w = image.shape[:2]
-        top, left = (h - r) // 2, (w - r) // 2
-        return to_tensor(image[top : top + r, left : left + r])
+        return to_tensor(self.pixels(i))
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,8 +367,9 @@ def train_set(cfg: DataConfig, resolution: int, seed: int) -> Dataset:
     return SampleTrain(resolution, seed, cfg.hflip)
 
 
-def eval_set(cfg: DataConfig, resolution: int, num_images: int) -> Dataset:
-    """``num_images`` deterministic held-out center crops (folder) or grid crops (samples)."""
+def eval_set(cfg: DataConfig, resolution: int, num_images: int, preprocess: str = "pil_bicubic") -> Dataset:
+    """``num_images`` deterministic held-out center crops (folder, resized by ``preprocess``) or
+    grid crops (samples, which keep their own bicubic grid)."""
     if num_images < 1:
         raise DataError(f"num_images must be >= 1, got {num_images}")
     if cfg.kind == "folder":
@@ -432,7 +379,7 @@ def eval_set(cfg: DataConfig, resolution: int, num_images: int) -> Dataset:
                 f"{folder}: {len(heldout)} images are held out "
                 f"(val_fraction={cfg.val_fraction}); asked to evaluate {num_images}"
             )
-        return FolderEval(folder, heldout[:num_images], resolution)
+        return FolderEval(folder, heldout[:num_images], resolution, preprocess)
     check_resolution(resolution, _SAMPLES_WHERE)
     crops = eval_crops(resolution)
     if num_images > len(crops):
@@ -443,7 +390,13 @@ def eval_set(cfg: DataConfig, resolution: int, num_images: int) -> Dataset:
     return SampleEval(crops[:num_images], resolution)
 
 
-def dataset_fingerprint(cfg: DataConfig, resolution: int) -> str:
+def crop_rule(preprocess: str) -> str:
+    """A folder's crop rule in a fingerprint (``pil_bicubic`` keeps the words used before the choice)."""
+    preprocess_fn(preprocess)  # a ValueError for an unknown name
+    return "shorter-side-bicubic+center" if preprocess == "pil_bicubic" else f"{preprocess}+center"
+
+
+def dataset_fingerprint(cfg: DataConfig, resolution: int, preprocess: str = "pil_bicubic") -> str:
     """What the evaluation images are, as one line for the evaluation protocol's hash.
 
     It names the source and its content (a digest of the held-out file names, or of the photos'
@@ -455,7 +408,7 @@ def dataset_fingerprint(cfg: DataConfig, resolution: int) -> str:
         return (
             f"data-v{_FORMAT} folder name={cfg.name} split=sha256(relpath)<{cfg.val_fraction!r} "
             f"heldout={len(heldout)} files sha256={names} order=split-hash "
-            f"crop=shorter-side-bicubic+center resolution={resolution}"
+            f"crop={crop_rule(preprocess)} resolution={resolution}"
         )
     check_resolution(resolution, _SAMPLES_WHERE)
     return (

@@ -1,6 +1,6 @@
 """The evaluation set: a folder apart from the training data, or the training data's hold-out.
 
-The LDM protocol the paper follows (LITEVAE.md, "Evaluation protocol") evaluates on a validation
+The LDM protocol the paper follows (docs/paper.md, "The evaluation protocol") evaluates on a validation
 set that training never saw: the 50k ImageNet validation images, or a dataset's published split
 (FFHQ's last 10k, CelebA-HQ's test list). ``eval.path`` names that folder, ``eval.list``
 optionally a split file of paths relative to it, and ``eval.name`` the set in the protocol id.
@@ -8,8 +8,8 @@ Without ``eval.path`` the evaluation falls back to the training source's own hol
 (``data.val_fraction`` of a folder, the held-out strips of the sample photos), which is also
 what validation PSNR during training always uses.
 
-Images: shorter side resized to the resolution (PIL bicubic), the center crop, no flip, the
-first ``eval.num_images`` files in the order of their path's sha256 (a stable, uniformly spread
+Images: resized and center-cropped by ``eval.preprocess`` (study/data/preprocess.py; ``ldm`` by
+default), no flip, the first ``eval.num_images`` files in the order of their path's sha256 (a stable, uniformly spread
 subset; ``all`` takes every file). Asking for more images than the set holds is a ``DataError``
 naming both numbers, raised before any training step (``check_size``).
 """
@@ -76,25 +76,27 @@ def check_size(data: DataConfig, ev: EvalConfig, resolution: int) -> int:
 
 
 def evaluation_set(data: DataConfig, ev: EvalConfig, resolution: int) -> Dataset:
-    """The images an evaluation reads (float 3 x R x R in [-1, 1], center crops)."""
+    """The images an evaluation reads (float 3 x R x R in [-1, 1], center crops by ``eval.preprocess``
+    for folders; the sample photos keep their grid)."""
     n = resolve_count(data, ev, resolution)
     if not ev.path:
-        return datasets.eval_set(data, resolution, n)
+        return datasets.eval_set(data, resolution, n, ev.preprocess)
     datasets.check_resolution(resolution, str(ev.path))
-    return datasets.FolderEval(Path(ev.path).expanduser(), _files(ev)[:n], resolution)
+    return datasets.FolderEval(Path(ev.path).expanduser(), _files(ev)[:n], resolution, ev.preprocess)
 
 
 def fingerprint(data: DataConfig, ev: EvalConfig, resolution: int) -> str:
     """What the evaluation images are, as one line for the protocol's hash: the set's name and a
-    digest of its file list (not its location), the order and crop rules, the resolution."""
+    digest of its file list (not its location), the order and crop rules (``eval.preprocess``), the
+    resolution."""
     if not ev.path:
-        return datasets.dataset_fingerprint(data, resolution)
+        return datasets.dataset_fingerprint(data, resolution, ev.preprocess)
     files = _files(ev)
     digest = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()[:16]
     return (
         f"eval-v{_FORMAT} folder name={ev.name} split={'list' if ev.list else 'all files'} "
         f"files={len(files)} sha256={digest} order=split-hash "
-        f"crop=shorter-side-bicubic+center resolution={resolution}"
+        f"crop={datasets.crop_rule(ev.preprocess)} resolution={resolution}"
     )
 
 

@@ -83,9 +83,9 @@ def image_files(root: str | Path, list_file: str | Path = "", where: str = "data
 # (libjpeg-turbo, as PIL's; the same pixels: tests/test_loader.py checks equality with PIL, the
 # protocol's decoder); CMYK and anything torchvision refuses go through PIL. Measured on this
 # project's 2-core CPU (benchmarks/bench_train.py, the 9 sample photos twice as quality-90 JPEGs,
-# 300x451 to 1411x1411, median of 3 passes): see JPEG_MEASUREMENT; "pil" switches it off.
+# 300x451 to 1411x1411, median of 3 passes): 1.39x and 1.43x PIL's rate (docs/performance.md);
+# "pil" switches it off.
 JPEG_DECODER: str = "torchvision"
-JPEG_MEASUREMENT = "PIL 331.5 img/s, torchvision 461.4 img/s (1.39x); another run: 154.0 vs 220.3 (1.43x)"
 
 
 def decode_image(path: str | Path) -> np.ndarray:

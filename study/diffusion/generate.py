@@ -1,10 +1,11 @@
 """Sampling a trained diffusion run and its generation FID (Tables 7, 13), under a protocol of its own.
 
 ``diffusion.num_samples`` latents are drawn with DDIM (Song et al. 2021; ``sampler_steps``,
-``eta``) from the EMA UNet (the raw one when ``diffusion.ema_decay`` is 0), in batches of
-``sample_batch_size``, all from one CPU generator seeded ``SAMPLE_SEED`` (so the noise does not
-depend on the device), divided by the run's scale factor and decoded by the frozen autoencoder's
-decoder; the images are clamped and quantised to uint8 as every metric of the harness sees them.
+``eta``, in ``sample_precision``: fp32 by default, as LDM samples) from the EMA UNet (the raw one
+when ``diffusion.ema_decay`` is 0), in batches of ``sample_batch_size``, all from one CPU
+generator seeded ``SAMPLE_SEED`` (so the noise does not depend on the device), divided by the
+run's scale factor and decoded by the frozen autoencoder's decoder; the images are clamped and
+quantised to uint8 as every metric of the harness sees them.
 The generation FID compares their Inception statistics (torch-fidelity's extractor, as rFID:
 study/measure/metrics.py) with those of the diffusion run's training images, the set the latent
 cache encodes (study/diffusion/latents.py ``image_set``: LDM's convention of FID against the
@@ -16,13 +17,19 @@ and their latent statistics are still made.
 The record, ``eval/<generation protocol id>.json`` of the diffusion run: ``metrics: {"gfid"}``,
 the protocol, the per-channel mean and std of the generated latents (before decoding, unscaled:
 in the autoencoder's latent space) beside the training cache's, and ``samples/grid.png``, the
-first 64 samples.
+first 64 samples. The samples and the reference images, as the gFID saw them, are also written in
+ADM's evaluation format (study/diffusion/adm_npz.py): ``samples/adm_samples.npz`` and
+``samples/adm_reference.npz`` (a hard link to the reference batch kept once per reference id
+beside its statistics), so ``python evaluator.py adm_reference.npz adm_samples.npz`` of
+guided-diffusion checks the number with the field's suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,7 @@ from torch import Tensor
 
 from study import config, store
 from study.autoencoder.trained import load_trained
+from study.diffusion.adm_npz import AdmBatchWriter, link_or_copy
 from study.diffusion.latents import ChannelMoments, image_set, open_cache
 from study.diffusion.train import build_denoiser, schedule_args
 from study.evaluation.evaluate import still_unavailable
@@ -42,12 +50,14 @@ from study.measure import weights as weight_files
 from study.models import gaussian_diffusion
 from study.trainer import accelerate
 from study.trainer.checkpoints import load_checkpoint
-from study.trainer.context import use_bf16
 
-GENERATION_PROTOCOL_VERSION = 1
+GENERATION_PROTOCOL_VERSION = 2  # 2: fp32 DDIM by default and its precision recorded (1: bf16 on CUDA)
 SAMPLE_SEED = 0
 GRID_SAMPLES = 64
 GRID = "samples/grid.png"
+ADM_SAMPLES = "samples/adm_samples.npz"
+ADM_REFERENCE = "samples/adm_reference.npz"
+PRECISION = {"fp32": "fp32, TF32 off", "bf16": "bf16 autocast"}
 
 
 class MissingDiffusionCheckpoint(FileNotFoundError):
@@ -71,7 +81,13 @@ def generation_protocol(cfg: config.ExperimentConfig) -> dict[str, Any]:
     return {
         "kind": "generation",
         "version": GENERATION_PROTOCOL_VERSION,
-        "sampler": {"name": "ddim", "steps": d.sampler_steps, "eta": d.eta, "discretisation": "uniform (LDM)"},
+        "sampler": {
+            "name": "ddim",
+            "steps": d.sampler_steps,
+            "eta": d.eta,
+            "discretisation": "uniform (LDM)",
+            "precision": PRECISION[d.sample_precision],
+        },
         "sample_seed": SAMPLE_SEED,
         "num_samples": d.num_samples,
         "weights": "ema" if d.ema_decay > 0 else "model",
@@ -114,22 +130,36 @@ def _extractor(device: torch.device) -> tuple[torch.nn.Module | None, str | None
         return None, f"unavailable: {e}"
 
 
-def _reference_stats(
-    cfg: config.ExperimentConfig, p: dict[str, Any], extractor: torch.nn.Module, path: Path, device: torch.device
-) -> tuple[tuple[np.ndarray, np.ndarray], str]:
-    """The training images' (mu, sigma), from the cache or computed and cached; and which."""
+def _reference(
+    cfg: config.ExperimentConfig,
+    p: dict[str, Any],
+    extractor: torch.nn.Module | None,
+    stats_path: Path,
+    adm_path: Path,
+    device: torch.device,
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """The training images' (mu, sigma), from the cache or computed and cached, and which (None,
+    None without an extractor); in the same pass over the images, the reference batch in ADM's
+    format at ``adm_path`` when it is missing (with or without an extractor)."""
     n = p["reference"]["num_images"]
-    cached = load_reference(path, n)
-    if cached is not None:
-        return cached, "reused"
+    cached = load_reference(stats_path, n) if extractor is not None else None
+    stats = metric_fns.FeatureStats() if extractor is not None and cached is None else None
+    if stats is None and adm_path.exists():
+        return cached, "reused" if cached is not None else None
     images, _ = image_set(cfg.data, cfg.data.resolution, cfg.diffusion.cache_images)
-    stats = metric_fns.FeatureStats()
-    for start in range(0, n, 64):
-        x = torch.stack([images[i] for i in range(start, min(start + 64, n))])
-        with accelerate.full_fp32(device):
-            stats.update(metric_fns.inception_features(extractor, metric_fns.to_uint8(x).to(device)))
+    writer = AdmBatchWriter(adm_path, n, cfg.data.resolution) if not adm_path.exists() else None
+    with writer if writer is not None else contextlib.nullcontext():
+        for start in range(0, n, 64):
+            x = metric_fns.to_uint8(torch.stack([images[i] for i in range(start, min(start + 64, n))]))
+            if writer is not None:
+                writer.add(x)
+            if stats is not None and extractor is not None:
+                with accelerate.full_fp32(device):
+                    stats.update(metric_fns.inception_features(extractor, x.to(device)))
+    if stats is None:
+        return cached, "reused" if cached is not None else None
     mu, sigma = stats.mean(), stats.cov()
-    save_reference(path, n, mu, sigma)
+    save_reference(stats_path, n, mu, sigma)
     return (mu, sigma), "computed"
 
 
@@ -158,6 +188,17 @@ def save_grid(images: Tensor, path: Path, nrow: int = 8) -> None:
 # --------------------------------------------------------------------------------------------
 # generate
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _precision(name: str, device: torch.device) -> Iterator[None]:
+    """``diffusion.sample_precision``: fp32 with TF32 off (LDM samples without autocast), or bf16 autocast."""
+    if name == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        with accelerate.full_fp32(device):
+            yield
+
+
 @torch.no_grad()
 def _sample_all(
     cfg: config.ExperimentConfig,
@@ -168,24 +209,27 @@ def _sample_all(
     device: torch.device,
     extractor: torch.nn.Module | None,
     progress: bool,
+    adm: AdmBatchWriter,
 ) -> tuple[metric_fns.FeatureStats | None, ChannelMoments, Tensor]:
-    """All samples, batch by batch: their Inception statistics, their latent moments, the grid's."""
+    """All samples, batch by batch: their Inception statistics, their latent moments, the grid's;
+    each batch's uint8 images also go to ``adm`` (ADM's format)."""
     from tqdm import tqdm
 
     d = cfg.diffusion
     g = torch.Generator().manual_seed(SAMPLE_SEED)
-    bf16, sched = use_bf16(cfg, device), schedule_args(cfg)
+    sched = schedule_args(cfg)
     fake, moments = (metric_fns.FeatureStats() if extractor is not None else None), ChannelMoments()
     grid: list[Tensor] = []
     bar = tqdm(total=d.num_samples, desc="samples", unit="img", disable=not progress, leave=False)
     for start in range(0, d.num_samples, d.sample_batch_size):
         b = min(d.sample_batch_size, d.num_samples - start)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with _precision(d.sample_precision, device):
             z = gaussian_diffusion.ddim_sample(unet, (b, *shape), d.sampler_steps, g, d.eta, device=device, args=sched)
         z = z.float() / scale  # back to the autoencoder's latent space
         moments.update(z)
         with accelerate.full_fp32(device):
             images = metric_fns.to_uint8(ae.decode(z))
+            adm.add(images)
             if fake is not None and extractor is not None:
                 fake.update(metric_fns.inception_features(extractor, images))
         if sum(x.shape[0] for x in grid) < GRID_SAMPLES:
@@ -216,14 +260,17 @@ def generate(
     unavailable = {"gfid": why} if why else {}
     if extractor is not None and cfg.diffusion.num_samples < 2:
         extractor, unavailable = None, {"gfid": "unavailable: a FID needs at least 2 samples"}
-    fake, moments, grid = _sample_all(cfg, unet, ae, cache.shape, scale, device, extractor, progress)
+    with AdmBatchWriter(folder / ADM_SAMPLES, cfg.diffusion.num_samples, cfg.data.resolution) as adm:
+        fake, moments, grid = _sample_all(cfg, unet, ae, cache.shape, scale, device, extractor, progress, adm)
     save_grid(grid, folder / GRID)
 
     metrics: dict[str, float] = {}
-    how = None
-    if fake is not None and extractor is not None:
-        path = folder.parent.parent / "cache" / "fid_ref" / f"{reference_id(p)}.npz"
-        (mu, sigma), how = _reference_stats(cfg, p, extractor, path, device)
+    refs = folder.parent.parent / "cache" / "fid_ref"
+    adm_reference = refs / f"{reference_id(p)}.adm.npz"
+    ref_stats, how = _reference(cfg, p, extractor, refs / f"{reference_id(p)}.npz", adm_reference, device)
+    link_or_copy(adm_reference, folder / ADM_REFERENCE)
+    if fake is not None and ref_stats is not None:
+        mu, sigma = ref_stats
         metrics["gfid"] = metric_fns.frechet_distance(mu, sigma, fake.mean(), fake.cov())
     generated = moments.summary()
     record = {
@@ -241,6 +288,11 @@ def generate(
             "training": {k: cache.stats(cfg.diffusion.latent)[k] for k in ("channel_mean", "channel_std", "std_all")},
         },
         "grid": GRID,
+        "adm": {
+            "samples": ADM_SAMPLES,
+            "reference": ADM_REFERENCE,
+            "format": "guided-diffusion evaluator: arr_0 uint8 NHWC",
+        },
         "created": time.time(),
         "seconds": round(time.time() - start, 3),
         "device": str(device),

@@ -14,9 +14,12 @@ Each shard holds, for each of its images, the posterior mean and one posterior s
 depend on batching, sharding or a restart), and, when ``data.hflip``, the same two for the
 horizontally mirrored image (the flip training uses: study/data/datasets.py). The images:
 
-- ``data.kind: folder``: the whole training list (the files the split does not hold out), each
-  resized on its shorter side and center-cropped to ``data.resolution``, as the evaluation does
-  (a paper gap: LDM's training crops are random; one fixed crop per image keeps the cache finite);
+- ``data.kind: folder``: every file of the training list (``data.list``, e.g. FFHQ's 60k or
+  CelebA-HQ's train list), ``data.val_fraction`` kept back from none: the hold-out serves an
+  autoencoder's validation, and a diffusion run evaluates nothing on it (LDM trains its FFHQ and
+  CelebA-HQ models on the whole train split). Each image resized on its shorter side and
+  center-cropped to ``data.resolution``, as the evaluation does (a paper gap: LDM's training crops
+  are random; one fixed crop per image keeps the cache finite);
 - the sample photos: ``diffusion.cache_images`` fixed crops of the photos' training regions,
   drawn as the autoencoder's training stream draws them, from seed ``CROP_SEED`` (ours).
 
@@ -48,7 +51,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from study import config, store
-from study.data.datasets import FolderEval, SampleEval, SampleTrain, folder_split, photos_digest
+from study.data.datasets import FolderEval, SampleEval, SampleTrain, check_resolution, image_files, photos_digest
 
 CACHE_VERSION = 1
 CROP_SEED = 0  # the sample photos' fixed crops: drawn as training stream 0 draws them
@@ -72,10 +75,12 @@ def image_set(data: config.DataConfig, resolution: int, cache_images: int) -> tu
     """The unflipped images a cache encodes (float 3 x R x R in [-1, 1]) and their identity as
     one line: the same set the generation FID's reference statistics come from."""
     if data.kind == "folder":
-        folder, train, _ = folder_split(data, resolution)
+        folder = Path(data.path).expanduser()
+        check_resolution(resolution, str(folder))
+        train = image_files(data.path, data.list)  # the whole list: no held-out part is kept back
         names = hashlib.sha256("\n".join(train).encode("utf-8")).hexdigest()[:16]
         ident = (
-            f"folder name={data.name} split=sha256(relpath)>={data.val_fraction!r} train={len(train)} files "
+            f"folder name={data.name} split=whole-list train={len(train)} files "
             f"sha256={names} crop=shorter-side-bicubic+center resolution={resolution}"
         )
         return FolderEval(folder, train, resolution), ident  # center crops, no flip

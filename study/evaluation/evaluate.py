@@ -34,11 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 from study import config as cfgmod
 from study import store
 from study.autoencoder.trained import MissingCheckpoint, load_trained
+from study.config import metric_specs
 from study.data import eval_sets
 from study.evaluation import gallery as galleries
 from study.evaluation.protocol import (
     SAMPLE_SEED,
-    eval_resolution,
     protocol,
     protocol_id,
     reference_id,
@@ -46,6 +46,7 @@ from study.evaluation.protocol import (
 from study.evaluation.references import load_reference, save_reference
 from study.measure import latent_stats
 from study.measure import metrics as metric_fns
+from study.measure import registry as metric_registry
 from study.measure import weights as weight_files
 from study.store.media import gallery_dir
 from study.trainer.accelerate import full_fp32
@@ -68,12 +69,11 @@ Loader = Callable[[Path, cfgmod.ExperimentConfig, torch.device], torch.nn.Module
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _Instruments:
-    """The networks the wanted metrics need, loaded once, and what could not be loaded."""
+    """The networks the wanted metrics need (study/measure/registry.py), loaded once, and what
+    could not be loaded."""
 
-    extractor: torch.nn.Module | None = None
-    lpips_model: torch.nn.Module | None = None
-    reference: tuple[np.ndarray, np.ndarray] | None = None  # the originals' cached statistics
-    reference_path: Path | None = None
+    tools: metric_registry.Tools = field(default_factory=metric_registry.Tools)
+    reference_path: Path | None = None  # where the originals' Inception statistics are cached
     unavailable: dict[str, str] = field(default_factory=dict)
     missing_weights: list[str] = field(default_factory=list)
 
@@ -87,70 +87,73 @@ def _instruments(
     cache_dir: Path,
 ) -> _Instruments:
     inst = _Instruments()
-    if "rfid" in ev.metrics:
-        if n < 2:
-            inst.unavailable["rfid"] = "unavailable: rFID needs at least 2 images"
-        else:
-            try:
-                inst.extractor = metric_fns.inception_extractor(
-                    weight_files.resolve("inception", weights_dir).path, device
-                )
-            except weight_files.MissingWeightsError as e:
-                inst.unavailable["rfid"] = f"unavailable: {e}"
-                inst.missing_weights.append("inception")
-        if inst.extractor is not None:
-            inst.reference_path = cache_dir / f"{reference_id(p, n)}.npz"
-            inst.reference = load_reference(inst.reference_path, n)
-    if "lpips" in ev.metrics:
-        try:
-            inst.lpips_model = weight_files.load_lpips(ev.lpips_net, device, weights_dir)
-        except weight_files.MissingWeightsError as e:
-            inst.unavailable["lpips"] = f"unavailable: {e}"
-            inst.missing_weights.append(weight_files.LPIPS_BACKBONES[ev.lpips_net])
+    loaded: dict[str, torch.nn.Module | str] = {}  # need key -> its network, or why it is missing
+    for name in ev.metrics:
+        m = metric_registry.metric(name)
+        if n < m.min_images:
+            inst.unavailable[name] = f"unavailable: {m.spec.heading} needs at least {m.min_images} images"
+            continue
+        for need in m.spec.needs:
+            key = metric_registry.need_key(need, ev)
+            if key not in loaded:
+                try:
+                    loaded[key] = metric_registry.load(key, device, weights_dir)
+                except weight_files.MissingWeightsError as e:
+                    loaded[key] = f"unavailable: {e}"
+                    inst.missing_weights.append(metric_registry.weights_of(key))
+            got = loaded[key]
+            if isinstance(got, str):
+                inst.unavailable[name] = got
+            else:
+                inst.tools.models[need] = got
+    if "rfid" in ev.metrics and "rfid" not in inst.unavailable:
+        inst.reference_path = cache_dir / f"{reference_id(p, n)}.npz"
+        inst.tools.reference = load_reference(inst.reference_path, n)
     return inst
 
 
 class _Tally:
-    """Per-image PSNR, SSIM and LPIPS and the Inception statistics of both sets, accumulated
-    over the batches of the eval set."""
+    """The wanted metrics' running values over the batches of the eval set: the per-image values
+    of each per-image metric (its mean and spread both come from them), and each set metric."""
 
     def __init__(self, wanted: Iterable[str], inst: _Instruments):
-        self.wanted, self.inst = set(wanted), inst
-        self.values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
-        measuring = inst.extractor is not None
-        self.real = metric_fns.FeatureStats() if measuring and inst.reference is None else None
-        self.fake = metric_fns.FeatureStats() if measuring else None
+        self.inst = inst
+        self.wanted = [name for name in wanted if name not in inst.unavailable]
+        self.per_image: dict[str, list[Tensor]] = {}
+        self.sets: dict[str, metric_registry.SetMetric] = {}
+        for base, reduce in dict.fromkeys(metric_specs.split_name(name) for name in self.wanted):
+            accumulate = metric_registry.metric(base).accumulate
+            if reduce != "value":
+                self.per_image[base] = []
+            elif accumulate is not None:
+                self.sets[base] = accumulate(inst.tools)
 
     def update(self, a: Tensor, b: Tensor) -> None:
         """Originals ``a`` and reconstructions ``b``, uint8 N x 3 x H x W."""
-        if "psnr" in self.wanted:
-            self.values["psnr"].append(metric_fns.psnr(a, b).cpu())
-        if "ssim" in self.wanted:
-            self.values["ssim"].append(metric_fns.ssim(a, b).cpu())
-        if self.inst.lpips_model is not None:
-            self.values["lpips"].append(metric_fns.lpips_distance(self.inst.lpips_model, a, b).cpu())
-        if self.inst.extractor is not None:
-            if self.real is not None:
-                self.real.update(metric_fns.inception_features(self.inst.extractor, a))
-            if self.fake is not None:
-                self.fake.update(metric_fns.inception_features(self.inst.extractor, b))
+        for name, values in self.per_image.items():
+            per_image = metric_registry.metric(name).per_image
+            assert per_image is not None
+            values.append(per_image(a, b, self.inst.tools).cpu())
+        for acc in self.sets.values():
+            acc.update(a, b)
 
-    def means(self) -> dict[str, float]:
-        return {name: float(torch.cat(v).mean()) for name, v in self.values.items() if v}
+    def results(self) -> dict[str, float]:
+        """Each wanted metric's value: a per-image metric's mean (or, as ``<name>_std``, its
+        population standard deviation), a set metric's value."""
+        out = {}
+        for name in self.wanted:
+            base, reduce = metric_specs.split_name(name)
+            if reduce == "value":
+                out[name] = self.sets[base].value()
+            elif self.per_image[base]:
+                values = torch.cat(self.per_image[base])
+                out[name] = float(values.std(correction=0) if reduce == "std" else values.mean())
+        return out
 
-    def rfid(self, n: int) -> tuple[float | None, str | None]:
-        """(rFID, how the reference statistics were had: "computed" and cached, or "reused"),
-        or (None, None) when rFID is not measured."""
-        inst = self.inst
-        if self.fake is None or inst.reference_path is None:
-            return None, None
-        how = "reused"
-        if inst.reference is None:
-            assert self.real is not None
-            inst.reference = (self.real.mean(), self.real.cov())
-            save_reference(inst.reference_path, n, *inst.reference)
-            how = "computed"
-        return metric_fns.frechet_distance(*inst.reference, self.fake.mean(), self.fake.cov()), how
+    def new_reference(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The originals' Inception statistics when this evaluation computed them (to be cached)."""
+        fid = self.sets.get("rfid")
+        return fid.reference if isinstance(fid, metric_registry.FidTally) and fid.computed else None
 
 
 @contextlib.contextmanager
@@ -209,11 +212,68 @@ def _save_gallery(ae: Any, cfg: cfgmod.ExperimentConfig, folder: Path, device: A
     when the metrics are computed (``force``) or the gallery is missing (evaluated before it)."""
     k = cfg.eval.gallery_images
     if k and (force or not galleries.is_saved(folder, k)):
-        ds = ds if ds is not None else eval_sets.evaluation_set(cfg.data, cfg.eval, eval_resolution(cfg))
+        ds = ds if ds is not None else eval_sets.evaluation_set(cfg.data, cfg.eval, cfgmod.eval_resolution(cfg))
         gen = torch.Generator(device).manual_seed(SAMPLE_SEED) if cfg.eval.posterior == "sample" else None
         with _eval_mode(ae), torch.no_grad():  # a sample: drawn from its own seeded generator
             x = galleries.first_images(ds, k).to(device).float()
             galleries.save(folder, *_reconstruct(ae, x, gen), {"posterior": cfg.eval.posterior}, k)
+
+
+@dataclass
+class Measured:
+    """What one pass over an eval set measured: the metrics, those that could not be measured
+    (with the weights files they lack), how rFID's reference statistics were had (computed and
+    cached, or reused; None without rFID), and the posterior means when ``eval.latent_stats``."""
+
+    metrics: dict[str, float]
+    unavailable: dict[str, str]
+    missing_weights: list[str]
+    reference_cache: str | None
+    latents: Tensor | None
+
+
+def measure(
+    autoencoder: torch.nn.Module,
+    cfg: cfgmod.ExperimentConfig,
+    p: dict[str, Any],
+    dataset: Dataset,
+    device: torch.device,
+    *,
+    weights_dir: str | Path | None,
+    cache_dir: Path,
+    num_workers: int = 0,
+    progress: bool = False,
+    label: str = "eval",
+) -> Measured:
+    """The metrics of ``cfg.eval`` over ``dataset`` under protocol ``p``; writes no record (the
+    originals' Inception statistics are cached in ``cache_dir``). ``evaluate`` and the protocol
+    metrics during training (study/evaluation/during.py) both measure through it."""
+    ev, n = cfg.eval, len(dataset)  # type: ignore[arg-type]
+    inst = _instruments(ev, p, n, device, weights_dir, cache_dir)
+    loader = DataLoader(
+        dataset, batch_size=ev.batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    generator = torch.Generator(device).manual_seed(SAMPLE_SEED) if ev.posterior == "sample" else None
+    tally = _Tally(ev.metrics, inst)
+    latents: list[Tensor] | None = [] if ev.latent_stats else None
+    # fp32 features (the protocol): TF32 off on CUDA even after training in this process turned it on
+    with _eval_mode(autoencoder), torch.no_grad(), full_fp32(device):
+        for x in metric_fns.with_progress(loader, n, progress, label):
+            tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator, latents))
+    results = tally.results()
+    reference_cache = None
+    if inst.reference_path is not None:  # rFID measured: its originals' statistics reused or computed now
+        computed = tally.new_reference()
+        if computed is not None:
+            save_reference(inst.reference_path, n, *computed)
+        reference_cache = "computed" if computed is not None else "reused"
+    return Measured(
+        results,
+        inst.unavailable,
+        inst.missing_weights,
+        reference_cache,
+        None if latents is None else torch.cat(latents),
+    )
 
 
 def evaluate(
@@ -249,46 +309,35 @@ def evaluate(
         return {**existing, "reused": True}
 
     if dataset is None:
-        dataset = eval_sets.evaluation_set(cfg.data, ev, eval_resolution(cfg))
+        dataset = eval_sets.evaluation_set(cfg.data, ev, cfgmod.eval_resolution(cfg))
     n = len(dataset)  # type: ignore[arg-type]
     cache = Path(cache_dir) if cache_dir else run_folder.parent.parent / "cache" / "fid_ref"
-    inst = _instruments(ev, p, n, device, weights_dir, cache)
     if num_workers is None:
         num_workers = min(cfg.train.num_workers, os.cpu_count() or 1) if device.type == "cuda" else 0
-    loader = DataLoader(
-        dataset, batch_size=ev.batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
-    generator = torch.Generator(device).manual_seed(SAMPLE_SEED) if ev.posterior == "sample" else None
-
-    tally = _Tally(ev.metrics, inst)
-    latents: list[Tensor] | None = [] if ev.latent_stats else None
-    # fp32 features (the protocol): TF32 off on CUDA even after training in this process turned it on
-    with _eval_mode(autoencoder), torch.no_grad(), full_fp32(device):
-        for x in metric_fns.with_progress(loader, n, progress, f"eval {run_folder.name}"):
-            tally.update(*_reconstruct(autoencoder, x.to(device, non_blocking=True).float(), generator, latents))
-    results = tally.means()
+    measured = measure(
+        autoencoder, cfg, p, dataset, device, weights_dir=weights_dir, cache_dir=cache, num_workers=num_workers,
+        progress=progress, label=f"eval {run_folder.name}",
+    )  # fmt: skip
+    results = dict(measured.metrics)
     latent_details: dict[str, Any] | None = None
-    if latents is not None:  # Table 6
+    if measured.latents is not None:  # Table 6
         latent_metrics, latent_details = latent_stats.table6_summary(
-            torch.cat(latents), ev.mmd_bandwidths, ev.mmd_repeats, ev.mmd_samples
+            measured.latents, ev.mmd_bandwidths, ev.mmd_repeats, ev.mmd_samples
         )
         results.update(latent_metrics)
-    rfid, reference_cache = tally.rfid(n)
-    if rfid is not None:
-        results["rfid"] = rfid
 
     record = {
         "protocol_id": pid,
         "protocol": p,
         "metrics": {k: results[k] for k in sorted(results)},
-        "unavailable": inst.unavailable,
-        "missing_weights": inst.missing_weights,
+        "unavailable": measured.unavailable,
+        "missing_weights": measured.missing_weights,
         "num_images": n,
         "created": time.time(),
         "seconds": round(time.time() - start, 3),
         "device": str(device),
         "batch_size": ev.batch_size,
-        "reference_cache": reference_cache,
+        "reference_cache": measured.reference_cache,
     }
     if latent_details is not None:
         record["latent_stats"] = latent_details
@@ -297,29 +346,8 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate the runs of a study again (the `evaluate SPEC` command)
+# evaluate the runs of a study again
 # --------------------------------------------------------------------------------------------
-def parse_protocol_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings (YAML values) -> ``{"eval.KEY": value}``. Only ``eval.*`` keys are
-    allowed: anything else would change what was trained, i.e. be another run."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    keys = {k for k in cfgmod.config_keys() if k.startswith("eval.")}
-    for item in items:
-        if "=" not in item:
-            raise cfgmod.ConfigError("--protocol", item, "KEY=VALUE, e.g. num_images=1000")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        key = key if key.startswith("eval.") else f"eval.{key}"
-        if key not in keys:
-            raise cfgmod.ConfigError(
-                f"--protocol {key}", raw, "one of " + ", ".join(sorted(keys)) + cfgmod.suggest(key, keys)
-            )
-        out[key] = yaml.safe_load(raw)
-    return out
-
-
 def evaluate_study(
     variants: list[Any],
     root: Path,
@@ -329,7 +357,7 @@ def evaluate_study(
     force: bool = False,
     progress: bool = True,
     load: Loader | None = None,
-    echo: Callable[[str], None] | None = None,
+    echo: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every completed run of ``variants`` (objects with ``run_id``, ``name``, ``config``)
     under its config's eval section with ``overrides`` applied; one summary row per variant.
@@ -337,7 +365,7 @@ def evaluate_study(
     later evaluation of the finished model would reuse), and so are runs that train nothing
     (``train.steps`` 0: Table 3 measures encoders); a completed run without a checkpoint is a
     "failed" row with the reason. ``load`` (folder, config, device) -> the trained autoencoder;
-    default ``study.autoencoder.trained.load_trained``."""
+    default ``study.autoencoder.trained.load_trained``; ``echo`` is handed each row as it is made."""
     load = load or load_trained
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
@@ -366,14 +394,5 @@ def evaluate_study(
                     }
                 )
         if echo:
-            echo(format_row(rows[-1]))
+            echo(rows[-1])
     return rows
-
-
-def format_row(row: dict[str, Any]) -> str:
-    """One line per run of ``evaluate_study``'s rows."""
-    if row["state"] in ("skipped", "failed"):
-        return f"{row['name']} ({row['run_id']}): {row['state']}, {row['reason']}"
-    parts = [f"{k}={v:.4g}" for k, v in row["metrics"].items()]
-    parts += [f"{k}: {v}" for k, v in row["unavailable"].items()]
-    return f"{row['name']} ({row['run_id']}) eval/{row['protocol_id']}.json [{row['state']}]: " + "; ".join(parts)

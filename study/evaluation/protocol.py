@@ -9,9 +9,8 @@ from typing import Any
 import torch
 
 from study import config
-from study.data import eval_sets
-from study.measure import metrics as metric_fns
-from study.measure import weights as weight_files
+from study.data import eval_sets, preprocess
+from study.measure import registry as metric_registry
 
 PROTOCOL_VERSION = 1
 
@@ -26,18 +25,13 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
-def eval_resolution(cfg: config.ExperimentConfig) -> int:
-    """``eval.resolution``, else ``data.resolution`` (EvalConfig's documented default)."""
-    return cfg.eval.resolution or cfg.data.resolution
-
-
 def protocol(cfg: config.ExperimentConfig, *, fingerprint: str | None = None) -> dict[str, Any]:
     """The evaluation protocol of ``cfg`` as plain JSON data (its hash is ``protocol_id``).
 
     ``fingerprint`` stands in for ``study.data.eval_sets.fingerprint`` when the images
     come from elsewhere (``evaluate(dataset=...)``)."""
     ev, data = cfg.eval, cfg.data
-    resolution = eval_resolution(cfg)
+    resolution = config.eval_resolution(cfg)
     if fingerprint is None:
         fingerprint = eval_sets.fingerprint(data, ev, resolution)
     dataset: dict[str, Any] = {
@@ -55,7 +49,7 @@ def protocol(cfg: config.ExperimentConfig, *, fingerprint: str | None = None) ->
         "dataset": dataset,
         "num_images": ev.num_images,
         "resolution": resolution,
-        "resize": "shorter side to the resolution, PIL bicubic"
+        "resize": preprocess.DESCRIPTIONS[ev.preprocess]  # eval.preprocess (study/data/preprocess.py)
         if folder
         else "square grid crops resized to the resolution, PIL bicubic",
         "crop": "center" if folder else "held-out grid (see dataset.fingerprint)",
@@ -81,41 +75,13 @@ def protocol(cfg: config.ExperimentConfig, *, fingerprint: str | None = None) ->
 
 
 def _add_metric_definitions(p: dict[str, Any], ev: config.EvalConfig) -> None:
-    """Each wanted metric's definition, with the digests of the weights it loads and the
-    versions of the packages that compute it."""
-    metrics = p["metrics"]
-    if "rfid" in metrics:
-        p["rfid"] = {
-            "extractor": f"torch-fidelity {metric_fns.FID_EXTRACTOR}",
-            "features": f"pool3 ({metric_fns.FID_LAYER})",
-            "weights_sha256": weight_files.expected_sha256("inception"),
-            "statistics": "float64 mean and unbiased covariance; all originals vs all reconstructions",
-        }
-        p["versions"]["torch-fidelity"] = package_version("torch-fidelity")
-    if "lpips" in metrics:
-        backbone = weight_files.LPIPS_BACKBONES[ev.lpips_net]
-        linear = weight_files.lpips_linear_path(ev.lpips_net)
-        p["lpips"] = {
-            "net": ev.lpips_net,
-            "version": "0.1",
-            "backbone_sha256": weight_files.expected_sha256(backbone),
-            "linear_sha256": weight_files.sha256_file(linear) if linear.is_file() else None,
-            "input": "uint8-quantised images scaled to [-1, 1]",
-            "reduce": "mean over images",
-        }
-        p["versions"]["lpips"] = package_version("lpips")
-        p["versions"]["torchvision"] = package_version("torchvision")
-    if "psnr" in metrics:
-        p["psnr"] = "uint8 [0, 255]; per image 10*log10(255^2/MSE over CxHxW); mean over images"
-    if "ssim" in metrics:
-        p["ssim"] = {
-            "window": f"gaussian {metric_fns.SSIM_WINDOW}x{metric_fns.SSIM_WINDOW} sigma {metric_fns.SSIM_SIGMA}",
-            "k1": metric_fns.SSIM_K1,
-            "k2": metric_fns.SSIM_K2,
-            "data_range": 255,
-            "covariance": "population",
-            "reduce": "mean over valid window positions, channels, images",
-        }
+    """Each wanted metric's definition (study/measure/registry.py), with the digests of the
+    weights it loads, and the versions of the packages that compute it."""
+    for name in p["metrics"]:
+        if name in p:
+            raise ValueError(f"metric {name!r} would overwrite the protocol's own field {name!r}")
+        p[name], packages = metric_registry.metric(name).define(ev)
+        p["versions"] |= {dist: package_version(dist) for dist in packages}
 
 
 def _hash(obj: Any) -> str:

@@ -1,14 +1,17 @@
 """Reconstructions of image files as PNGs, through the evaluation protocol's pixels.
 
 Each image goes the way an evaluation image goes (study/data/datasets.py's ``FolderEval``):
-decoded to RGB, shorter side resized to the resolution (PIL bicubic), the center R x R crop, to
-[-1, 1]; then the autoencoder's posterior mean is decoded and quantised as the metrics quantise
-it, ``round((clamp(x, -1, 1) + 1) * 127.5)`` (study/measure/metrics.py's ``to_uint8``).
+decoded to RGB, resized and center-cropped to R x R by the named preprocess (``eval.preprocess``,
+study/data/preprocess.py; ``ldm`` by default), to [-1, 1]; then the autoencoder's posterior mean is
+decoded and quantised as the metrics quantise it, ``round((clamp(x, -1, 1) + 1) * 127.5)``
+(study/measure/metrics.py's ``to_uint8``). With ``save_inputs`` the crop the autoencoder read is
+written beside its reconstruction as ``<name>.input.png``, so a resize or crop that differs from
+another harness's can be seen before a table is trusted.
 
 Names: an input file ``a/b/cat.jpg`` is written as ``OUT/cat.png``; every image below an input
 folder ``imgs/`` keeps its path relative to that folder, ``imgs/x/y.jpg`` -> ``OUT/x/y.png``.
-Two inputs that would write one output name are a ``ReconstructError`` before anything is
-written.
+Two inputs that would write one output name, and an unknown preprocess, are a
+``ReconstructError`` before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from study.data.datasets import IMAGE_SUFFIXES, FolderEval, check_resolution, list_images
+from study.data.datasets import IMAGE_SUFFIXES, FolderEval, check_resolution, list_images, to_tensor
+from study.data.preprocess import DEFAULT_PREPROCESS, PREPROCESS
 from study.measure.metrics import to_uint8
 from study.models.autoencoder import Autoencoder
 
@@ -56,6 +60,12 @@ def plan_outputs(inputs: Sequence[str | Path], out_dir: str | Path) -> list[tupl
     return planned
 
 
+def input_path(target: Path) -> Path:
+    """Where ``save_inputs`` writes the image behind the reconstruction ``target``: ``x.png`` ->
+    ``x.input.png``."""
+    return target.with_name(target.stem + ".input.png")
+
+
 @torch.no_grad()
 def reconstruct_files(
     autoencoder: Autoencoder,
@@ -63,21 +73,37 @@ def reconstruct_files(
     out_dir: str | Path,
     resolution: int,
     device: torch.device | str = "cpu",
+    preprocess: str = DEFAULT_PREPROCESS,
+    save_inputs: bool = False,
 ) -> list[Path]:
     """Write the reconstruction of every input image (files, or folders searched recursively)
-    as a resolution x resolution PNG under ``out_dir``; returns the paths written, in order."""
+    as a resolution x resolution PNG under ``out_dir``, and with ``save_inputs`` the image the
+    autoencoder read as ``<name>.input.png`` beside it; returns the reconstructions' paths, in order."""
     check_resolution(resolution, "reconstruct --resolution")
+    if preprocess not in PREPROCESS:
+        raise ReconstructError(f"reconstruct --preprocess: {preprocess!r} is not one of {', '.join(PREPROCESS)}")
     planned = plan_outputs(inputs, out_dir)
+    if save_inputs:
+        targets = {target: folder / rel for folder, rel, target in planned}
+        for folder, rel, target in planned:
+            if input_path(target) in targets:
+                raise ReconstructError(
+                    f"{folder / rel}'s input image and {targets[input_path(target)]}'s reconstruction "
+                    f"would both be written to {input_path(target)}"
+                )
     was_training = autoencoder.training
     autoencoder.eval()
     written = []
     try:
         for folder, rel, target in planned:
-            x = FolderEval(folder, [rel], resolution)[0].unsqueeze(0).to(device)
+            seen = FolderEval(folder, [rel], resolution, preprocess).pixels(0)
+            x = to_tensor(seen).unsqueeze(0).to(device)
             x_hat = autoencoder.decode(autoencoder.encode(x).mean)
             pixels = to_uint8(x_hat)[0].permute(1, 2, 0).cpu().numpy()
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.ascontiguousarray(pixels)).save(target)
+            if save_inputs:
+                Image.fromarray(np.ascontiguousarray(seen)).save(input_path(target))
             written.append(target)
     finally:
         autoencoder.train(was_training)

@@ -6,9 +6,8 @@ executor splits the machine's cores between its jobs; None: SLURM's allocation,
 $SLURM_CPUS_PER_TASK, else torch's default) and nothing else (no model, no mutable state in
 its pickle; the launcher's environment is left as it was). Called, it reads
 the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
-records the model's complexity and marks the run DONE, all through the run store. A diffusion
-run (``task: diffusion``) caches its autoencoder's latents, trains its denoiser and measures its
-generation FID instead (``study.diffusion.run``).
+records the model's complexity and marks the run DONE, all through the run store: what the run
+does is its run kind's (``study.kinds``).
 
 Preemption and time-outs: submitit calls ``checkpoint()`` from its signal handler in the main
 thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to stop at the next
@@ -125,16 +124,14 @@ def torch_threads(threads: int | None) -> int | None:
 def run(
     folder: Path, stop: threading.Event | None = None, progress: bool = True, threads: int | None = None
 ) -> dict[str, Any]:
-    """Train, evaluate and measure one run; every outcome is recorded in its status."""
+    """Run one job through its run kind's body (``study.kinds``); every outcome is recorded in its
+    status."""
     import torch
 
-    from study.autoencoder.loop import train
-    from study.autoencoder.trained import load_trained
-    from study.data.eval_sets import check_size
-    from study.evaluation.evaluate import evaluate
-    from study.evaluation.protocol import eval_resolution
-    from study.measure import complexity
+    from study.kinds.base import Job
+    from study.kinds.registry import kind_of
     from study.trainer.context import Preempted, default_context
+    from study.trainer.watch import Diverged
 
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}
@@ -158,39 +155,15 @@ def run(
             reason=None,
         )
     try:
-        if cfg.task == "diffusion":  # Tables 7, 13: latents of a frozen autoencoder -> generation FID
-            from study.diffusion.run import run_diffusion
-
-            summary = run_diffusion(cfg, folder, ctx, stop=stop, progress=progress)
-            if ctx.main:
-                store.mark_done(folder)
-            return {"run_id": folder.name, "state": "completed", **summary}
-        if cfg.train.steps == 0 and not cfg.model.init:  # complexity only (Table 3): nothing to evaluate
-            if ctx.main:
-                measured = complexity.measure_model(
-                    cfg.model, folder.name, cfg.data.resolution, cfg.train.batch_size, str(ctx.device)
-                )
-                store.write_complexity(
-                    folder,
-                    complexity.run_record(cfg.model, cfg.data.resolution)
-                    | {k: measured[k] for k in ("throughput_img_s", "peak_mem_mb", "device", "batch", "precision")},
-                )
-                store.mark_done(folder)
-            return {"run_id": folder.name, "state": "completed", "trained": False}
-        check_size(cfg.data, cfg.eval, eval_resolution(cfg))  # before any step: names both numbers
-        # train.steps 0 with model.init: the pretrained weights are evaluated as they are
-        summary = train(cfg, folder, ctx=ctx, stop=stop, progress=progress) if cfg.train.steps else {"step": 0}
+        summary = kind_of(cfg).run(Job(cfg, folder, ctx, stop, progress))
         if ctx.main:
-            ae = load_trained(folder, cfg, ctx.device)
-            record = evaluate(ae, cfg, folder, ctx.device, progress=progress)
-            store.write_complexity(folder, complexity.run_record(cfg.model, cfg.data.resolution))
             store.mark_done(folder)
-            summary["metrics"] = record.get("metrics", {})
         return {"run_id": folder.name, "state": "completed", **summary}
     except Preempted:
         raise
     except BaseException as e:
-        if ctx.main:
+        if ctx.main:  # a divergence (study/trainer/watch.py) is a state of its own, not a failure
             tail = "".join(traceback.format_exception(e)[-6:])
-            store.update_status(folder, state="failed", error=f"{type(e).__name__}: {e}", traceback=tail)
+            state = "diverged" if isinstance(e, Diverged) else "failed"
+            store.update_status(folder, state=state, error=f"{type(e).__name__}: {e}", traceback=tail)
         raise

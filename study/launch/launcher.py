@@ -28,7 +28,9 @@ from typing import Any, Iterator
 
 import submitit
 
+from study import config as cfgmod
 from study import store
+from study.kinds.registry import reads
 from study.launch import ordering
 from study.launch.job import RunJob
 from study.launch.ordering import Decision
@@ -56,6 +58,7 @@ class LaunchOptions:
     retry_failed: bool = False
     max_parallel: int = 1
     resources: Resources = field(default_factory=Resources)
+    only: frozenset[str] | None = None  # the run ids to launch (``--only``); None: every variant
 
 
 @dataclass
@@ -93,18 +96,23 @@ def _each(fn: Any, items: list[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def decide(root: Path, variants: list[Variant], retry_failed: bool) -> list[Decision]:
-    """Submit or skip each variant, by its run's state (one squeue call for all of them)."""
+def decide(
+    root: Path, variants: list[Variant], retry_failed: bool, only: frozenset[str] | None = None
+) -> list[Decision]:
+    """Submit or skip each variant, by its run's state (one squeue call for all of them); a
+    variant outside ``only`` (run ids; None: all) is skipped."""
     runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
     decisions = []
     for v, run in zip(variants, runs):
-        if run.state is store.State.COMPLETED:
+        if only is not None and v.run_id not in only:
+            decisions.append(Decision(v, "skip", "not in --only"))
+        elif run.state is store.State.COMPLETED:
             decisions.append(Decision(v, "skip", "completed"))
         elif run.state in store.ACTIVE:
             decisions.append(Decision(v, "skip", f"{run.state} (job {run.job_id or '?'})"))
         elif run.state is store.State.LOST:
             decisions.append(Decision(v, "submit", f"lost: {run.reason}"))
-        elif run.state in (store.State.FAILED, store.State.CANCELLED):
+        elif run.state in (store.State.FAILED, store.State.CANCELLED, store.State.DIVERGED):
             reason = run.reason or run.state
             decisions.append(
                 Decision(v, "submit", f"retry: {reason}")
@@ -218,9 +226,9 @@ def launch(
     if opts.executor not in EXECUTORS:
         raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
     if opts.dry_run:  # reads only: no lock file, no run folder
-        return LaunchReport(spec.study, decide(root, variants, opts.retry_failed))
+        return LaunchReport(spec.study, decide(root, variants, opts.retry_failed, opts.only))
     with study_lock(root, spec.study):
-        decisions = ordering.hold_for_autoencoders(root, decide(root, variants, opts.retry_failed), opts.executor)
+        decisions = ordering.hold_for_needed(root, decide(root, variants, opts.retry_failed, opts.only), opts.executor)
         report = LaunchReport(spec.study, decisions)
         todo = report.submitted
         if not todo:
@@ -229,22 +237,22 @@ def launch(
         store.write_index(
             root, spec.study, variants, **(record if record is not None else study_record(spec, variants))
         )
-        folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config), todo)))
+        folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config, v.run_id), todo)))
         link_tensorboard(root, store.study_dir(root, spec.study), [store.variant_record(v) for v in variants])
         logs = store.study_dir(root, spec.study) / "logs"
         parallel, threads = _local_share(opts) if opts.executor == "local" else (1, None)
         jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue, threads) for v in todo]
         _each(
-            lambda v: store.update_status(folders[v.run_id], needs=ordering.autoencoder_of(v)),
-            ordering.diffusion_runs(todo),
+            lambda v: store.update_status(folders[v.run_id], needs=list(ordering.needs_of(v))),
+            ordering.waiting_runs(todo),
         )
         if opts.executor == "slurm":
-            first = [i for i, v in enumerate(todo) if v.config.task != "diffusion"]
+            first = [i for i, v in enumerate(todo) if not ordering.needs_of(v)]
             _submit_slurm(
                 report, [todo[i] for i in first], [jobs[i] for i in first], folders, logs, opts.resources, log
             )
-            for job, idx in ordering.dependency_groups(root, todo, report.job_ids).items():
-                waiting = dataclasses.replace(opts.resources, sbatch=opts.resources.sbatch + ordering.afterok(job))
+            for needed, idx in ordering.dependency_groups(root, todo, report.job_ids).items():
+                waiting = dataclasses.replace(opts.resources, sbatch=opts.resources.sbatch + ordering.afterok(needed))
                 _submit_slurm(report, [todo[i] for i in idx], [jobs[i] for i in idx], folders, logs, waiting, log)
             return report
         # marked while the lock is held: a second launch that takes the lock next skips them
@@ -263,13 +271,13 @@ def launch(
         )
     # local and debug run outside the lock: their runs are marked submitted by a live launcher;
     # the autoencoders first, then the diffusion runs whose autoencoder is done
-    later = {v.run_id for v in ordering.diffusion_runs(todo)}
+    later = {v.run_id for v in ordering.waiting_runs(todo)}
     before = [(v, job) for v, job in zip(todo, jobs) if v.run_id not in later]
     _run_here(report, [v for v, _ in before], [job for _, job in before], folders, logs, opts, parallel, log)
     ready = [
         (v, job)
         for v, job in zip(todo, jobs)
-        if v.run_id in later and ordering.autoencoder_ready(root, v, report.failed, log)
+        if v.run_id in later and ordering.needed_ready(root, v, report.failed, log)
     ]
     _run_here(report, [v for v, _ in ready], [job for _, job in ready], folders, logs, opts, parallel, log)
     return report
@@ -281,7 +289,7 @@ def check_eval_sizes(variants: list[Variant]) -> None:
     again at its start, before any training step)."""
     for v in variants:
         cfg = v.config
-        if (cfg.train.steps == 0 and not cfg.model.init) or not cfg.eval.path:
+        if "eval" not in reads(cfg) or not cfg.eval.path:  # its kind evaluates nothing, or not apart
             continue
         if not Path(cfg.eval.path).expanduser().is_dir():
             continue
@@ -289,7 +297,7 @@ def check_eval_sizes(variants: list[Variant]) -> None:
         from study.data.eval_sets import check_size
 
         try:
-            check_size(cfg.data, cfg.eval, cfg.eval.resolution or cfg.data.resolution)
+            check_size(cfg.data, cfg.eval, cfgmod.eval_resolution(cfg))
         except DataError as e:
             raise LaunchError(f"variant {v.name} ({v.run_id}): {e}") from None
 

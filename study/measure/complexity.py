@@ -6,7 +6,7 @@ What each number is:
   the preset has it, the 1x1 quant conv); ``decoder_params`` likewise for ``decode`` (the 1x1
   post-quant conv and the SD decoder). Counted on the meta device (nothing is allocated).
 - ``encoder_gmacs``: multiply-accumulates of one image's encoding at ``resolution``, in units of
-  1e9: ``FlopCounterMode`` total / 2, which is what the paper calls "GFLOPS" (SD-VAE: 135.59 at
+  1e9: ``FlopCounterMode``'s total / 2 (counted faster by ``study.measure.macs``), which is what the paper calls "GFLOPS" (SD-VAE: 135.59 at
   256x256). Counted on the meta device; the slicing Haar DWT, norms and activations count 0, the
   attention matmuls count (1.07 G of SD-VAE's 136.4 G).
 - ``throughput_img_s``: ``batch`` / median seconds of one ``encode`` of a batch, under
@@ -39,11 +39,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from study.config import ModelConfig, autoencoder_args, model_preset
+from study.measure import macs
 from study.models import registry
-from study.models.autoencoder import build_autoencoder, build_encoder
+from study.models.autoencoder import build_autoencoder
 from study.paper import paper_table
 
 MODELS = tuple(registry.PRESETS)
@@ -88,29 +88,19 @@ def parameter_counts(model_cfg: ModelConfig) -> tuple[int, int]:
 
 
 def encoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
-    """Multiply-accumulates of encoding one resolution x resolution image (FLOPs / 2)."""
+    """Multiply-accumulates of encoding one resolution x resolution image (FLOPs / 2), counted
+    by ``study.measure.macs`` (FlopCounterMode's totals, faster)."""
     _check_resolution(resolution)
-    with torch.device("meta"):
-        model = build_autoencoder(autoencoder_args(model_cfg))
-        x = torch.empty(1, 3, resolution, resolution)
-        with FlopCounterMode(display=False) as counter:
-            model.encode(x)
-    return counter.get_total_flops() // 2
+    return macs.encoder_counts(model_cfg, [resolution])[1][resolution]
 
 
-LATENT_DOWNSAMPLING = 8  # every encoder's latent is H/8 x W/8 (study/models/dwt_encoder.py: DOWNSAMPLING)
+LATENT_DOWNSAMPLING = macs.LATENT_DOWNSAMPLING
 
 
 def decoder_macs(model_cfg: ModelConfig, resolution: int = 256) -> int:
     """Multiply-accumulates of decoding the latent of one resolution x resolution image (FLOPs / 2)."""
     _check_resolution(resolution)
-    side = resolution // LATENT_DOWNSAMPLING
-    with torch.device("meta"):
-        model = build_autoencoder(autoencoder_args(model_cfg))
-        z = torch.empty(1, model_cfg.latent_channels, side, side)
-        with FlopCounterMode(display=False) as counter:
-            model.decode(z)
-    return counter.get_total_flops() // 2
+    return macs.decoder_counts(model_cfg, [resolution])[1][resolution]
 
 
 def run_record(model_cfg: ModelConfig, resolution: int) -> dict[str, Any]:
@@ -240,12 +230,7 @@ def time_encoder(
 
 def encoder_path(model_cfg: ModelConfig) -> nn.Module:
     """What ``Autoencoder.encode`` runs, without building the decoder: encoder [+ quant conv]."""
-    args = autoencoder_args(model_cfg)
-    encoder = build_encoder(args.encoder, args.latent_channels)
-    if args.quant_conv:
-        nz = args.latent_channels
-        return nn.Sequential(encoder, nn.Conv2d(2 * nz, 2 * nz, 1))
-    return encoder
+    return macs.encoder_module(model_cfg)
 
 
 def default_repeats(device: str) -> tuple[int, int]:
@@ -295,7 +280,7 @@ def measure_model(
     warmup = default_warm if warmup is None else warmup
 
     encoder_params, decoder_params = parameter_counts(cfg)
-    macs = encoder_macs(cfg, resolution)
+    encoder_mac_count = encoder_macs(cfg, resolution)
 
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -307,7 +292,7 @@ def measure_model(
         "model": name,
         "encoder_params": encoder_params,
         "decoder_params": decoder_params,
-        "encoder_gmacs": macs / 1e9,
+        "encoder_gmacs": encoder_mac_count / 1e9,
         "throughput_img_s": batch / statistics.median(times),
         "peak_mem_mb": peak,
         "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",

@@ -1,25 +1,29 @@
-"""What a study will cost before it is launched: per variant, the encoder's and the decoder's
-parameters and multiply-accumulates at its data resolution, and an estimate of its GPU-hours.
+"""What a study will cost before it is launched: per run, the encoder's and the decoder's
+parameters and multiply-accumulates at its data resolution, and its GPU-hours, always a number.
 
-- Parameters and GMACs are ``study.measure.complexity``'s counts on the meta device (GMACs: one
-  image at ``data.resolution``, FLOPs / 2, what the paper calls "GFLOPS"). A count takes 0.1-1 s,
-  so each side of the model is cached on its own: the encoder side by the canonical JSON of the
-  model section without ``decoder`` (plus the resolution), the decoder side by the model section
-  without ``encoder``; a grid of encoders x decoders counts each once. The cache lives in memory
-  for the process and on disk (``<results>/.cache/cost.json``), stamped with a fingerprint of the
-  model code, so that a changed model is counted again.
-- GPU-hours = steps x batch x seconds per image / 3600, the seconds per image taken from a table
-  of measured training step times (``benchmarks/step_times.json``; ``benchmarks/bench_train.py
-  --record`` adds to it with ``record_step_time``), per device name and per step-time key
-  (``step_time_key``: encoder, decoder size, discriminator, resolution, precision). Each stage of
-  ``train.stages`` is costed at its own resolution. Without a figure for the device and key, the
-  estimate is "no figure for <device>", never a guess.
+- Parameters and GMACs are counted once per distinct network and cached (``study.measure.counts``;
+  GMACs: one image, FLOPs / 2, what the paper calls "GFLOPS").
+- GPU-hours, per stage of training (each stage of ``train.stages`` at its own resolution), from
+  the first of these that holds:
+  1. measured: steps x batch x seconds per image / 3600, the seconds per image of a recorded
+     training step time for the device (``benchmarks/step_times.json``; ``benchmarks/bench_train.py
+     --record`` adds to it with ``record_step_time``) under the run's step-time key
+     (``step_time_key``: encoder, decoder, discriminator, resolution, precision);
+  2. scaled: a figure recorded under the same key at another resolution, times the pixel ratio
+     (the nearest resolution recorded; the convolutions' work grows with the pixels);
+  3. a FLOP estimate: steps x batch x 3 x the forward FLOPs of one image through everything the
+     step trains (encoder + decoder + discriminator; a diffusion run's denoiser), divided by the
+     device class's peak x ``UTILISATION``. The 3: a backward pass costs about twice the forward
+     (Kaplan et al. 2020, "Scaling laws", Sec. 2.1: 6N FLOPs per token for training, 2N forward).
+  The plan labels each number with its basis ("FLOP estimate at 35% of 989 TFLOP/s") so that no
+  estimate is read as a measurement.
 
 Choices (ours): the batch is the global batch (every DDP rank's), so a one-GPU figure gives the
 GPU-hours on any number of GPUs under linear scaling (communication is not counted); the steps
-before ``loss.discriminator_start`` are costed at the rate with the discriminator (an upper
-bound); the perceptual loss, the EMA and evaluation are not in the key nor in the estimate.
-``precision: auto`` is bf16 on a GPU (the training loop's rule), fp32 on the device "cpu".
+before ``loss.discriminator_start`` are costed with the discriminator (an upper bound); the
+perceptual loss, the EMA, a fresh discriminator input's second decode and evaluation are in
+neither the key nor the FLOP estimate. ``precision: auto`` is bf16 on a GPU (the training loop's
+rule), fp32 on the device "cpu"; the FLOP estimate of an fp32 run uses the TF32 peak.
 
 The measure layer may not import ``study.store``: whoever writes a file here passes the writer
 (``store.write_json_atomic``) as ``write_json``.
@@ -28,8 +32,6 @@ The measure layer may not import ``study.store``: whoever writes a file here pas
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import hashlib
 import json
 import math
 import os
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from study import config as cfgmod
+from study.measure.counts import COUNTS, CostCache
 
 Writer = Callable[[Path, Any], None]
 
@@ -46,9 +49,6 @@ STEP_TIMES_ENV = "LITEVAE_STEP_TIMES"
 REPO = Path(__file__).resolve().parents[2]
 STEP_TIMES = REPO / "benchmarks" / "step_times.json"
 TABLE_FORMAT = 1
-CACHE_FORMAT = 1
-# The code a count depends on: the models, the builders' arguments, the counting.
-_CODE = ("study/models/*.py", "study/config/sections.py", "study/measure/complexity.py")
 
 
 class CostError(ValueError):
@@ -125,9 +125,7 @@ def _now() -> str:
 # --------------------------------------------------------------------------------------------
 def precision_on(cfg: cfgmod.ExperimentConfig, device: str | None) -> str:
     """The precision a run trains in on ``device`` (a device name; "cpu" is the CPU)."""
-    if cfg.train.precision != "auto":
-        return cfg.train.precision
-    return "fp32" if (device or "").lower() == "cpu" else "bf16"
+    return precision_of(cfg.train.precision, device)
 
 
 def encoder_key(enc: cfgmod.EncoderConfig) -> str:
@@ -147,170 +145,190 @@ def decoder_key(dec: cfgmod.DecoderConfig) -> str:
 
 
 def step_time_key(cfg: cfgmod.ExperimentConfig, resolution: int | None = None, device: str | None = None) -> str:
-    """What a measured step time is a figure of, e.g.
+    """What a measured step time of an autoencoder run is a figure of, e.g.
     ``litevae-B/dec128-1.2.4.4-b3/disc-unet64/256px/bf16``: encoder, decoder size, discriminator,
-    resolution (default: data.resolution), precision on ``device`` (default: a GPU). A diffusion
-    run's: ``diffusion-<unet>/z<latent channels>/<resolution>px/<precision>``."""
+    resolution (default: data.resolution), precision on ``device`` (default: a GPU)."""
     res = resolution or cfg.data.resolution
-    precision = precision_on(cfg, device)
-    if cfg.task == "diffusion":
-        return f"diffusion-{cfg.diffusion.unet}/z{cfg.model.latent_channels}/{res}px/{precision}"
     loss = cfg.loss
     disc = "disc-none" if loss.discriminator == "none" else f"disc-{loss.discriminator}{loss.discriminator_channels}"
-    return "/".join([encoder_key(cfg.model.encoder), decoder_key(cfg.model.decoder), disc, f"{res}px", precision])
+    return "/".join(
+        [encoder_key(cfg.model.encoder), decoder_key(cfg.model.decoder), disc, f"{res}px", precision_on(cfg, device)]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# device classes and their peaks (the FLOP estimate)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceClass:
+    name: str
+    bf16_tflops: float  # dense tensor-core peak, bf16
+    tf32_tflops: float  # dense tensor-core peak, TF32 (what an fp32 run's matmuls and convs use)
+
+    def peak(self, precision: str) -> float:
+        return self.bf16_tflops if precision == "bf16" else self.tf32_tflops
+
+
+# NVIDIA's datasheets give the peaks "with sparsity"; the dense peak is half. H100 SXM5: BF16
+# 1,979 TFLOPS, TF32 989 TFLOPS (NVIDIA H100 Tensor Core GPU datasheet); H200 SXM: the same
+# (NVIDIA H200 Tensor Core GPU datasheet); A100 SXM4: BF16 312 TFLOPS, TF32 156 TFLOPS dense
+# (NVIDIA A100 Tensor Core GPU datasheet, Table "Specifications").
+DEVICE_CLASSES = {
+    "H100": DeviceClass("H100", 989.0, 494.5),
+    "H200": DeviceClass("H200", 989.0, 494.5),
+    "A100": DeviceClass("A100", 312.0, 156.0),
+}
+DEFAULT_DEVICE = "H100"  # plan's device without --device-class and without a local GPU
+# The fraction of the peak a training step is assumed to reach: the model-FLOP utilisation that
+# issue 23 sets as the training loop's target (docs/performance.md).
+UTILISATION = 0.35
+
+
+def device_class(device: str | None) -> DeviceClass | None:
+    """The class of a device name ('NVIDIA H100 80GB HBM3' -> H100); None for one not listed."""
+    name = (device or "").upper()
+    return next((c for key, c in DEVICE_CLASSES.items() if key in name), None)
+
+
+def flop_label(device_cls: DeviceClass, precision: str) -> str:
+    peak = device_cls.peak(precision)
+    return f"FLOP estimate at {UTILISATION:.0%} of {peak:g} TFLOP/s"
 
 
 # --------------------------------------------------------------------------------------------
 # the estimate
 # --------------------------------------------------------------------------------------------
+MacsOf = Callable[[int, CostCache], int]  # forward MACs of one image at a resolution
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one run trains, as its cost counts it (its run kind says: ``study.kinds``)."""
+
+    resolution: int  # shown beside the run
+    model: cfgmod.ModelConfig | None  # the autoencoder whose sides are counted (None: not in the plan)
+    model_resolution: int  # the resolution its MACs are counted at
+    stages: tuple[tuple[int, int, int], ...]  # (steps, batch, resolution) of each stage it trains
+    key: Callable[[int, str | None], str]  # the step-time key of a stage at (resolution, device)
+    # forward MACs of one image through what a step trains, at a stage's resolution (the FLOP
+    # estimate; None: none, the estimate needs a recorded figure)
+    forward_macs: MacsOf | None = None
+    precision: str = "auto"  # train.precision: which peak the FLOP estimate divides by
+
+
 @dataclass(frozen=True)
 class Estimate:
     device: str | None
-    gpu_hours: float | None  # None: no figure (``why`` says for what)
+    gpu_hours: float | None  # None: no figure and no FLOP estimate (``why`` says why)
     why: str  # "" when there is a number
-    stages: tuple[dict[str, Any], ...]  # per stage: key, steps, batch, resolution, figure
+    stages: tuple[dict[str, Any], ...]  # per stage: key, steps, batch, resolution, basis, figure
+    basis: str = ""  # "measured", "scaled" or the FLOP estimate's label (the weakest of the stages)
 
 
-def schedule(cfg: cfgmod.ExperimentConfig) -> list[tuple[int, int, int]]:
-    """(steps, batch, resolution) of each stage a run trains."""
-    if cfg.task == "diffusion":
-        return [(cfg.diffusion.steps, cfg.diffusion.batch_size, cfg.data.resolution)]
-    return [(s.steps, cfg.train.batch_size, s.resolution) for s in cfgmod.stages(cfg)]
+def autoencoder_macs(cfg: cfgmod.ExperimentConfig) -> MacsOf:
+    """An autoencoder step's forward: encoder, decoder and the discriminator on one image."""
+    loss = cfg.loss
+
+    def macs(resolution: int, cache: CostCache) -> int:
+        counts = cache.model(cfg.model, resolution)
+        disc = cache.discriminator(loss.discriminator, loss.discriminator_channels, resolution)
+        return round((counts["encoder_gmacs"] + counts["decoder_gmacs"]) * 1e9) + disc
+
+    return macs
 
 
-def estimate(cfg: cfgmod.ExperimentConfig, device: str | None, table: dict[str, dict[str, dict[str, Any]]]) -> Estimate:
-    """GPU-hours of training ``cfg`` on ``device``: steps x batch x seconds per image / 3600."""
-    plan = schedule(cfg)
-    if sum(steps for steps, _, _ in plan) == 0:
+def denoiser_macs(cfg: cfgmod.ExperimentConfig) -> MacsOf:
+    """A diffusion step's forward: the denoiser on one latent (the autoencoder is frozen and its
+    latents cached: not counted)."""
+    return lambda resolution, cache: cache.denoiser(cfg.diffusion.unet, cfg.model.latent_channels, resolution)
+
+
+def _resolution_of(key: str) -> tuple[str, int] | None:
+    """(the key with its resolution masked, the resolution) of a step-time key."""
+    parts = key.split("/")
+    for i, part in enumerate(parts):
+        if part.endswith("px") and part[:-2].isdigit():
+            return "/".join(parts[:i] + ["*"] + parts[i + 1 :]), int(part[:-2])
+    return None
+
+
+def _recorded(key: str, figures: dict[str, dict[str, Any]]) -> tuple[float, str, dict[str, Any]] | None:
+    """(seconds per image, basis, figure) of ``key``: measured, else scaled from the nearest
+    resolution recorded under the same key; None without either."""
+    figure = figures.get(key)
+    if figure is not None:
+        return float(figure["seconds_per_image"]), "measured", figure
+    masked = _resolution_of(key)
+    if masked is None:
+        return None
+    near = [(abs(r - masked[1]), r, f) for k, f in figures.items() if (m := _resolution_of(k)) and m[0] == masked[0]
+            for r in (m[1],)]  # fmt: skip
+    if not near:
+        return None
+    _, res, figure = min(near, key=lambda t: t[:2])
+    scale = (masked[1] / res) ** 2
+    return float(figure["seconds_per_image"]) * scale, f"scaled from {res}px", figure
+
+
+def estimate(
+    work: Work, device: str | None, table: dict[str, dict[str, dict[str, Any]]], cache: CostCache | None = None
+) -> Estimate:
+    """GPU-hours of training ``work`` on ``device``: each stage measured, scaled or estimated
+    from its FLOPs (the module docstring says in which order)."""
+    if sum(steps for steps, _, _ in work.stages) == 0:
         return Estimate(device, 0.0, "", ())  # nothing to train (Table 3 measures its encoders)
     if device is None:
-        return Estimate(None, None, "no device class (no CUDA device here): give --device-class NAME", ())
-    figures = table.get(device, {})
-    stages, missing, seconds = [], [], 0.0
-    for steps, batch, resolution in plan:
-        key = step_time_key(cfg, resolution, device)
-        figure = figures.get(key)
-        if figure is None:
-            missing.append(key)
-            continue
-        seconds += steps * batch * float(figure["seconds_per_image"])
-        stages.append({"key": key, "steps": steps, "batch": batch, "resolution": resolution, "figure": figure})
-    if missing:
-        return Estimate(device, None, f"no figure for {device}: {', '.join(dict.fromkeys(missing))}", ())
-    return Estimate(device, seconds / 3600, "", tuple(stages))
+        return Estimate(None, None, "no device class: give --device-class NAME", ())
+    figures, cls = table.get(device, {}), device_class(device)
+    stages, seconds, bases = [], 0.0, []
+    for steps, batch, resolution in work.stages:
+        key = work.key(resolution, device)
+        found = _recorded(key, figures)
+        if found is not None:
+            per_image, basis, figure = found
+            stage = {"figure": figure}
+        elif cls is not None and work.forward_macs is not None and cache is not None:
+            precision = precision_of(work.precision, device)
+            flops = 3 * 2 * work.forward_macs(resolution, cache)
+            per_image = flops / (cls.peak(precision) * 1e12 * UTILISATION)
+            basis, stage = flop_label(cls, precision), {"forward_gflops": flops / 3 / 1e9}
+        else:
+            known = ", ".join(DEVICE_CLASSES)
+            return Estimate(device, None, f"no figure for {device}: {key}; no peak known for it ({known})", ())
+        seconds += steps * batch * per_image
+        bases.append(basis)
+        stages.append({"key": key, "steps": steps, "batch": batch, "resolution": resolution, "basis": basis} | stage)
+    weakest = next((b for b in bases if b.startswith("FLOP")), None) or next(
+        (b for b in bases if b != "measured"), "measured"
+    )
+    return Estimate(device, seconds / 3600, "", tuple(stages), weakest)
 
 
-# --------------------------------------------------------------------------------------------
-# parameters and MACs, cached
-# --------------------------------------------------------------------------------------------
-_MEMORY: dict[str, dict[str, Any]] = {}
-
-
-def clear_memory_cache() -> None:
-    _MEMORY.clear()
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """sha256 over the sources the counts depend on: a disk cache of other code is not used."""
-    digest = hashlib.sha256()
-    for pattern in _CODE:
-        for path in sorted(REPO.glob(pattern)):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-class CostCache:
-    """The counts of each model side, in memory and, with ``path``, in a JSON file that ``save``
-    writes with ``write_json`` (merged with what another process wrote meanwhile)."""
-
-    def __init__(self, path: Path | None = None, write_json: Writer | None = None):
-        self.path, self._write = path, write_json
-        self.counted = self.cached = 0
-        self._new: dict[str, dict[str, Any]] = {}
-        if path is not None:
-            for key, value in _read_cache(path).items():
-                _MEMORY.setdefault(key, value)
-
-    def side(self, key: str, count: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if key in _MEMORY:
-            self.cached += 1
-            return _MEMORY[key]
-        self.counted += 1
-        value = _MEMORY[key] = self._new[key] = count()
-        return value
-
-    def save(self) -> None:
-        if not self._new or self.path is None or self._write is None:
-            return
-        entries = _read_cache(self.path) | self._new
-        try:
-            self._write(self.path, {"format": CACHE_FORMAT, "code": code_fingerprint(), "entries": entries})
-        except OSError:  # a read-only results folder: the counts are only not kept
-            return
-        self._new = {}
-
-
-def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """The cached counts; none when the file is absent, unreadable or of other code."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or doc.get("code") != code_fingerprint():
-        return {}
-    entries = doc.get("entries")
-    return entries if isinstance(entries, dict) else {}
-
-
-def _side_key(side: str, model: cfgmod.ModelConfig, resolution: int) -> str:
-    """The canonical JSON of what one side's counts depend on."""
-    d = cfgmod.to_dict(model, identity_only=True)
-    d.pop("init_sha256", None)
-    d.pop("decoder" if side == "encoder" else "encoder")
-    return cfgmod.canonical_json({"side": side, "model": d, "resolution": resolution})
-
-
-def model_counts(model: cfgmod.ModelConfig, resolution: int, cache: CostCache) -> dict[str, Any]:
-    """Encoder and decoder parameters and GMACs of one image at ``resolution``."""
-
-    def encoder() -> dict[str, Any]:
-        from study.measure import complexity  # torch: imported only when something is counted
-
-        return {"params": complexity.parameter_counts(model)[0], "macs": complexity.encoder_macs(model, resolution)}
-
-    def decoder() -> dict[str, Any]:
-        from study.measure import complexity
-
-        return {"params": complexity.parameter_counts(model)[1], "macs": complexity.decoder_macs(model, resolution)}
-
-    enc = cache.side(_side_key("encoder", model, resolution), encoder)
-    dec = cache.side(_side_key("decoder", model, resolution), decoder)
-    return {
-        "encoder_params": enc["params"],
-        "decoder_params": dec["params"],
-        "encoder_gmacs": enc["macs"] / 1e9,
-        "decoder_gmacs": dec["macs"] / 1e9,
-    }
+def precision_of(precision: str, device: str | None) -> str:
+    """``train.precision`` on ``device``: auto is bf16 on a GPU, fp32 on the device "cpu"."""
+    if precision != "auto":
+        return precision
+    return "fp32" if (device or "").lower() == "cpu" else "bf16"
 
 
 # --------------------------------------------------------------------------------------------
 # a study's cost
 # --------------------------------------------------------------------------------------------
-COUNTS = ("encoder_params", "decoder_params", "encoder_gmacs", "decoder_gmacs")
-
-
 @dataclass(frozen=True)
 class VariantCost:
     resolution: int
-    counts: dict[str, Any]  # COUNTS (None: a diffusion run whose autoencoder is not in the plan)
+    counts: dict[str, Any]  # COUNTS (None: the model counted is not in the plan)
     estimate: Estimate
 
     def to_json(self) -> dict[str, Any]:
         e = self.estimate
-        return {"resolution": self.resolution, **self.counts, "device": e.device, "gpu_hours": e.gpu_hours} | (
-            {"why": e.why} if e.why else {"stages": list(e.stages)}
-        )
+        return {
+            "resolution": self.resolution,
+            **self.counts,
+            "device": e.device,
+            "gpu_hours": e.gpu_hours,
+            "basis": e.basis,
+        } | ({"why": e.why} if e.why else {"stages": list(e.stages)})
 
 
 @dataclass(frozen=True)
@@ -319,8 +337,8 @@ class StudyCost:
     device: str | None
     table: str  # the step-time table's path
     devices: tuple[str, ...]  # the devices the table has figures for
-    counted: int  # model sides counted by this call
-    cached: int  # model sides that came from the cache
+    counted: int  # network sides (at one resolution) counted by this call
+    cached: int  # network sides that came from the cache
 
     @property
     def missing(self) -> int:
@@ -332,14 +350,20 @@ class StudyCost:
 
     @property
     def gpu_hours(self) -> float | None:
-        """The study's total; None when a variant has no figure."""
+        """The study's total; None when a variant has no number."""
         return None if self.missing else self.known_gpu_hours
+
+    @property
+    def bases(self) -> list[str]:
+        """The bases of the runs' numbers, each once, in order of first use."""
+        return list(dict.fromkeys(v.estimate.basis for v in self.variants if v.estimate.basis))
 
     def total_json(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "gpu_hours": self.gpu_hours,
             "gpu_hours_known": self.known_gpu_hours,
+            "bases": self.bases,
             "runs": len(self.variants),
             "runs_without_figure": self.missing,
             "step_times": self.table,
@@ -348,21 +372,18 @@ class StudyCost:
         }
 
 
-def study_cost(
-    configs: Sequence[cfgmod.ExperimentConfig], device: str | None, step_times: str | Path, cache: CostCache
-) -> StudyCost:
-    """The cost of each config (a study's variants, each one run) and of them all, on ``device``;
-    the cache is saved before returning."""
+def study_cost(works: Sequence[Work], device: str | None, step_times: str | Path, cache: CostCache) -> StudyCost:
+    """The cost of each run (a study's variants, as their kinds describe them) and of them all,
+    on ``device``; every network counted once (``CostCache.prefetch``), the cache saved."""
     table = read_step_times(step_times)
     counted, cached = cache.counted, cache.cached
-    diffusion = any(cfg.task == "diffusion" for cfg in configs)
-    autoencoders = {cfgmod.run_id(cfg): cfg for cfg in configs if cfg.task != "diffusion"} if diffusion else {}
+    cache.prefetch(
+        (w.model, r) for w in works if w.model for r in (w.model_resolution, *(s[2] for s in w.stages if s[0]))
+    )
     variants = []
-    for cfg in configs:
-        # a diffusion run's counts are its frozen autoencoder's, where that run is in the plan
-        ae = autoencoders.get(cfg.diffusion.autoencoder_id) if cfg.task == "diffusion" else cfg
-        counts = model_counts(ae.model, ae.data.resolution, cache) if ae else dict.fromkeys(COUNTS)
-        variants.append(VariantCost(cfg.data.resolution, counts, estimate(cfg, device, table)))
+    for work in works:
+        counts = cache.model(work.model, work.model_resolution) if work.model else dict.fromkeys(COUNTS)
+        variants.append(VariantCost(work.resolution, counts, estimate(work, device, table, cache)))
     cache.save()
     return StudyCost(
         tuple(variants), device, str(step_times), tuple(table), cache.counted - counted, cache.cached - cached
@@ -382,7 +403,8 @@ def local_device() -> str | None:
 # --------------------------------------------------------------------------------------------
 # the plan's columns and footer
 # --------------------------------------------------------------------------------------------
-COLUMNS = ("enc M", "dec M", "enc GMACs", "dec GMACs", "GPU-h")
+COLUMNS = ("params M", "GMACs", "GPU-h")
+FLOP_MARK = "~"  # beside a FLOP estimate in the table
 
 
 def hours_text(hours: float | None) -> str:
@@ -391,16 +413,20 @@ def hours_text(hours: float | None) -> str:
     return "0" if hours == 0 else f"{hours:,.1f}" if hours >= 10 else f"{hours:.3g}"
 
 
+def hours_cell(e: Estimate) -> str:
+    mark = FLOP_MARK if e.basis.startswith("FLOP") else "*" if e.basis.startswith("scaled") else ""
+    return mark + hours_text(e.gpu_hours)
+
+
 def cells(v: VariantCost) -> list[str]:
+    """params (encoder + decoder, M), GMACs (encoder + decoder, one image) and GPU-hours."""
     c = v.counts
-    if c["encoder_params"] is None:  # a diffusion run whose autoencoder is not in the plan
-        return ["-"] * 4 + [hours_text(v.estimate.gpu_hours)]
+    if c["encoder_params"] is None:  # the model counted is not in the plan (Work.model)
+        return ["-", "-", hours_cell(v.estimate)]
     return [
-        f"{c['encoder_params'] / 1e6:.2f}",
-        f"{c['decoder_params'] / 1e6:.2f}",
-        f"{c['encoder_gmacs']:.2f}",
-        f"{c['decoder_gmacs']:.2f}",
-        hours_text(v.estimate.gpu_hours),
+        f"{c['encoder_params'] / 1e6:.2f}+{c['decoder_params'] / 1e6:.2f}",
+        f"{c['encoder_gmacs']:.2f}+{c['decoder_gmacs']:.2f}",
+        hours_cell(v.estimate),
     ]
 
 
@@ -408,26 +434,34 @@ def footer(cost: StudyCost) -> list[str]:
     """What the plan prints under its table: what the counts are and the study's GPU-hours."""
     n = len(cost.variants)
     lines = [
-        "cost: parameters (M) and GMACs of one image at each run's data.resolution "
-        f"({cost.counted} model side(s) counted, {cost.cached} cached)"
+        "params M, GMACs: encoder+decoder, one image at the run's data.resolution "
+        f"({cost.counted} network(s) counted, {cost.cached} cached)"
     ]
-    where = f"{_shown(cost.table)} has figures for: {', '.join(cost.devices) or 'no device'}"
+    marks = {b: FLOP_MARK if b.startswith("FLOP") else "*" if b.startswith("scaled") else "" for b in cost.bases}
+    basis = "; ".join(f"{m + ': ' if m else ''}{b}" for b, m in marks.items())
+    if any(b.startswith("FLOP") for b in cost.bases):
+        basis += " (3 x the forward FLOPs of encoder+decoder+discriminator per image, not a measurement)"
+    if any(b.startswith("scaled") for b in cost.bases):
+        basis += " (a measured step time scaled by the pixel ratio)"
     if cost.gpu_hours is not None:
-        dates = sorted({str(s["figure"].get("measured", "?"))[:10] for v in cost.variants for s in v.estimate.stages})
+        dates = sorted({str(s["figure"].get("measured", "?"))[:10] for v in cost.variants for s in v.estimate.stages
+                        if "figure" in s})  # fmt: skip
         when = f", measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") if dates else ""
         lines.append(
-            f"GPU-hours: {hours_text(cost.gpu_hours)} for {n} run(s) on {cost.device} "
-            f"(steps x batch x seconds per image from {_shown(cost.table)}{when})"
+            f"GPU-hours: {hours_text(cost.gpu_hours)} for {n} run(s) on {cost.device}"
+            + (f" ({basis}{when})" if basis else "")
         )
         return lines
     if cost.device is None:
-        lines.append(f"GPU-hours: no device class (no CUDA device here): give --device-class NAME; {where}")
+        lines.append("GPU-hours: no device class: give --device-class NAME")
         return lines
+    where = f"{_shown(cost.table)} has figures for: {', '.join(cost.devices) or 'no device'}"
     rest = cost.known_gpu_hours if cost.missing < n else None
     lines.append(
         f"GPU-hours: no figure for {cost.device} for {cost.missing} of {n} run(s)"
         + (f" (the other {n - cost.missing}: {hours_text(rest)})" if rest is not None else "")
-        + f"; {where}; record one with benchmarks/bench_train.py --record"
+        + f"; {where}; record one with benchmarks/bench_train.py --record, or name a device class "
+        + f"with a known peak ({', '.join(DEVICE_CLASSES)})"
     )
     return lines
 

@@ -3,7 +3,7 @@ distance (rFID). Pure functions and small helpers; which images are measured, un
 protocol, and where the records go is the evaluation job's part (study/evaluation/evaluate.py).
 See docs/evaluation.md.
 
-Conventions (the LDM pipeline the paper cites, LITEVAE.md "Evaluation protocol"):
+Conventions (the LDM pipeline the paper cites, docs/paper.md "The evaluation protocol"):
 
 - Images are compared as uint8: ``round((clamp(x, -1, 1) + 1) * 127.5)`` for the originals and
   the reconstructions alike, as if both were saved as PNG (``to_uint8``).
@@ -20,13 +20,18 @@ Conventions (the LDM pipeline the paper cites, LITEVAE.md "Evaluation protocol")
   use_sample_covariance=False, data_range=255, channel_axis=0)``.
 - LPIPS: the ``lpips`` package's model (v0.1 linear layers, loaded by study.measure.weights) on
   the uint8 images scaled to [-1, 1].
+
+The field's other conventions, computed from the same uint8 images (PSNR over the whole set or on
+BT.601 luma; SSIM with scikit-image's default window, on luma, or with ``data_range=2`` on [0, 1]
+images), are here too; study/measure/registry.py names each metric and says which source uses it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -39,6 +44,8 @@ from study.measure import weights
 FID_EXTRACTOR = "inception-v3-compat"
 FID_LAYER = "2048"
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+SSIM_UNIFORM_WINDOW = 7  # scikit-image's default win_size
+LUMA_BT601 = (65.481, 128.553, 24.966)  # R, G, B weights of Y on [0, 255] values (scikit-image rgb2ycbcr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,8 +69,46 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
 def psnr(x: Tensor, y: Tensor) -> Tensor:
     """Per-image PSNR in dB (float64, shape N) of two uint8 N x C x H x W batches, peak 255."""
     _check_pair(x, y)
-    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    return _psnr(x.double(), y.double())
+
+
+def _psnr(a: Tensor, b: Tensor) -> Tensor:
+    mse = (a - b).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(255.0**2 / mse)  # mse == 0 -> +inf
+
+
+def luma(x: Tensor) -> Tensor:
+    """ITU-R BT.601 luma of a uint8 N x 3 x H x W batch as float64 N x 1 x H x W in [16, 235],
+    not rounded: ``16 + (65.481 R + 128.553 G + 24.966 B) / 255``, scikit-image's
+    ``rgb2ycbcr(...)[..., 0]`` (the Y channel super-resolution harnesses measure)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected N x 3 x H x W RGB images, got {tuple(x.shape)}")
+    weights = torch.tensor(LUMA_BT601, dtype=torch.float64, device=x.device).view(1, 3, 1, 1)
+    return 16.0 + (x.double() * weights).sum(1, keepdim=True) / 255.0
+
+
+def psnr_luma(x: Tensor, y: Tensor) -> Tensor:
+    """Per-image PSNR in dB (float64, shape N) of the BT.601 luma of two uint8 RGB batches, peak 255."""
+    _check_pair(x, y)
+    return _psnr(luma(x), luma(y))
+
+
+class SetPsnr:
+    """PSNR of a whole set: ``10 log10(255^2 / MSE)`` with one MSE over every value of every
+    image (not a mean of per-image PSNRs), accumulated over uint8 batches."""
+
+    def __init__(self) -> None:
+        self.sum_sq, self.count = 0.0, 0
+
+    def update(self, x: Tensor, y: Tensor) -> None:
+        _check_pair(x, y)
+        self.sum_sq += float((x.double() - y.double()).pow(2).sum())
+        self.count += x.numel()
+
+    def value(self) -> float:
+        if not self.count:
+            raise ValueError("a PSNR needs at least one image")
+        return 10 * math.log10(255.0**2 * self.count / self.sum_sq) if self.sum_sq else math.inf
 
 
 def _gaussian_window(
@@ -78,20 +123,44 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:
     """Per-image SSIM (float64, shape N) of two uint8 N x C x H x W batches (see the module
     docstring; scikit-image's Gaussian SSIM with population statistics, mean over channels)."""
     _check_pair(x, y)
-    n, c, h, w = x.shape
-    if min(h, w) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
-    a = x.double().reshape(n * c, 1, h, w)
-    b = y.double().reshape(n * c, 1, h, w)
-    g = _gaussian_window(device=x.device)
+    return ssim_planes(x.double(), y.double(), data_range, "gaussian")
+
+
+def ssim_skimage(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:
+    """Per-image SSIM of two uint8 batches under scikit-image's defaults: a uniform 7 x 7
+    window and sample (N - 1) statistics, mean over channels. ``data_range`` 510 on these
+    [0, 255] values is ``data_range=2.0`` on the same images scaled to [0, 1]."""
+    _check_pair(x, y)
+    return ssim_planes(x.double(), y.double(), data_range, "uniform")
+
+
+def ssim_luma(x: Tensor, y: Tensor) -> Tensor:
+    """Per-image Gaussian SSIM (as ``ssim``) of the BT.601 luma of two uint8 RGB batches."""
+    _check_pair(x, y)
+    return ssim_planes(luma(x), luma(y), 255.0, "gaussian")
+
+
+def ssim_planes(a: Tensor, b: Tensor, data_range: float, window: Literal["gaussian", "uniform"]) -> Tensor:
+    """Per-image SSIM of float64 N x C x H x W batches: per channel, averaged over the positions
+    where the window fits, then over channels. ``gaussian``: 11 x 11, sigma 1.5, population
+    statistics; ``uniform``: 7 x 7 mean, sample statistics (scikit-image's ``cov_norm``)."""
+    n, c, h, w = a.shape
+    size = SSIM_WINDOW if window == "gaussian" else SSIM_UNIFORM_WINDOW
+    if min(h, w) < size:
+        raise ValueError(f"SSIM needs images of at least {size}x{size}, got {h}x{w}")
+    if window == "gaussian":
+        g, cov_norm = _gaussian_window(device=a.device), 1.0
+    else:
+        g, cov_norm = torch.full((size,), 1.0 / size, dtype=torch.float64, device=a.device), size**2 / (size**2 - 1)
     gh, gw = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
 
     def blur(t: Tensor) -> Tensor:  # separable, valid positions only (scikit-image crops the rest)
         return F.conv2d(F.conv2d(t, gh), gw)
 
+    a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
     stacked = blur(torch.cat([a, b, a * a, b * b, a * b]))
     mu_a, mu_b, aa, bb, ab = stacked.split(n * c)
-    var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
+    var_a, var_b, cov = (aa - mu_a**2) * cov_norm, (bb - mu_b**2) * cov_norm, (ab - mu_a * mu_b) * cov_norm
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.reshape(n, c, -1).mean(2).mean(1)

@@ -1,43 +1,9 @@
-"""Weights the metrics need, staged for offline compute nodes.
+"""Weights the metrics and losses need (Inception, AlexNet, VGG16, VGG19), staged for offline
+compute nodes: ``weights fetch`` downloads each once and checks its pinned sha256, ``weights check``
+lists what is present; metrics never download and record a missing file as unavailable.
 
-Four files are downloaded by the libraries the metrics and losses use, at first use, from the internet:
-
-============  =============================================  ===========================
-name          file                                           used by
-============  =============================================  ===========================
-inception     weights-inception-2015-12-05-6726825d.pth      rFID (torch-fidelity, pool3)
-alexnet       alexnet-owt-7be5be79.pth                       LPIPS, net="alex" (eval)
-vgg16         vgg16-397923af.pth                             LPIPS, net="vgg" (training loss)
-vgg19         vgg19-dcbb9e9d.pth                             ESRGAN perceptual loss (Table 14)
-============  =============================================  ===========================
-
-Compute nodes usually have no network, so ``python run_study.py weights fetch [--dir D]`` downloads
-them once (on a login node, to shared storage) and checks each file's sha256;
-``python run_study.py weights check [--dir D]`` lists what is present, missing or corrupt. Every
-metric looks in the same directory and never downloads anything itself; where a file is missing the
-metric is recorded as unavailable with the reason, never as a number.
-
-The directory (``weights_dir``): ``$LITEVAE_WEIGHTS_DIR`` when set, else torch hub's checkpoint cache
-``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``, by default
-``~/.cache/torch/hub/checkpoints``). The default is the directory torch-fidelity and torchvision
-themselves read, under the same file names, so a fetch there also serves those libraries used
-directly; ``$LITEVAE_WEIGHTS_DIR`` points every node at one staged copy on shared storage.
-
-Hashes: the full sha256 of each file is pinned below. torch hub names its files ``<name>-<first 8
-hex digits of the sha256>.pth`` (torchvision's ``check_hash`` verifies that prefix); torch-fidelity
-follows the convention for its Inception file but does not check it. The full digests were
-established from several independent public projects that pin the same files, and each agrees
-with the prefix in the file name; we verify the full digest. One exception: for ``vgg19`` (the
-ESRGAN perceptual loss, a training loss, not an evaluation metric) no full digest could be
-established offline, so its entry pins the 8-digit prefix of torch hub's file name and is verified
-exactly as torchvision's own ``check_hash`` verifies it (``WeightFile.matches``); replace it with the
-full digest once one is at hand (``sha256sum vgg19-dcbb9e9d.pth`` of a fetched copy).
-
-Custom files (``$LITEVAE_INCEPTION_WEIGHTS``, ``$LITEVAE_ALEXNET_WEIGHTS``, ``$LITEVAE_VGG16_WEIGHTS``,
-``$LITEVAE_VGG19_WEIGHTS``):
-a path used as-is instead of the staged file, e.g. weights converted by hand, or the randomly
-initialised Inception the tests build. Such a file is not checked against the pinned digest; its own
-sha256 goes into the evaluation protocol, so its records never share an id with official ones.
+The files, the directory rule (``$LITEVAE_WEIGHTS_DIR``, else torch hub's cache), how the digests
+were pinned and the custom-file variables: docs/evaluation.md, "Weights for offline compute nodes".
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ class LiteVAEArgs:
     num_res_blocks: int = 2  # 2 reproduces the counts of Tables 2, 3
     dropout: float = 0.0
     extractor: Literal["unet", "nafnet"] = "unet"  # F_l: the UNet, or NAFNet (Table 18)
+    head: Literal["conv", "norm_act_conv"] = "conv"  # the feature UNets' output head (litevae.py)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ def build_encoder(args: EncoderArgs, latent_channels: int) -> nn.Module:
             num_res_blocks=args.num_res_blocks,
             dropout=args.dropout,
             extractor=args.extractor,
+            head=args.head,
         )
     if isinstance(args, DWTArgs):
         encoder = DWTEncoder(args.variant)

@@ -1,35 +1,9 @@
-"""The denoising UNet of latent diffusion (Rombach et al. 2022, the LDM repository's
-``ldm/modules/diffusionmodules/openaimodel.py`` ``UNetModel``, itself the ADM UNet of Dhariwal &
-Nichol 2021), unconditional, predicting the noise eps of a latent x_t at timestep t.
+"""The denoising UNet of latent diffusion (Rombach et al. 2022, the LDM repository's ``UNetModel``,
+itself ADM's UNet): unconditional, predicting the noise of a latent x_t at timestep t.
 
-LiteVAE (Sec. 4.2) trains "a UNet identical to the original model from Rombach et al."; the paper
-gives no configuration (paper gap), so the defaults of ``UNetArgs`` are the LDM repository's
-published KL-f8 256 model, ``configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml``
-(``model.params.unet_config.params``), and the ``UNetModel`` defaults for what that file leaves out.
-
-The network, top to bottom:
-
-    emb  = MLP(sinusoid(t))                            Linear(C, 4C) - SiLU - Linear(4C, 4C)
-    down = conv3x3(x) ; per level l: num_res_blocks x [ResBlock (+ attention if 2^l in
-           attention_resolutions)] ; between levels a down-sampling ResBlock (resblock_updown)
-    mid  = ResBlock - attention - ResBlock
-    up   = per level, deepest first: (num_res_blocks + 1) x [concat skip - ResBlock (+ attention)] ;
-           between levels an up-sampling ResBlock
-    out  = GroupNorm - SiLU - zero-initialised conv3x3
-
-A ResBlock is GroupNorm - SiLU - conv3x3, then the timestep embedding as a FiLM scale and shift
-of the second GroupNorm (``use_scale_shift_norm``: h = GN(h) * (1 + s) + b), SiLU - dropout -
-zero-initialised conv3x3, plus a 1x1-conv skip where the width changes. Attention is multi-head
-self-attention over all positions with a zero-initialised output projection, so every residual
-branch and the output start at zero (the model predicts eps = 0 at initialisation). GroupNorm
-runs in float32 whatever the activations' dtype (LDM's ``GroupNorm32``).
-
-Our choices where LDM's code would fail (none changes the model at the config's 32x32 latent):
-- sizes: LDM needs sides divisible by 2^(levels - 1) (16 for the 5-level config). Here a
-  down-sampling rounds up (a 1x1 map stays 1x1) and an up-sampled map is cropped to its skip's
-  size, so latents from 4x4 (32x32 images at f8) to 32x32 all run through the same network.
-- group count: LDM's GroupNorm(32) needs widths divisible by 32; we use gcd(32, C) groups, which
-  is 32 wherever LDM's is defined (the rule of ``blocks.py``).
+The paper names only "the original model from Rombach et al." (a paper gap): ``UNetArgs`` defaults
+to the LDM repository's KL-f8 256 config. The network and where ours differs from LDM's code (odd
+latent sizes, GroupNorm groups): docs/diffusion.md, "The denoiser".
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ F_l and F_agg are ADM-style UNets without any spatial resampling or attention (S
 conv in; a "down" path of ``num_res_blocks`` residual blocks per channel multiplier, each storing
 its output as a skip; a middle of two residual blocks; an "up" path that, for the multipliers in
 reverse, runs ``num_res_blocks`` residual blocks on the concatenation of the running features and
-the most recent unused skip; GroupNorm -> SiLU -> 3x3 conv out. The input conv's output is never
-consumed as a skip. With two residual blocks per multiplier this structure reproduces the
+the most recent unused skip; a 3x3 conv out, as the pseudocode in the paper's appendix writes the head
+(``head="norm_act_conv"``: GroupNorm -> SiLU -> 3x3 conv out, ADM's and LDM's output head, which
+this harness used before). The input conv's output is never consumed as a skip. With two residual blocks per multiplier this structure reproduces the
 paper's parameter counts (Table 3: 1.03 / 6.75 / 32.75 / 41.42 M).
 
 Ablation axes: which levels feed the encoder (Table 21; the aggregator's input is 12 channels per
@@ -43,6 +44,9 @@ class EncoderConfigError(ValueError):
     """An encoder option outside what the architecture supports (e.g. a wavelet level > 3)."""
 
 
+HEADS = ("conv", "norm_act_conv")  # the feature UNet's output head (see the module docstring)
+
+
 def check_input(x: Tensor, factor: int = DOWNSAMPLING) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % factor or x.shape[-1] % factor:
         raise InputShapeError(f"expected N x 3 x H x W with H, W multiples of {factor}, got {tuple(x.shape)}")
@@ -62,8 +66,11 @@ class FeatureUNet(nn.Module):
         channel_mult: tuple[int, ...],
         num_res_blocks: int = 2,
         dropout: float = 0.0,
+        head: str = "conv",
     ):
         super().__init__()
+        if head not in HEADS:
+            raise EncoderConfigError(f"unknown feature UNet head {head!r}; allowed: {', '.join(HEADS)}")
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         skip_widths = []
         width = channels
@@ -79,7 +86,7 @@ class FeatureUNet(nn.Module):
             for _ in range(num_res_blocks):
                 self.up.append(ResBlock(width + skip_widths.pop(), channels * mult, dropout))
                 width = channels * mult
-        self.norm_out = group_norm(width)
+        self.norm_out = group_norm(width) if head == "norm_act_conv" else None
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,7 +98,7 @@ class FeatureUNet(nn.Module):
         h = self.mid(h)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1))
-        return self.conv_out(norm_silu(self.norm_out, h))
+        return self.conv_out(h if self.norm_out is None else norm_silu(self.norm_out, h))
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,6 +114,8 @@ class LiteVAEEncoder(nn.Module):
     ``extractor``: "unet" (the paper's F_l) or "nafnet" (Table 18; see nafnet.py).
     ``wavelet``: "haar" (the paper) or another PyWavelets family, transformed with periodic
     extension so that level l is exactly H/2^l.
+    ``head``: the output head of every feature UNet (F_l and F_agg): "conv" (the paper's
+    pseudocode) or "norm_act_conv" (GroupNorm -> SiLU -> conv).
     """
 
     def __init__(
@@ -120,6 +129,7 @@ class LiteVAEEncoder(nn.Module):
         num_res_blocks: int = 2,
         dropout: float = 0.0,
         extractor: str = "unet",
+        head: str = "conv",
     ):
         super().__init__()
         if extractor not in ("unet", "nafnet"):
@@ -142,6 +152,7 @@ class LiteVAEEncoder(nn.Module):
                 widths.extractor_mult,
                 num_res_blocks,
                 dropout,
+                head,
             )
 
         self.shared_extractors = shared_extractors
@@ -152,7 +163,13 @@ class LiteVAEEncoder(nn.Module):
         agg_in = BANDS_PER_LEVEL * len(self.levels)
         if aggregator == "unet":
             self.aggregator: nn.Module = FeatureUNet(
-                agg_in, 2 * latent_channels, widths.aggregator_channels, widths.aggregator_mult, num_res_blocks, dropout
+                agg_in,
+                2 * latent_channels,
+                widths.aggregator_channels,
+                widths.aggregator_mult,
+                num_res_blocks,
+                dropout,
+                head,
             )
         elif aggregator == "vit":
             self.aggregator = ViTAggregator(agg_in, 2 * latent_channels)

@@ -1,41 +1,9 @@
 """NAFNet blocks as LiteVAE's feature extractor F_l (Table 18; Chen et al., "Simple Baselines for
-Image Restoration", ECCV 2022, Sec. 3 and Fig. 3).
+Image Restoration", ECCV 2022, Sec. 3 and Fig. 3): 3x3 conv 12 -> width, ``num_blocks`` NAFBlocks,
+3x3 conv width -> 12, no resampling (F_l's interface).
 
-One NAFBlock, c channels in and out, no spatial resampling:
-
-    y = x + beta  * conv1x1( SCA( SimpleGate( dwconv3x3( conv1x1_{c->2c}( LN(x) ) ) ) ) )
-    z = y + gamma * conv1x1( SimpleGate( conv1x1_{c->2c}( LN(y) ) ) )
-
-    LN          LayerNorm over the channels of each pixel (LayerNorm2d), affine
-    SimpleGate  split the channels in two halves and multiply them: 2c -> c (replaces GELU)
-    SCA         simplified channel attention: x * conv1x1(global average pool(x)), c -> c
-    beta, gamma learned per-channel scales of the two residual branches
-
-Both expansion ratios are 2 (the paper's DW_Expand and FFN_Expand). beta and gamma start at zero,
-so every block starts as the identity (the authors' released configuration); LayerNorm eps is
-1e-6. ``dropout`` (0 by default, as LiteVAE's extractors) sits at the end of each branch.
-
-The extractor replaces the UNet F_l of Sec. 3.2 at the same interface (12 wavelet channels in,
-12 features out, the same resolution):
-
-    3x3 conv 12 -> width;  num_blocks NAFBlocks at ``width``;  3x3 conv width -> 12
-
-Parameter count: 7 c^2 + 33 c per block (weights 2c^2 + c^2 + c^2 in the attention branch,
-2c^2 + c^2 in the feed-forward branch; biases, the 2c depthwise 3x3 kernels, two LayerNorms and
-beta/gamma), plus 217 * width + 12 for the two 3x3 convs.
-
-Widths (paper gap: Table 18 gives neither NAFNet's width, its depth nor its parameter count; it only
-says NAFNet replaced the UNet). Our rule: one NAFBlock per residual block of the UNet it replaces,
-i.e. 14 blocks (2 per channel multiplier down, 2 in the middle, 2 per multiplier up, for three
-multipliers), and the width that brings the parameter count closest to that UNet's, in steps of 16.
-The UNet extractors of LiteVAE-M and -L are identical (64 channels, multipliers 1, 2, 4), so M and L
-get the same NAFNet. Neither network resamples, so every convolution runs at H/2^l and equal
-parameters also mean about equal multiply-accumulates per pixel.
-
-    preset  UNet F_l (channels, mults)  UNet params   NAFNet (width, blocks)  NAFNet params  ratio
-    S       16, (1, 2, 2)                  258,236    48, 14                     258,396     +0.06 %
-    B       32, (1, 2, 3)                1,686,284    128, 14                  1,692,556     +0.37 %
-    M, L    64, (1, 2, 4)               10,352,844    320, 14                 10,252,492     -0.97 %
+The block, its parameter count and the width rule that fills the paper gap (Table 18 gives no
+width or depth): docs/models.md, "NAFNet feature extractors".
 """
 
 from __future__ import annotations

@@ -63,6 +63,9 @@ def _state_text(runs: pd.DataFrame) -> str:
     states = list(runs["state"].fillna("missing")) if "state" in runs.columns else []
     if "failed" in states:
         return "failed: " + short_reason(runs.loc[runs["state"] == "failed", "reason"].iloc[0])
+    if "diverged" in states:
+        steps = runs.loc[runs["state"] == "diverged", "step"].dropna() if "step" in runs.columns else []
+        return f"diverged (step {int(min(steps))})" if len(steps) else "diverged"
     if "cancelled" in states:
         return "cancelled"
     if "running" in states:

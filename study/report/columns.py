@@ -1,7 +1,8 @@
 """What a table shows: its columns, where each value comes from, and which direction is better.
 
-A reconstruction table shows rFID, LPIPS, PSNR and SSIM (plus the encoder's parameters where the
-paper counts the whole encoder: Tables 1, 2a, 2b); Table 3 shows parameters, multiply-accumulates,
+A reconstruction table shows rFID, LPIPS, PSNR and SSIM, then each other metric of the registry
+the study measured (study/config/metric_specs.py: heading, direction, digits), plus the encoder's
+parameters where the paper counts the whole encoder (Tables 1, 2a, 2b); Table 3 shows parameters, multiply-accumulates,
 throughput and peak memory, its parameter difference in percent of the paper's count, its
 throughput and memory as ratios to SD-VAE beside the paper's ratios (``ratios``); Table 6
 shows the latents' MMD to a standard Gaussian per kernel bandwidth.
@@ -10,6 +11,9 @@ shows the latents' MMD to a standard Gaussian per kernel bandwidth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
+
+from study.config import metric_specs
 
 
 @dataclass(frozen=True)
@@ -22,18 +26,23 @@ class Column:
     scale: float = 1.0  # our value * scale is in the paper's unit
     relative: bool = False  # the difference in percent of the paper's value
     ratio: bool = False  # shown relative to SD-VAE of the same study, beside the paper's ratio (Table 3)
+    ranked: bool = True  # False: no better direction (a spread), no arrow, nothing bold
 
     @property
     def heading(self) -> str:
+        if not self.ranked:
+            return self.label
         return f"{self.label} {'↓' if self.lower_is_better else '↑'}"
 
 
-METRIC_COLUMNS = (
-    Column("rfid", "rFID", True, 2, "rfid"),
-    Column("lpips", "LPIPS", True, 3, "lpips"),
-    Column("psnr", "PSNR", False, 2, "psnr"),
-    Column("ssim", "SSIM", False, 3, "ssim"),
-)
+def metric_column(name: str) -> Column:
+    """A metric's column, from the metric registry's facts (study/config/metric_specs.py)."""
+    spec = metric_specs.spec(name)
+    return Column(name, spec.heading, spec.lower_is_better, spec.digits, spec.paper, ranked=spec.better != "neither")
+
+
+# The paper's four, in the order of its tables.
+METRIC_COLUMNS = tuple(metric_column(name) for name in ("rfid", "lpips", "psnr", "ssim"))
 PARAMS_COLUMN = Column("encoder_params", "Params (M)", True, 3, "params_m", scale=1e-6, relative=True)
 GMACS_COLUMN = Column("encoder_gmacs", "GMACs", True, 2, "gmacs_256")
 THROUGHPUT_COLUMN = Column("throughput_img_s", "Throughput (img/s)", False, 1, "throughput_img_s", ratio=True)
@@ -57,12 +66,16 @@ COMPLEXITY_TABLE = "3"
 ENCODER_PARAM_TABLES = ("1", "2a", "2b")
 
 
-def columns_for(table: str | None) -> tuple[Column, ...]:
-    """The columns of a study's table, by the paper table it reproduces (None: no paper table)."""
+def columns_for(table: str | None, measured: Iterable[str] = ()) -> tuple[Column, ...]:
+    """The columns of a study's table, by the paper table it reproduces (None: no paper table).
+    A reconstruction table also shows each other registered metric in ``measured`` (the
+    columns with numbers: the conventions a study asked for in ``eval.metrics``)."""
     if table == COMPLEXITY_TABLE:
         return COMPLEXITY_COLUMNS
     if table == LATENT_TABLE:
         return LATENT_COLUMNS
     if table in GENERATION_TABLES:
         return GENERATION_COLUMNS
-    return METRIC_COLUMNS + ((PARAMS_COLUMN,) if table in ENCODER_PARAM_TABLES else ())
+    shown = {c.key for c in METRIC_COLUMNS}
+    extra = tuple(metric_column(n) for n in metric_specs.names() if n in set(measured) and n not in shown)
+    return METRIC_COLUMNS + extra + ((PARAMS_COLUMN,) if table in ENCODER_PARAM_TABLES else ())

@@ -12,7 +12,9 @@ A row is one configuration. Variants of different studies that share a run (the 
 same config and seed, trained once) are one row, named by all of them, and each run counts once:
 its seeds are the union of the variants' runs. A cell is the mean ± sample sd over the row's
 completed runs under the evaluation protocol most of the compared runs used (as in a study's
-report); costs are what each run recorded in ``complexity.json``.
+report); costs are what each run recorded in ``complexity.json``. The plotted metric is the one
+asked for where every study has numbers of it, else the first metric (rFID, LPIPS, PSNR, SSIM)
+every study has; the page and the command's output say which (``choose_metric``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ COSTS = (GMACS_COLUMN, PARAMS_COLUMN)  # the plot's x axes, in this order
 NAME = re.compile(r"[a-z0-9_-]+")
 LABELS = {GMACS_COLUMN.key: "Enc. GMACs", PARAMS_COLUMN.key: "Enc. params (M)"}
 AXES = {GMACS_COLUMN.key: "GMACs", PARAMS_COLUMN.key: "params"}
+METRIC_NOTE = "Metric compared and plotted:"
 
 
 class CompareError(ValueError):
@@ -200,20 +203,20 @@ def plot(table: pd.DataFrame, metric: Column) -> Figure | None:
 # --------------------------------------------------------------------------------------------
 # the files
 # --------------------------------------------------------------------------------------------
-def compare(root: Path, studies: list[str], out_dir: Path, metric: str = "rfid") -> Path:
-    """Write the comparison of ``studies`` (whose runs live in ``root``) to ``out_dir`` (see the
-    module docstring); returns compare.html's path."""
+def compare(root: Path, studies: list[str], out_dir: Path, metric: str = "rfid", profile: str | None = None) -> Path:
+    """Write the comparison of ``studies`` (whose runs live in ``root``; their indexes under
+    ``profile``) to ``out_dir`` (see the module docstring); returns compare.html's path."""
     if metric not in METRICS:
         raise CompareError(f"--metric: got {metric!r}; allowed: {', '.join(METRICS)}")
     if not studies:
         raise CompareError("compare needs at least one study")
-    col = METRICS[metric]
-    records = [read_study(Path(root), s) for s in dict.fromkeys(studies)]
+    records = [read_study(Path(root), s, profile) for s in dict.fromkeys(studies)]
     rows, eval_id = compared_rows(records)
+    col, note = choose_metric(rows, [r.study for r in records], METRICS[metric])
     table = numbers(rows, col)
     shown = display_table(table, col)
     figure = plot(table, col)
-    doc = document(records, shown, figure, eval_id, root)
+    doc = document(records, shown, figure, eval_id, root, note)
     out_dir = Path(out_dir)
     store.write_text_atomic(out_dir / "compare.csv", table.to_csv(index=False))
     store.write_text_atomic(out_dir / "compare.md", render_markdown(doc).replace("](figures/", "]("))
@@ -223,14 +226,48 @@ def compare(root: Path, studies: list[str], out_dir: Path, metric: str = "rfid")
     return out_dir / "compare.html"
 
 
+def measured(rows: list[Row]) -> dict[str, set[str]]:
+    """Study -> the metrics (keys) at least one of its rows has a number of."""
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        keys = {c.key for c in METRIC_COLUMNS if cell(row.runs, c).mean is not None}
+        for study in row.studies:
+            out.setdefault(study, set()).update(keys)
+    return out
+
+
+def choose_metric(rows: list[Row], studies: list[str], wanted: Column) -> tuple[Column, str]:
+    """The metric the comparison plots, and the line that says which: ``wanted`` where every study
+    measured it, else the first metric (rFID, LPIPS, PSNR, SSIM) every study measured."""
+    have = measured(rows)
+    lacking = [s for s in studies if wanted.key not in have.get(s, set())]
+    if not lacking:
+        return wanted, f"{METRIC_NOTE} {wanted.label}."
+    common = [c for c in METRIC_COLUMNS if all(c.key in have.get(s, set()) for s in studies)]
+    if not common:
+        return wanted, f"{METRIC_NOTE} {wanted.label}, though no metric has numbers in every study."
+    return common[0], (
+        f"{METRIC_NOTE} {common[0].label}, the first metric every study has numbers of: "
+        f"{wanted.label} (asked for) has none in {', '.join(lacking)}."
+    )
+
+
 def document(
-    records: list[StudyRecords], shown: pd.DataFrame, figure: Figure | None, eval_id: str | None, root: Path
+    records: list[StudyRecords],
+    shown: pd.DataFrame,
+    figure: Figure | None,
+    eval_id: str | None,
+    root: Path,
+    note: str = "",
 ) -> Doc:
-    """The comparison's content: which studies, the table and how to read it, the plot, sources."""
+    """The comparison's content: which studies, the metric, the table and how to read it, the plot,
+    sources."""
     doc = Doc("Comparison of " + ", ".join(r.study for r in records))
     doc.add(
         "p", "Studies: " + "; ".join(f"{r.study} ({r.index.get('spec', 'study file not recorded')})" for r in records)
     )
+    if note:
+        doc.add("p", note)
     doc.add("h2", "Results")
     doc.add("table", shown)
     doc.add(
@@ -244,7 +281,7 @@ def document(
     if figure is not None:
         doc.add("figure", figure)
     else:
-        doc.add("p", "No plot: no row has both the metric and a recorded cost yet.")
+        doc.add("p", "No plot: no row has both the compared metric and a recorded cost yet.")
     doc.add("h2", "Provenance")
     profiles = {r.study: r.index.get("profile") or "none" for r in records}
     doc.add(
@@ -267,6 +304,7 @@ def check_name(name: str) -> str:
 
 
 def markdown_table(out_dir: Path) -> str:
-    """The table of a written comparison, as markdown (what the command line prints)."""
+    """The metric line and the table of a written comparison, as markdown (what the command line
+    prints)."""
     text = (Path(out_dir) / "compare.md").read_text()
-    return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    return "\n".join(line for line in text.splitlines() if line.startswith(("|", METRIC_NOTE)))

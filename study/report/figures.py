@@ -1,11 +1,13 @@
 """The report's plots, drawn with seaborn on matplotlib ``Figure`` objects (no pyplot, so no
 global backend is chosen: PNGs are written with matplotlib's Agg renderer).
 
-- ``metrics.png``: each metric per variant, the mean with a standard-deviation bar, every seed as
-  a dot, the paper's number as a red diamond; a variant without numbers is labelled with why.
+- ``metrics.png``: each metric per variant as a dot plot on an axis that spans the values (not
+  zero): every seed a dot, the mean with a standard-deviation bar, the paper's number as a red
+  diamond; a variant without numbers is labelled with why, a metric no run has is a panel saying why.
 - ``quality_cost.png``: rFID (PSNR where no rFID was measured) against encoder GMACs and
   parameters, the Pareto front of our variants, the paper's points where it gives parameters.
-- ``training_curves.png``: training loss and validation PSNR against step (band: sd over seeds).
+- ``training_curves.png``: training loss (smoothed, the raw trace light) and validation PSNR
+  against step (``curves``).
 - ``complexity.png`` (Table 3): parameters, ours beside the paper's; throughput and memory as
   ratios to SD-VAE, ours beside the paper's.
 """
@@ -13,6 +15,7 @@ global backend is chosen: PNGs are written with matplotlib's Agg renderer).
 from __future__ import annotations
 
 import io
+from textwrap import fill
 from typing import Any
 
 import pandas as pd
@@ -22,6 +25,7 @@ from matplotlib.figure import Figure as Canvas
 from study.report import ratios
 from study.report.cells import cell
 from study.report.columns import GMACS_COLUMN, MEMORY_COLUMN, METRIC_COLUMNS, PARAMS_COLUMN, THROUGHPUT_COLUMN, Column
+from study.report.curves import plot_training
 from study.report.render import Figure
 from study.report.tables import TableInput, paper_value, summarize
 
@@ -63,19 +67,23 @@ def seed_values(inp: TableInput, columns: tuple[Column, ...]) -> pd.DataFrame:
 
 
 def plot_metrics(inp: TableInput) -> Figure | None:
-    """Each metric per variant: the mean over seeds with a standard-deviation bar, every seed as
-    a dot, the paper's number as a red diamond."""
+    """Each metric per variant as a dot plot (the axis spans the values, not zero: differences of a
+    few tenths of a dB stay visible): every seed a small dot, the mean a large one with a
+    standard-deviation bar, the paper's number a red diamond. A metric no variant has is a panel
+    that names it and why ("LPIPS: unavailable (weights not staged)"); a variant without numbers
+    keeps its place, its tick label saying why ("smc (failed)")."""
     cols = [c for c in inp.columns if c in METRIC_COLUMNS]
     data = seed_values(inp, tuple(cols))
     if data.empty:
         return None
-    shown = [c for c in cols if c.heading in set(data["column"])]
     order = [n for n in inp.names if n not in inp.aliases]  # variants without numbers stay visible
-    fig, axes = _panels(len(shown), 3.2, 3.6, extra=1)
-    for ax, col in zip(axes, shown):
+    fig, axes = _panels(len(cols), 3.2, 3.8, extra=1)
+    for ax, col in zip(axes, cols):
         sub = data[data["column"] == col.heading]
-        sns.barplot(data=sub, x="variant", y="value", order=order, errorbar="sd", color="#8fb3d9", capsize=0.2, ax=ax)
-        sns.stripplot(data=sub, x="variant", y="value", order=order, color="#1f3b5c", size=4, ax=ax)
+        if sub.empty:
+            _missing_panel(ax, col, _why_missing(inp, order, col))
+            continue
+        _dots(ax, sub, order)
         paper = [(i, paper_value(inp, n, col)) for i, n in enumerate(order)]
         paper = [(i, v) for i, v in paper if v is not None]
         if paper:
@@ -83,27 +91,60 @@ def plot_metrics(inp: TableInput) -> Figure | None:
                 [i for i, _ in paper], [v for _, v in paper], marker="D", color="#c0392b", zorder=5, label="paper"
             )
             ax.legend(loc="best", fontsize=8)
-        for i, name in enumerate(order):
-            if name not in set(sub["variant"]):
-                ax.text(
-                    i,
-                    0,
-                    " " + cell(inp.runs[name], col).why.split(":")[0],
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    color="#c0392b",
-                )
         _label_bars(ax, col.heading, col.label)
-    fig.suptitle("Metrics per variant (mean ± sd over seeds; dots: seeds)")
+        has = set(sub["variant"])  # a variant without numbers: its tick says why (e.g. "smc (failed)")
+        ticks = [n if n in has else f"{n} ({cell(inp.runs[n], col).why.split(':')[0]})" for n in order]
+        ax.set_xticks(range(len(order)), ticks)
+        for tick, name in zip(ax.get_xticklabels(), order):
+            tick.set_horizontalalignment("right")
+            tick.set_color("black" if name in has else "#c0392b")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Metrics per variant (dots: seeds; large dot and bar: mean ± sd; axes do not start at 0)")
     fig.tight_layout()
     return Figure(
         "metrics.png",
-        "Each metric per variant: mean over seeds with a standard-deviation "
-        "bar, the seeds as dots, the paper's number as a red diamond.",
+        "Each metric per variant: every seed as a small dot, the mean as a large dot with a "
+        "standard-deviation bar, the paper's number as a red diamond; the axes span the values "
+        "(they do not start at zero). A metric that was not computed is named with the reason.",
         _png(fig),
     )
+
+
+def _dots(ax: Any, sub: pd.DataFrame, order: list[str]) -> None:
+    """Seeds as small dots, the mean as a large dot with a standard-deviation bar, per variant."""
+    sns.stripplot(data=sub, x="variant", y="value", order=order, color="#1f3b5c", size=4, alpha=0.6, ax=ax)
+    per = sub.groupby("variant")["value"].agg(["mean", "std", "count"])
+    at = [i for i, n in enumerate(order) if n in per.index]
+    rows = per.loc[[order[i] for i in at]]
+    ax.errorbar(
+        at, rows["mean"], yerr=rows["std"].fillna(0), fmt="o", color="#2c7fb8", markersize=8, capsize=4, zorder=4
+    )
+    ax.margins(y=0.15)
+
+
+def _why_missing(inp: TableInput, order: list[str], col: Column) -> str:
+    """Why no variant has a number of ``col``: the first variant's reason, shortened."""
+    why = next((cell(inp.runs[n], col).why for n in order), "no runs")
+    if why.startswith("unavailable"):
+        reason = why.split(":", 1)[1].strip() if ":" in why else "not computed"
+        return f"unavailable ({reason.split(' (')[0]})"
+    return f"no numbers ({why.split(':')[0]})"
+
+
+def _missing_panel(ax: Any, col: Column, why: str) -> None:
+    ax.set_axis_off()
+    ax.text(
+        0.5,
+        0.5,
+        f"{col.label}:\n{fill(why, 26)}",
+        ha="center",
+        va="center",
+        fontsize=10,
+        color="#7f7f7f",
+        transform=ax.transAxes,
+        bbox={"boxstyle": "round", "facecolor": "#f4f4f4", "edgecolor": "#cccccc"},
+    )
+    ax.set_title(col.heading)
 
 
 def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[tuple[float, float]]:
@@ -168,46 +209,6 @@ def plot_quality_cost(inp: TableInput) -> Figure | None:
         "quality_cost.png",
         f"{quality.label} against encoder cost, with the Pareto front of our variants (error bars: sd over seeds).",
         _png(fig),
-    )
-
-
-def history_frame(histories: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> pd.DataFrame:
-    """Training histories as one long frame: variant, run, step, quantity, value."""
-    rows = []
-    for run_id, records in histories.items():
-        for r in records:
-            for quantity in ("loss", "val_psnr"):
-                if "step" in r and isinstance(r.get(quantity), (int, float)):
-                    rows.append(
-                        {
-                            "variant": names.get(run_id, run_id),
-                            "run": run_id,
-                            "step": r["step"],
-                            "quantity": quantity,
-                            "value": float(r[quantity]),
-                        }
-                    )
-    return pd.DataFrame(rows, columns=["variant", "run", "step", "quantity", "value"])
-
-
-def plot_training(curves: pd.DataFrame) -> Figure | None:
-    """Training loss and validation PSNR against step, per variant (band: sd over seeds)."""
-    if curves.empty:
-        return None
-    shown = [q for q in ("loss", "val_psnr") if (curves["quantity"] == q).any()]
-    fig, axes = _panels(len(shown), 5.5, 3.8)
-    titles = {"loss": "Training loss", "val_psnr": "Validation PSNR (dB)"}
-    for ax, quantity in zip(axes, shown):
-        sub = curves[curves["quantity"] == quantity]
-        sns.lineplot(data=sub, x="step", y="value", hue="variant", errorbar="sd", marker=".", ax=ax)
-        ax.set_title(titles[quantity])
-        ax.set_ylabel(titles[quantity])
-        if quantity == "loss" and (sub["value"] > 0).all():
-            ax.set_yscale("log")
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return Figure(
-        "training_curves.png", "Training loss and validation PSNR from the runs' histories (metrics.jsonl).", _png(fig)
     )
 
 

@@ -21,7 +21,7 @@ from study import store
 from study.report.render import CSS
 
 ACTIVE = {str(s) for s in store.ACTIVE}
-ORDER = ("completed", "running", "failed", "cancelled", "lost", "pending", "missing")
+ORDER = ("completed", "running", "failed", "diverged", "cancelled", "lost", "pending", "missing")
 
 
 def variant_state(runs: pd.DataFrame) -> str:

@@ -43,13 +43,13 @@ class StudyRecords:
         return str(self.paper["table"]) if self.paper else None
 
 
-def read_study(root: Path, study: str) -> StudyRecords:
-    """The study's index and its runs, collected."""
+def read_study(root: Path, study: str, profile: str | None = None) -> StudyRecords:
+    """The study's index (``profile``'s: ``store.index_path``) and its runs, collected."""
     root = Path(root)
-    index = store.read_index(root, study)
+    index = store.read_index(root, study, profile)
     if index is None:
         raise NoIndexError(
-            f"{store.study_dir(root, study) / 'index.json'} not found: launch the study "
+            f"{store.index_path(root, study, profile)} not found: launch the study "
             "or run `run_study.py collect SPEC` first"
         )
     return StudyRecords(root, index, store.collect(root, study, index["variants"]))
@@ -64,9 +64,10 @@ def variant_order(index: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     return list(order), alias_of
 
 
-def diffusion_runs(index: dict[str, Any]) -> set[str]:
-    """The names of the index's diffusion runs (``task: diffusion``; Tables 7, 13)."""
-    return {v["name"] for v in index["variants"] if v.get("task") == "diffusion"}
+def generative_runs(index: dict[str, Any]) -> set[str]:
+    """The names of the index's runs that generate samples (their kind says ``generates``:
+    the latent diffusion runs of Tables 7, 13)."""
+    return {v["name"] for v in index["variants"] if v.get("generates")}
 
 
 def planned_seeds(index: dict[str, Any]) -> int:

@@ -5,8 +5,8 @@ autoencoders as they are; its ``paper.rows`` name, per variant, the rows of
 results/paper/reference_autoencoders.csv it is compared with, as ``"<model> @ <dataset>"`` (the
 CSV's ``model`` and ``dataset`` columns; several sources may publish one pair). Each row of the
 section gives the source, its setting, its numbers beside ours, and what is known of where its
-protocol differs from ours: the facts of /work/shared/paper/LITEVAE.md and the CSV's own notes;
-what neither states is written as unknown, never guessed.
+protocol differs from ours: the facts of docs/paper.md ("Published numbers of other autoencoders")
+and the CSV's own notes; what neither states is written as unknown, never guessed.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from typing import Any
 
 import pandas as pd
 
+from study.config import metric_specs
 from study.paper import reference_autoencoders
 from study.report.records import StudyRecords, main_eval_id, rows_for_protocol, variant_order
 
-METRICS = ("rfid", "psnr", "ssim", "lpips")
-HEADINGS = {"rfid": "rFID", "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS"}
+METRICS = metric_specs.PAPER_METRICS  # the columns the published rows have
 OURS = (
     "ours: shorter side resized (PIL bicubic), center crop, uint8 rounding of originals and "
     "reconstructions, posterior mean; rFID with torch-fidelity's Inception (pool3), originals vs "
     "reconstructions of the same images (the record's protocol below)"
 )
-# What our sources say of each source's protocol (LITEVAE.md, "Published numbers of other
+# What our sources say of each source's protocol (docs/paper.md, "Published numbers of other
 # autoencoders"; the CSV's notes are added per row).
 KNOWN = {
     "stabilityai/sd-vae-ft-mse model card": "COCO 2017 val, 5 000 images at 256x256; how they were "
@@ -80,7 +80,7 @@ def reference_table(records: StudyRecords) -> pd.DataFrame:
     """One row per (variant, published row): the source, its setting, published / ours per metric,
     and the known protocol differences."""
     refs = reference_autoencoders()
-    digits = {"rfid": 2, "psnr": 2, "ssim": 3, "lpips": 3}
+    digits = {m: metric_specs.spec(m).digits for m in METRICS}
     names, alias_of = variant_order(records.index)
     labels = dict((records.paper or {}).get("rows") or {})
     out: list[dict[str, str]] = []
@@ -118,4 +118,4 @@ def reference_table(records: StudyRecords) -> pd.DataFrame:
                 }
             )
     frame = pd.DataFrame(out, columns=["Variant", "Reference", "Source", "Setting", *METRICS, "Protocol"])
-    return frame.rename(columns={m: f"{HEADINGS[m]} published / ours" for m in METRICS})
+    return frame.rename(columns={m: f"{metric_specs.spec(m).heading} published / ours" for m in METRICS})

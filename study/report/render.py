@@ -1,5 +1,6 @@
 """A report as a document of blocks, rendered to markdown and to self-contained HTML; a display
-table rendered to markdown, HTML and LaTeX (booktabs). Bold cells are marked ``**...**``."""
+table rendered to markdown, HTML and LaTeX (booktabs). Bold cells are marked ``**...**`` and code
+(a command) ```...```, as in markdown: HTML shows ``<strong>``/``<code>``, LaTeX ``\textbf``/``\texttt``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 BOLD = re.compile(r"\*\*(.+?)\*\*")
+CODE = re.compile(r"`([^`]+)`")
 
 
 @dataclass
@@ -42,9 +44,14 @@ def table_markdown(table: pd.DataFrame) -> str:
     return str(safe.to_markdown(index=False, disable_numparse=True))
 
 
+def inline_html(escaped: str) -> str:
+    """HTML-escaped text with its markdown bold and code spans as HTML."""
+    return CODE.sub(r"<code>\1</code>", BOLD.sub(r"<strong>\1</strong>", escaped))
+
+
 def table_html(table: pd.DataFrame) -> str:
     body = table.to_html(index=False, escape=True, border=0, classes="results")
-    return '<div class="scroll">' + BOLD.sub(r"<strong>\1</strong>", body) + "</div>"
+    return '<div class="scroll">' + inline_html(body) + "</div>"
 
 
 _TEX_ESCAPES = {
@@ -63,6 +70,11 @@ _TEX_ESCAPES = {
     "↓": r"$\downarrow$",
     "↑": r"$\uparrow$",
     "—": "---",
+    "→": r"$\rightarrow$",
+    "×": r"$\times$",
+    "÷": r"$\div$",
+    "σ": r"$\sigma$",
+    **{m: f"\\textsuperscript{{{i}}}" for i, m in enumerate("¹²³⁴⁵⁶⁷⁸⁹", start=1)},
 }
 
 
@@ -70,27 +82,35 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
-def table_latex(table: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table; bold cells become \\textbf."""
+def tex_inline(text: str) -> str:
+    """Text for LaTeX: escaped, its bold as \\textbf and its code spans as \\texttt."""
 
-    def fmt(value: Any) -> str:
-        parts = BOLD.split(str(value))  # odd indices were inside ** **
-        return "".join(r"\textbf{" + tex_escape(p) + "}" if i % 2 else tex_escape(p) for i, p in enumerate(parts))
+    def code(part: str) -> str:
+        pieces = CODE.split(part)  # odd indices were inside backticks
+        return "".join(r"\texttt{" + tex_escape(p) + "}" if i % 2 else tex_escape(p) for i, p in enumerate(pieces))
 
+    parts = BOLD.split(str(text))  # odd indices were inside ** **
+    return "".join(r"\textbf{" + code(p) + "}" if i % 2 else code(p) for i, p in enumerate(parts))
+
+
+def table_latex(table: pd.DataFrame, caption: str, label: str, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """A booktabs table; bold cells become \\textbf, code \\texttt; ``notes`` below the rules."""
     spec = "l" * 2 + "r" * (len(table.columns) - 2)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        f"\\caption{{{tex_escape(caption)}}}",
+        f"\\caption{{{tex_inline(caption)}}}",
         f"\\label{{{label}}}",
         f"\\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(tex_escape(c) for c in table.columns) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(fmt(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [" & ".join(tex_inline(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\footnotesize " + tex_inline(note) for note in notes]
+    lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +142,8 @@ table.results th,table.results td{padding:.3em .6em;border-bottom:1px solid #ddd
 table.results th{background:#f0f3f7}table.results td:first-child,table.results th:first-child{text-align:left}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 div.scroll{overflow-x:auto}table.results td{max-width:16em}
-pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.8em}ul.kv{font-size:.9em}"""
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.8em}ul.kv{font-size:.9em}
+code{background:#f0f3f7;padding:0 .2em;border-radius:3px;font-size:.9em}p.note{font-size:.85em;color:#444}"""
 
 
 def render_html(doc: Doc) -> str:
@@ -138,7 +159,7 @@ def render_html(doc: Doc) -> str:
         if kind == "h2":
             out.append(f"<h2>{esc(value)}</h2>")
         elif kind == "p":
-            out.append("<p>" + BOLD.sub(r"<strong>\1</strong>", esc(value)) + "</p>")
+            out.append("<p>" + inline_html(esc(value)) + "</p>")
         elif kind == "table":
             out.append(table_html(value))
         elif kind == "figure":

@@ -3,10 +3,13 @@
 ``report(root, study, out_dir)`` reads ``results/<study>/index.json`` and the run folders it
 names (through ``study.store``; nothing of the study file or its grid) and writes::
 
-    <out_dir>/report.md        the study's table in the paper's layout, figures, provenance
+    <out_dir>/report.md        the study's table in the paper's layout (its "n/a" footnotes and
+                               legend), the difference to the baseline, the training setup, the
+                               evaluation protocol, figures, provenance, runs
     <out_dir>/report.html      the same, self-contained (figures embedded as base64 PNG)
-    <out_dir>/tables/main.tex  the table with booktabs rules; main.md the same in markdown;
-                               main.csv the numbers behind it
+    <out_dir>/tables/main.tex  the table with booktabs rules; main.md the same in markdown (what
+                               the command prints); main.csv the numbers behind it;
+                               baseline.{md,tex,csv} the difference to the baseline
     <out_dir>/figures/*.png    seaborn plots
     <out_dir>/summary.json     headline numbers, read by ``index_page.write_index``
 
@@ -26,9 +29,11 @@ import pandas as pd
 from study import store
 from study.paper import REFERENCE_TABLE
 from study.report import ratios
+from study.report.baseline import baseline_table
 from study.report.cells import short_reason
 from study.report.columns import COMPLEXITY_TABLE, PARAMS_COLUMN
-from study.report.figures import figures_for, history_frame
+from study.report.curves import history_frame
+from study.report.figures import figures_for
 from study.report.gallery import add_reconstructions
 from study.report.index_page import study_state
 from study.report.provenance import now, provenance, run_records
@@ -37,15 +42,11 @@ from study.report.references import NOTE as REFERENCE_NOTE
 from study.report.references import reference_table
 from study.report.render import Doc, Figure, render_html, render_markdown, table_latex, table_markdown
 from study.report.samples import add_samples
+from study.report.setup import SETUP_NOTE, protocol_table, setup_table
 from study.report.significance import significance
-from study.report.tables import TableInput, build_table, summarize, table_input
+from study.report.tables import TableInput, build_table, footnotes, legend, summarize, table_input
 
-LEGEND = (
-    "Ours: mean ± sample standard deviation over seeds (one seed: the mean). Δ: ours − paper "
-    "({relative}). **Bold**: the best value of a column (↓ lower is better, ↑ higher). "
-    "Seeds: completed / planned. A cell without a number says why (failed, unavailable, "
-    "or the run's state)."
-)
+PROTOCOL_NOTE = "The protocols' main fields; each one's full record, verbatim, is in the provenance below."
 PARAMS_NOTE = (
     "The paper prints parameter counts with two decimals, cut rather than rounded where it "
     "can be told: LiteVAE-S's 1.036 M (Tables 23/24's structure counted by hand) appears as "
@@ -59,18 +60,25 @@ def report(
     out_dir: Path,
     histories: dict[str, list[dict[str, Any]]] | None = None,
     meta: dict[str, Any] | None = None,
+    profile: str | None = None,
 ) -> Path:
     """Write the report of study ``study`` whose runs live in the results folder ``root`` (see
     the module docstring); ``histories``: run id -> its training history (None: read each run's
-    metrics.jsonl); ``meta``: extra provenance lines. Returns report.html's path."""
-    records = read_study(root, study)
+    metrics.jsonl); ``meta``: extra provenance lines; ``profile``: whose index to read. Returns
+    report.html's path."""
+    records = read_study(root, study, profile)
     inp = table_input(records)
     table, numbers = build_table(inp), summarize(inp)
     frame = records.frame
     names = dict(zip(frame.get("run_id", []), frame.get("name", [])))
     curves = history_frame(histories if histories is not None else _histories(records), names)
     figures = figures_for(inp, curves, records.table == COMPLEXITY_TABLE)
-    doc = document(records, table, figures, meta)
+    notes = footnotes(numbers)  # why a metric reads "n/a", once
+    doc = document(records, inp, table, notes, figures, meta)
+    base = baseline_table(inp, records.index) if records.table != COMPLEXITY_TABLE else None
+    if base is not None:  # right after the results and their legend
+        at = _after_results(doc)
+        doc.blocks[at:at] = base.blocks()
     figures = figures + add_reconstructions(doc, records)  # study/report/gallery.py
     figures = figures + add_samples(doc, records)  # Tables 7, 13: study/report/samples.py
     seeds = significance(inp, records.index)  # None: no cell has two seeds
@@ -101,7 +109,9 @@ def report(
     )
     if records.table == COMPLEXITY_TABLE:
         caption += ". " + _complexity_caption(records)
-    path = write_report(Path(out_dir), doc, table, numbers, caption, f"tab:{records.study}", figures, summary)
+    path = write_report(Path(out_dir), doc, (table, notes), numbers, caption, f"tab:{records.study}", figures, summary)
+    if base is not None:
+        base.write(Path(out_dir), records.study)
     if seeds is not None:
         seeds.write(Path(out_dir), records.study)
     return path
@@ -124,9 +134,15 @@ def _complexity_caption(records: StudyRecords) -> str:
 
 
 def document(
-    records: StudyRecords, table: pd.DataFrame, figures: list[Figure], meta: dict[str, Any] | None = None
+    records: StudyRecords,
+    inp: TableInput,
+    table: pd.DataFrame,
+    notes: list[str],
+    figures: list[Figure],
+    meta: dict[str, Any] | None = None,
 ) -> Doc:
-    """The report's content: intro, table and legend, figures, provenance, protocols, runs."""
+    """The report's content: intro, the table with its footnotes and legend, the training setup,
+    the evaluation protocol, figures, provenance (with each protocol verbatim), runs."""
     index, frame, paper_table = records.index, records.frame, records.table
     doc = Doc(f"Study {records.study}")
     if index.get("description"):
@@ -147,8 +163,10 @@ def document(
     doc.add("p", f"Study file: {index.get('spec', 'not recorded')}")
     doc.add("h2", "Results" + (f" beside the paper's Table {paper_table}" if paper_table else ""))
     doc.add("table", table)
+    for note in notes:
+        doc.add("p", note)
+    doc.add("p", legend(inp, table))
     complexity = paper_table == COMPLEXITY_TABLE
-    doc.add("p", LEGEND.format(relative="parameters: percent of the paper's count" if complexity else "absolute"))
     if complexity:
         doc.add("p", _complexity_caption(records))
         doc.add("p", PARAMS_NOTE)
@@ -160,32 +178,44 @@ def document(
             f"The table uses evaluation protocol {main}; the runs were also "
             f"evaluated with: {', '.join(e for e in eval_ids if e != main)}.",
         )
+    runs = run_records(records.root, frame)
+    _add_setup(doc, records, runs["protocols"])
     doc.add("h2", "Figures")
     for fig in figures:
         doc.add("figure", fig)
     if not figures:
         doc.add("p", "No figures: no run has numbers yet.")
-    runs = run_records(records.root, frame)
     doc.add("h2", "Provenance")
     doc.add(
         "kv",
         provenance(_study_lines(records) | (meta or {}))
         | {"run hosts": runs["hosts"], "complexity measured with": runs["complexity"]},
     )
-    doc.add("h2", "Evaluation protocol")
     for eval_id, protocol in runs["protocols"].items():
-        doc.add("p", f"Protocol {eval_id}:")
+        doc.add("p", f"Evaluation protocol {eval_id}, verbatim:")
         doc.add("code", json.dumps(protocol, indent=1, sort_keys=True, default=str))
-    if not runs["protocols"]:
-        doc.add("p", "No evaluation record carries a protocol.")
     doc.add("h2", "Runs")
     doc.add("table", _runs_table(frame) if len(frame) else pd.DataFrame({"run": ["none collected"]}))
     return doc
 
 
+def _add_setup(doc: Doc, records: StudyRecords, protocols: dict[str, dict[str, Any]]) -> None:
+    """How the numbers were made: the training setup per variant, the evaluation protocols' main
+    fields (``study/report/setup.py``; the protocols verbatim go into the provenance)."""
+    doc.add("h2", "Training setup")
+    doc.add("table", setup_table(records))
+    doc.add("p", SETUP_NOTE)
+    doc.add("h2", "Evaluation protocol")
+    if protocols:
+        doc.add("table", protocol_table(protocols))
+        doc.add("p", PROTOCOL_NOTE)
+    else:
+        doc.add("p", "No evaluation record carries a protocol.")
+
+
 def _after_results(doc: Doc) -> int:
-    """The index of the block after the main table and its legend (before the figures)."""
-    return next(i for i, (kind, value) in enumerate(doc.blocks) if kind == "h2" and value == "Figures")
+    """The index of the block after the results and what reads them (before the training setup)."""
+    return next(i for i, (kind, value) in enumerate(doc.blocks) if kind == "h2" and value == "Training setup")
 
 
 def headline(inp: TableInput, numbers: pd.DataFrame) -> list[str]:
@@ -215,20 +245,22 @@ def headline(inp: TableInput, numbers: pd.DataFrame) -> list[str]:
 def write_report(
     out_dir: Path,
     doc: Doc,
-    table: pd.DataFrame,
+    table: tuple[pd.DataFrame, list[str]],
     numbers: pd.DataFrame,
     caption: str,
     label: str,
     figures: list[Figure],
     summary: dict[str, Any],
 ) -> Path:
-    """Every file of a report; returns report.html's path."""
+    """Every file of a report (``table``: the display table and its footnotes); returns
+    report.html's path."""
+    table, notes = table
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for fig in figures:
         store.write_bytes_atomic(out_dir / "figures" / fig.name, fig.png)
-    store.write_text_atomic(out_dir / "tables" / "main.tex", table_latex(table, caption, label))
-    store.write_text_atomic(out_dir / "tables" / "main.md", table_markdown(table) + "\n")
+    store.write_text_atomic(out_dir / "tables" / "main.tex", table_latex(table, caption, label, notes))
+    store.write_text_atomic(out_dir / "tables" / "main.md", "\n\n".join([table_markdown(table), *notes]) + "\n")
     store.write_text_atomic(out_dir / "tables" / "main.csv", numbers.to_csv(index=False))
     store.write_text_atomic(out_dir / "report.md", render_markdown(doc))
     store.write_text_atomic(out_dir / "report.html", render_html(doc))
@@ -245,7 +277,8 @@ def _study_lines(records: StudyRecords) -> dict[str, Any]:
 
 
 def _runs_table(frame: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("name", "seed", "run_id", "state", "step", "attempts", "eval_id", "reason") if c in frame]
+    shown = ("name", "seed", "run_id", "state", "step", "diverged_step", "attempts", "eval_id", "reason")
+    cols = [c for c in shown if c in frame]
     runs = frame[cols].copy()
     if "reason" in runs:
         runs["reason"] = [short_reason(r) if pd.notna(r) else "" for r in runs["reason"]]
@@ -254,4 +287,7 @@ def _runs_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _histories(records: StudyRecords) -> dict[str, list[dict[str, Any]]]:
     ids = dict.fromkeys(records.frame.get("run_id", pd.Series(dtype=str)).dropna())
-    return {rid: store.read_jsonl(store.run_dir(records.root, rid) / "metrics.jsonl") for rid in ids}
+    folders = {rid: store.run_dir(records.root, rid) for rid in ids}  # training, then protocol metrics during it
+    return {
+        rid: store.read_jsonl(f / "metrics.jsonl") + store.read_jsonl(f / "during.jsonl") for rid, f in folders.items()
+    }

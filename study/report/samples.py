@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from study import store
-from study.report.records import StudyRecords, diffusion_runs, variant_order
+from study.report.records import StudyRecords, generative_runs, variant_order
 from study.report.render import Doc, Figure
 
 GRID = ("samples", "grid.png")
@@ -18,7 +18,7 @@ GRID = ("samples", "grid.png")
 def sample_figures(records: StudyRecords) -> list[Figure]:
     """One figure per diffusion variant with a saved grid (aliases share their run's)."""
     order, alias_of = variant_order(records.index)
-    runs = diffusion_runs(records.index)
+    runs = generative_runs(records.index)
     by_name = {v["name"]: v for v in records.index["variants"]}
     figures = []
     for name in (n for n in order if n in runs and n not in alias_of):
@@ -34,7 +34,7 @@ def sample_figures(records: StudyRecords) -> list[Figure]:
 def add_samples(doc: Doc, records: StudyRecords) -> list[Figure]:
     """A "Samples" section before the provenance, when a diffusion run saved a grid; returns the
     figures (written to the report's figures folder with the others)."""
-    if not diffusion_runs(records.index):
+    if not generative_runs(records.index):
         return []
     figures = sample_figures(records)
     blocks: list[tuple[str, Any]] = [("h2", "Samples")]
@@ -54,7 +54,7 @@ def generation_protocol_text(records: StudyRecords) -> str:
     """How our FID was measured, from the first generation record found, beside what the paper
     leaves unsaid (the numbers beside its Tables 7 and 13 are not from a stated protocol)."""
     for v in records.index["variants"]:
-        if v.get("task") != "diffusion":
+        if not v.get("generates"):
             continue
         for record in store.read_evals(store.run_dir(records.root, v["run_id"])).values():
             p = record.get("protocol") or {}

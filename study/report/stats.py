@@ -5,6 +5,8 @@ arm that would resolve a difference the seeds at hand do not (power 0.8). All wi
 - ``interval``: ``mean ± t_{0.975, n-1} · s / √n`` (``scipy.stats.t.interval``); needs n >= 2.
 - ``welch_p``: the two-sided p-value of Welch's unequal-variance t-test
   (``scipy.stats.ttest_ind(equal_var=False)``); needs n >= 2 in each arm and a non-zero spread.
+- ``difference_interval``: that test's 95% interval of the difference of means (Welch-Satterthwaite
+  degrees of freedom), under the same conditions.
 - ``seeds_for_power``: the smallest n per arm at which a two-sided two-sample t-test at level
   alpha detects the observed difference with the given power, the spread taken as the pooled
   standard deviation of the two arms (Cohen's d = |Δ| / s_pooled). The power of the equal-n
@@ -78,6 +80,21 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     with warnings.catch_warnings():  # one constant arm: scipy warns of precision loss in its variance (0)
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def difference_interval(
+    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The Welch confidence interval of mean(a) - mean(b) (the interval of Welch's test, with the
+    Welch-Satterthwaite degrees of freedom); None where ``welch_p`` is undefined (an arm with
+    fewer than two values, or both arms without spread)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2 or len(y) < 2 or (_constant(x) and _constant(y)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
 
 
 def pooled_std(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:

@@ -6,7 +6,10 @@ completed seeds (ddof 1; one seed shows the mean alone), the paper's number and 
 (Table 3's parameters: in percent of the paper's count; Table 3's throughput and memory: ours and
 the paper's as ratios to SD-VAE, no difference of absolutes, see ``ratios``). The best value of
 each column, ours and the paper's separately, is **bold** (markdown), judged by the column's
-direction.
+direction; ours only where it is beyond the seed noise: at least two seeds, and better than every
+other variant at p < 0.05 (Welch; ``clear_best``). Table 3's columns (counted, or measured once
+per configuration, not per seed) are bold by value. A metric the evaluation could not compute reads
+"n/a", its reason once in a footnote under the table (``footnotes``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from study.report import ratios
+from study.report import ratios, stats
 from study.report.cells import cell, short_reason
-from study.report.columns import GENERATION_TABLES, Column, columns_for
+from study.report.columns import COMPLEXITY_COLUMNS, GENERATION_TABLES, Column, columns_for
 from study.report.paper_rows import paper_rows
 from study.report.records import (
     StudyRecords,
-    diffusion_runs,
+    generative_runs,
     main_eval_id,
     planned_seeds,
     rows_for_protocol,
@@ -30,6 +33,9 @@ from study.report.records import (
 )
 
 ALIAS_NOTE = "same run as"
+UNAVAILABLE = "unavailable"  # the start of a cell's text where the evaluation could not compute it
+NOT_AVAILABLE = "n/a"
+MARKERS = "¹²³⁴⁵⁶⁷⁸⁹"
 
 
 @dataclass
@@ -55,7 +61,7 @@ def table_input(records: StudyRecords) -> TableInput:
     frame = records.frame
     names, alias_of = variant_order(records.index)
     if records.table in GENERATION_TABLES:  # Tables 7, 13: the diffusion runs (their autoencoders beside)
-        runs_of = diffusion_runs(records.index)
+        runs_of = generative_runs(records.index)
         names = [n for n in names if alias_of.get(n, n) in runs_of]
         frame = frame[frame["name"].isin(runs_of)] if "name" in frame.columns else frame
     frame = rows_for_protocol(frame, main_eval_id(frame))
@@ -64,7 +70,7 @@ def table_input(records: StudyRecords) -> TableInput:
     return TableInput(
         names=names,
         runs={n: by_name[alias_of.get(n, n)] for n in names},
-        columns=columns_for(records.table),
+        columns=columns_for(records.table, [c.removesuffix("_unavailable") for c in frame if frame[c].notna().any()]),
         planned_seeds=planned_seeds(records.index),
         paper=paper_rows(records.index),
         paper_labels=dict(paper.get("rows") or {}),
@@ -122,9 +128,15 @@ def build_table(inp: TableInput) -> pd.DataFrame:
     if has_paper:
         table["Paper row"] = [inp.paper_labels.get(n, "—") for n in inp.names]
     table["Seeds"] = [_seeds(inp.runs[n], inp.planned_seeds) for n in inp.names]
+    marks = unavailable_marks(numbers)
     for col in inp.columns:
         sub = numbers[numbers["column"] == col.key].set_index("variant").loc[inp.names]
-        table[col.heading] = _bold_best(list(sub["text"]), list(sub["mean"]), col)
+        texts = [_short(t, marks) for t in sub["text"]]
+        if col in COMPLEXITY_COLUMNS:  # counted, or measured once per configuration: bold by value
+            table[col.heading] = _bold_best(texts, list(sub["mean"]), col)
+        else:
+            best = clear_best(inp, col)
+            table[col.heading] = [f"**{t}**" if n in best else t for n, t in zip(inp.names, texts)]
         if has_paper and col.ratio:  # absolutes measured elsewhere do not compare: ratios to SD-VAE
             short = ratios.ratio_label(col.label)
             table[short] = _bold_best([ratios.ratio_text(r) for r in sub["ratio"]], list(sub["ratio"]), col)
@@ -140,13 +152,94 @@ def build_table(inp: TableInput) -> pd.DataFrame:
     return table
 
 
+def legend(inp: TableInput, table: pd.DataFrame) -> str:
+    """How to read ``table`` (``build_table``'s), one sentence per kind of column it has."""
+    ours = [c for c in inp.columns if c.heading in table.columns]
+    headings = {c.heading for c in ours}
+    parts = ["Ours: mean ± sample standard deviation over seeds (one seed: the mean alone)."]
+    parts.append("Seeds: completed / planned.")
+    if ours:
+        parts.append("↓ lower is better, ↑ higher.")
+    if any(c.endswith(" paper") for c in table.columns):
+        parts.append("Paper: the paper's number.")
+    relative = [c for c in ours if f"{c.label} Δ" in table.columns]
+    if relative:
+        percent = " (parameters: in percent of the paper's count)" if any(c.relative for c in relative) else ""
+        parts.append(f"Δ: ours − paper{percent}.")
+    bold_ours = any(str(v).startswith("**") for h in headings for v in table[h])
+    noisy = [c for c in ours if c not in COMPLEXITY_COLUMNS]
+    if noisy:
+        parts.append(
+            "**Bold** (ours): the best mean of a column where it beats every other variant beyond the "
+            "seed noise (Welch's p < 0.05, at least two seeds each)"
+            + ("" if bold_ours else "; nothing of ours is bold here: no best value is beyond the noise")
+            + "."
+        )
+    if any(c.endswith(" paper") for c in table.columns) or not noisy:
+        parts.append("**Bold** (counts, ratios and the paper's numbers): the best value of a column.")
+    whys = ("failed", "running", "pending", "missing", "cancelled", "not measured")
+    if any(str(v).strip("*").startswith(whys) for h in headings for v in table[h]):
+        parts.append("A cell without a number says why (failed, or the run's state).")
+    return " ".join(parts)
+
+
 def main_table(records: StudyRecords) -> pd.DataFrame:
     """The study's table in the paper's layout (see the module docstring)."""
     return build_table(table_input(records))
 
 
+def clear_best(inp: TableInput, col: Column) -> set[str]:
+    """The variant (and its aliases) whose mean of ``col`` is best beyond the seed noise: at least
+    two seeds, and Welch's p < ALPHA against every other variant with a number (each with two
+    seeds or more); empty where there is none, or only one variant with a number."""
+    owners = {n: _values(inp.runs[n], col) for n in inp.names if n not in inp.aliases}
+    owners = {n: v for n, v in owners.items() if v}
+    if len(owners) < 2 or not col.ranked:
+        return set()
+    pick = min if col.lower_is_better else max
+    best = pick(owners, key=lambda n: sum(owners[n]) / len(owners[n]))
+    mean = sum(owners[best]) / len(owners[best])
+    for name, values in owners.items():
+        if name == best:
+            continue
+        p = stats.welch_p(owners[best], values)
+        if p is None or p >= stats.ALPHA or sum(values) / len(values) == mean:
+            return set()
+    return {best} | {n for n in inp.aliases if inp.runs[n] is inp.runs[best]}
+
+
+def _values(runs: pd.DataFrame, col: Column) -> list[float]:
+    if col.key not in runs.columns:
+        return []
+    return [float(v) * col.scale for v in pd.to_numeric(runs[col.key], errors="coerce").dropna()]
+
+
+def unavailable_marks(numbers: pd.DataFrame) -> dict[str, str]:
+    """Each distinct reason of an unavailable cell -> its footnote mark ("" where there is one)."""
+    reasons = list(dict.fromkeys(t for t in numbers["text"] if str(t).startswith(UNAVAILABLE)))
+    if len(reasons) == 1:
+        return {reasons[0]: ""}
+    return {r: MARKERS[i] if i < len(MARKERS) else f"({i + 1})" for i, r in enumerate(reasons)}
+
+
+def footnotes(numbers: pd.DataFrame) -> list[str]:
+    """One line per reason a metric is "n/a", naming the columns it holds for (``numbers``:
+    ``summarize``'s frame); e.g. ``n/a: rFID, LPIPS not computed: weights not staged (...)``."""
+    lines = []
+    for reason, mark in unavailable_marks(numbers).items():
+        labels = list(dict.fromkeys(numbers.loc[numbers["text"] == reason, "label"]))
+        why = reason.split(":", 1)[1].strip() if ":" in reason else reason
+        lines.append(f"{NOT_AVAILABLE}{mark}: {', '.join(labels)} not computed: {why}")
+    return lines
+
+
+def _short(text: str, marks: dict[str, str]) -> str:
+    """A cell's text, "n/a" with its footnote's mark where the metric is unavailable."""
+    return f"{NOT_AVAILABLE}{marks[text]}" if text in marks else text
+
+
 def _bold_best(texts: list[str], values: list[float | None], col: Column) -> list[str]:
-    best = _best(values, col.lower_is_better)
+    best = _best(values, col.lower_is_better) if col.ranked else set()
     return [f"**{t}**" if i in best else t for i, t in enumerate(texts)]
 
 

@@ -38,6 +38,7 @@ def collect(root: Path, study: str, variants: list[dict[str, Any]]) -> pd.DataFr
             "reason": run.reason,
             "attempts": run.attempts,
             "step": run.step,
+            "diverged_step": (run.record.get("divergence") or {}).get("step"),  # study/trainer/watch.py
         }
         complexity = read_json(folder / "complexity.json") or {}
         base |= {key: complexity[key] for key in COMPLEXITY_COLUMNS if key in complexity}

@@ -1,21 +1,9 @@
 """Run folders: where a run's records live, its config, its status and the records of its job.
 
-Layout (DESIGN.md, "Identity and storage", a contract)::
-
-    results/runs/<id>/config.yaml        the resolved experiment config
-                      status.json        state, job ids, attempts, step, heartbeat, error tail
-                      metrics.jsonl      training history, one JSON object per logged step
-                      checkpoints/       the trainer's
-                      eval/<eval_id>.json one record per evaluation protocol
-                      complexity.json    params, MACs, throughput, memory
-                      DONE               written last, when the run is complete
-    results/<study>/index.json           the variants a launch planned
-    results/<study>/results.csv          what `collect` gathered
-
-Every record is written atomically (``study/store/files.py``). ``status.json`` is what a run's
-writers (the launcher, the job) said last; what state a run is in, given that record and the
-scheduler, is ``study/store/state.py``'s one rule. The launcher and the job both write the
-status, so every update is a read-modify-write under the folder's lock.
+The folder's layout is a contract (docs/architecture.md, "Run folders"); every record is written
+atomically (``study/store/files.py``). The launcher and the job both write ``status.json``, so
+every update is a read-modify-write under the folder's lock; which state a run is in is
+``study/store/state.py``'s one rule.
 """
 
 from __future__ import annotations
@@ -36,6 +24,7 @@ from study.store.media import link_tensorboard
 __all__ = [
     "RESULTS_ENV",
     "append_job_id",
+    "index_path",
     "init_run",
     "is_done",
     "locked",
@@ -73,9 +62,9 @@ def study_dir(root: Path, study: str) -> Path:
 # --------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------
-def init_run(root: Path, cfg: cfgmod.ExperimentConfig) -> Path:
-    """Create (or reuse) the run folder of ``cfg``: config.yaml and a pending status."""
-    rid = cfgmod.run_id(cfg)
+def init_run(root: Path, cfg: cfgmod.ExperimentConfig, rid: str) -> Path:
+    """Create (or reuse) the run folder of ``cfg`` (run id ``rid``: ``study.kinds.registry.run_id``):
+    config.yaml and a pending status."""
     folder = run_dir(root, rid)
     path = folder / "config.yaml"
     text = yaml.safe_dump({"run_id": rid, "config": cfgmod.to_dict(cfg)}, sort_keys=False)
@@ -173,12 +162,9 @@ def is_done(folder: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
     """One variant of a study's index (``v``: a ``study.studyfile.grid.Variant``): its name, aliases,
-    run id, seed and axes; what its config trains and evaluates on (``dataset``; ``resolution``,
-    the one its numbers are measured at: eval.resolution, else data.resolution; ``latent``, H/8 x
-    W/8 x channels there); and ``paper_row``, the label of the paper row it is compared with. A
-    diffusion run adds ``task`` and ``autoencoder_id`` (its latent is its autoencoder's)."""
-    cfg = v.config
-    res = cfg.eval.resolution or cfg.data.resolution
+    run id, seed and axes; ``paper_row``, the label of the paper row it is compared with; and what
+    its run kind records beside it (``v.fields``: the kind, the runs it needs, the dataset, the
+    resolution its numbers are measured at, the latent shape; ``study.kinds``)."""
     return {
         "index": v.index,
         "name": v.name,
@@ -187,29 +173,30 @@ def variant_record(v: Any, paper_row: str | None = None) -> dict[str, Any]:
         "source": v.source,
         "axes": {k: list(x) if isinstance(x, tuple) else x for k, x in v.axes.items()},
         "aliases": list(v.aliases),
-        "dataset": cfg.data.name,
-        "resolution": res,
-        "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}",
+        **v.fields,
         "paper_row": paper_row,
-    } | (
-        {"task": "diffusion", "autoencoder_id": cfg.diffusion.autoencoder_id, "latent": None}
-        if cfg.task == "diffusion"
-        else {}
-    )
+    }
+
+
+def index_path(root: Path, study: str, profile: str | None = None) -> Path:
+    """The study's index: results/<study>/index.json, results/<study>/index-<profile>.json under a
+    profile (each profile keeps its own, so a profile's launch never replaces the study's)."""
+    return study_dir(root, study) / (f"index-{profile}.json" if profile else "index.json")
 
 
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
-    """results/<study>/index.json: the study's variants and ``meta``, what the report needs of the
-    study file (``study.studyfile.record.study_record``: description, spec, profile, seeds, order,
-    paper). A variant's ``paper_row`` is its label in ``meta["paper"]["rows"]``."""
+    """The study's index (``index_path`` of ``meta["profile"]``): the study's variants and
+    ``meta``, what the report needs of the study file (``study.studyfile.record.study_record``:
+    description, spec, profile, seeds, order, paper). A variant's ``paper_row`` is its label in
+    ``meta["paper"]["rows"]``."""
     rows = (meta.get("paper") or {}).get("rows") or {}
-    path = study_dir(root, study) / "index.json"
+    path = index_path(root, study, meta.get("profile"))
     records = [variant_record(v, rows.get(v.name)) for v in variants]
     write_json_atomic(path, {"study": study, **meta, "variants": records})
     link_tensorboard(root, study_dir(root, study), records)  # results/<study>/tensorboard (study/store/media.py)
     return path
 
 
-def read_index(root: Path, study: str) -> dict[str, Any] | None:
-    """results/<study>/index.json (None: not written yet)."""
-    return read_json(study_dir(root, study) / "index.json")
+def read_index(root: Path, study: str, profile: str | None = None) -> dict[str, Any] | None:
+    """The study's index under ``profile`` (``index_path``; None: not written yet)."""
+    return read_json(index_path(root, study, profile))

@@ -1,61 +1,8 @@
 """The one rule for a run's state: what `status`, `wait`, `launch`'s decisions, `collect` and the
 report all say a run is, from its folder first and its job's scheduler second.
 
-The states (``State``)
-    missing    no run folder: the variant was never launched.
-    pending    the folder exists, but no job was handed to an executor (or the record is
-               unreadable): a plain launch submits it.
-    submitted  handed to an executor; its job has not started the run's code yet.
-    running    the job runs the run's code: it said so, and its job (SLURM) or process (local,
-               debug) is still there.
-    requeued   preempted or timed out, checkpointed, waiting for the scheduler to start it again.
-    completed  DONE is written. Only DONE proves it: status.json's "completed" is written just
-               before DONE, so on its own it means a job between its last two writes.
-    failed     the run's code raised (the job recorded the error), it used up its requeues, or
-               its job ended in a way the run is to blame for (see the table). ``launch`` resubmits
-               it only with ``--retry-failed``: the same code would likely fail the same way.
-    cancelled  somebody cancelled the job (scancel): resubmitted only with ``--retry-failed``.
-    lost       the record says a job is submitted, running or requeued, but the job is gone and
-               the run never said why: the launcher or the node was killed, the job never
-               started, the scheduler dropped it. The run is not to blame, so a plain ``launch``
-               resubmits it (resuming from its last checkpoint).
-
-The rule (``run_states``)
-    1. no folder: missing; DONE: completed.
-    2. a recorded failed or cancelled stands (the job said so itself).
-    3. a recorded submitted, running, requeued (or "completed" without DONE): ask the executor.
-       SLURM: the job is queued or running (squeue) -> the recorded state. Else sacct's word
-       (table below); no accounting record -> lost. Local and debug: the process is alive on
-       this host (the launcher's while submitted, the job's once running) -> the recorded
-       state; gone -> lost. A job that cannot be asked (squeue does not answer, the process is
-       on another host) keeps its recorded state: a run is never called lost on a guess, as a
-       lost run is submitted again.
-       A job found gone is read once more: the DONE or the error it wrote while we asked wins.
-    4. anything else: pending.
-    5. a diffusion run (its record ``needs`` an autoencoder run: ``launch`` writes it) whose job
-       waits on that run, or was cancelled or lost before it started, while the autoencoder
-       failed, was cancelled or was lost: failed, with the autoencoder's reason. (On SLURM its
-       job depends on the autoencoder's, ``afterok``, with ``--kill-on-invalid-dep``.)
-
-SLURM accounting (sacct) of a job that is gone while its run's record still says it is active:
-
-    =====================================  ===========  ====================================
-    sacct State                            run state    why
-    =====================================  ===========  ====================================
-    CANCELLED (by a user or an admin)      cancelled    a person's decision; not undone
-    FAILED, OUT_OF_MEMORY, TIMEOUT         failed       the job ran and died of itself (exit
-                                                        code, memory, its time limit without a
-                                                        checkpoint): it would again
-    COMPLETED (but no DONE)                failed       exited 0 without an outcome: a bug
-    NODE_FAIL, BOOT_FAIL, PREEMPTED,       lost         killed from outside or never started
-    DEADLINE, REVOKED, LAUNCH_FAILED
-    (no record)                            lost         never reached accounting
-    any other                              failed       a plain launch never resubmits a run
-                                                        whose end it cannot name
-    =====================================  ===========  ====================================
-
-A run recorded as requeued whose job is gone (not cancelled) is lost, whatever sacct says: it
-checkpointed and asked to be requeued; the scheduler did not start it again.
+The states (``State``), the rule (``run_states``) and how SLURM accounting maps onto them are
+listed in docs/architecture.md, "Run states".
 """
 
 from __future__ import annotations
@@ -71,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from study.store.files import read_json
-from study.store.runs import is_done, read_status
+from study.store.runs import is_done, read_status, update_status
 
 __all__ = [
     "ACTIVE",
@@ -80,6 +27,7 @@ __all__ = [
     "RunState",
     "SLURM_STATES",
     "State",
+    "mark_cancelled",
     "pid_alive",
     "queued_slurm_jobs",
     "run_state",
@@ -104,11 +52,13 @@ class State(enum.StrEnum):
     FAILED = "failed"  # raised, out of requeues, or died of itself: --retry-failed
     CANCELLED = "cancelled"  # somebody cancelled it: --retry-failed
     LOST = "lost"  # its job vanished without a word: a plain launch resubmits it
+    DIVERGED = "diverged"  # training diverged and stopped: --retry-failed
 
 
 ACTIVE = frozenset({State.SUBMITTED, State.RUNNING, State.REQUEUED})  # a job is on it
-FINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.LOST})  # no job will change it
+FINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.LOST, State.DIVERGED})  # no job will change it
 _RECORDED_ACTIVE = ("submitted", "running", "requeued", "completed")  # "completed" without DONE
+_STANDS = ("failed", "cancelled", "diverged")  # rule 2: what the job said of itself
 
 # sacct's State (first word) -> the run's state; None: still queued or running
 SLURM_STATES: dict[str, State | None] = {
@@ -175,28 +125,40 @@ def run_states(folders: Sequence[Path]) -> list[RunState]:
         if i not in verdicts:
             verdicts[i] = _ask_local(records[i])
     states = [known[i] or _after_asking(folders[i], records[i], verdicts[i]) for i in range(len(folders))]
-    return _after_autoencoders(folders, states)
+    return _after_needed(folders, states)
 
 
 _WAITING = frozenset({State.SUBMITTED, State.CANCELLED, State.LOST})
-_DEAD = frozenset({State.FAILED, State.CANCELLED, State.LOST})
+_DEAD = frozenset({State.FAILED, State.CANCELLED, State.LOST, State.DIVERGED})
 
 
-def _after_autoencoders(folders: Sequence[Path], states: list[RunState]) -> list[RunState]:
-    """Rule 5: a diffusion run that cannot start because its autoencoder will never be done."""
+def _needed(record: dict[str, Any]) -> list[str]:
+    """The run ids a run's record says it needs (``launch`` writes them; an older record: one id)."""
+    needs = record.get("needs") or []
+    return [needs] if isinstance(needs, str) else [str(n) for n in needs]
+
+
+def _after_needed(folders: Sequence[Path], states: list[RunState]) -> list[RunState]:
+    """Rule 5: a run that cannot start because a run it needs will never be done."""
     waiting = [
         i
         for i, s in enumerate(states)
-        if s.record.get("needs") and s.state in _WAITING and s.record.get("state") == "submitted"
+        if _needed(s.record) and s.state in _WAITING and s.record.get("state") == "submitted"
     ]
     if not waiting:
         return states
-    ae_folders = [folders[i].parent / str(states[i].record["needs"]) for i in waiting]
-    for i, ae, ae_state in zip(waiting, ae_folders, run_states(ae_folders)):
-        if ae_state.state in _DEAD:
-            why = f"autoencoder {ae.name} {ae_state.state}: {ae_state.reason or 'no reason recorded'}"
+    pairs = [(i, folders[i].parent / r) for i in waiting for r in _needed(states[i].record)]
+    for (i, needed), needed_state in zip(pairs, run_states([f for _, f in pairs])):
+        if needed_state.state in _DEAD and states[i].state is not State.FAILED:
+            why = f"needed run {needed.name} {needed_state.state}: {needed_state.reason or 'no reason recorded'}"
             states[i] = RunState(State.FAILED, why, states[i].job_id, states[i].record)
     return states
+
+
+def mark_cancelled(folder: Path, reason: str) -> None:
+    """Record that somebody cancelled the run's job (``run_study.py cancel``): by rule 2 it stays
+    cancelled, which a plain launch skips and ``--retry-failed`` resubmits."""
+    update_status(folder, state=State.CANCELLED.value, reason=reason, error=None)
 
 
 def _last_job(record: dict[str, Any]) -> str | None:
@@ -213,7 +175,7 @@ def _from_record(folder: Path) -> tuple[RunState | None, dict[str, Any]]:
     if is_done(folder):
         return RunState(State.COMPLETED, None, job, record), record
     recorded = record.get("state")
-    if recorded in ("failed", "cancelled"):
+    if recorded in _STANDS:
         return RunState(State(recorded), record.get("error") or record.get("reason") or recorded, job, record), record
     if recorded in _RECORDED_ACTIVE:
         return None, record
@@ -238,7 +200,7 @@ def _after_asking(folder: Path, record: dict[str, Any], verdict: _Verdict) -> Ru
     if is_done(folder):  # written while we asked
         return RunState(State.COMPLETED, None, job, read_status(folder))
     now = read_status(folder)
-    if now.get("state") in ("failed", "cancelled"):
+    if now.get("state") in _STANDS:
         return RunState(State(now["state"]), now.get("error") or now.get("reason") or now["state"], _last_job(now), now)
     end = State.LOST if recorded is State.REQUEUED and verdict.end is State.FAILED else verdict.end
     if end is State.LOST:

@@ -1,9 +1,9 @@
 """Study files: YAML -> a validated ``StudyFile``.
 
-A study file names a base experiment and the axes to vary (DESIGN.md, "The study file"). Every
-dotted key is checked against the experiment config (study/config.py) while loading, so a typo
+A study file names a base experiment and the axes to vary (README.md, "Study files"). Every
+dotted key is checked against the experiment config (study/config/) while loading, so a typo
 or a bad value is reported with the file, the key path, the value and what is allowed before
-anything runs. Expansion into concrete variants is study/grid.py's job.
+anything runs. Expansion into concrete variants is study/studyfile/grid.py's job.
 
 Override mappings (``set``, each named variant, each profile, the base file) accept dotted keys
 (``model.decoder.norm: smc``), nested sections (``model: {decoder: {norm: smc}}``) and the
@@ -14,7 +14,6 @@ applied before the other keys of its mapping.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ import yaml
 
 from study import config as cfgmod
 from study.paper import REFERENCE_TABLE, paper_tables
+from study.studyfile.document import PRESET_KEY, SEED_KEY, PaperRef, Resources, StudyFile
+from study.studyfile.rows import variant_names
 from study.studyfile.yamlfile import StudyFileError, _StrictLoader, read_yaml
 
 STUDY_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -39,57 +40,6 @@ TOP_KEYS = (
     "profiles",
     "resources",
 )
-PRESET_KEY = "preset"
-SEED_KEY = "seed"  # set by the top-level `seeds` list (or a profile / --set, which replace it)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one variant asks of the cluster (not part of its id)."""
-
-    gpus: int = 1
-    cpus_per_gpu: int = 8
-    mem_gb: int = 64
-    timeout_min: int = 1440
-    nodes: int = 1
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int = 256
-    max_requeue: int = 3
-    sbatch: tuple[str, ...] = ()  # extra "--key=value" sbatch parameters
-
-
-@dataclass(frozen=True)
-class PaperRef:
-    """The paper table a study reproduces; ``rows`` maps variant names to the table's rows."""
-
-    table: str
-    rows: dict[str, str] = field(default_factory=dict)
-    baseline: str | None = None  # the variant the report tests the others against (None: the first)
-
-
-@dataclass(frozen=True)
-class StudyFile:
-    path: Path
-    study: str
-    description: str = ""
-    paper: PaperRef | None = None
-    base: dict[str, Any] = field(default_factory=dict)  # dotted overrides from `base`
-    set: dict[str, Any] = field(default_factory=dict)  # dotted overrides
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # axis -> values
-    zip: list[dict[str, list[Any]]] = field(default_factory=list)
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    exclude: list[dict[str, Any]] = field(default_factory=list)
-    seeds: tuple[int, ...] = (0,)
-    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-
-    @property
-    def axes(self) -> list[str]:
-        """The keys varied by ``grid`` and ``zip``, in file order."""
-        return list(self.grid) + [k for group in self.zip for k in group]
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,16 +217,16 @@ def load_study(path: str | Path) -> StudyFile:
 
 
 def _check_baseline(spec: StudyFile) -> None:
-    """``paper.baseline`` names a variant of the study (a grid row's name, a named variant or an
-    alias); the grid's names are known once it is expanded, so only then is it expanded."""
-    baseline = spec.paper.baseline if spec.paper else None
-    if baseline is None or baseline in spec.variants:
+    """``paper.baseline`` and every key of ``paper.rows`` name a variant of the study (a grid
+    row's name or a named variant)."""
+    if spec.paper is None or (spec.paper.baseline is None and not spec.paper.rows):
         return
-    from study.studyfile.grid import expand  # grid imports this module; its names need the expansion
-
-    names = list(dict.fromkeys(n for v in expand(spec) for n in (v.name, *v.aliases)))
-    if baseline not in names:
-        raise StudyFileError(spec.path, "paper.baseline", baseline, "a variant name: " + ", ".join(names))
+    names = variant_names(spec)
+    if spec.paper.baseline is not None and spec.paper.baseline not in names:
+        raise StudyFileError(spec.path, "paper.baseline", spec.paper.baseline, "a variant name: " + ", ".join(names))
+    for key in spec.paper.rows or {}:
+        if key not in names:
+            raise StudyFileError(spec.path, f"paper.rows.{key}", key, "a variant name: " + ", ".join(names))
 
 
 def _check_top(path: Path, doc: Any) -> None:

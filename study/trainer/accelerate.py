@@ -20,13 +20,23 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from study.trainer.watch import Diverged, Divergence
+
 
 class CompileUnavailable(RuntimeError):
     """``train.compile: true`` on a platform where ``torch.compile`` cannot run; says why."""
 
 
-class NonFiniteLoss(RuntimeError):
-    """A NaN or infinite loss: the run stops and its status says at which step."""
+class NonFiniteLoss(Diverged):
+    """A NaN or infinite loss: the run has diverged (study/trainer/watch.py); it stops and its
+    status says at which step."""
+
+    def __init__(self, index: int, loss: float = float("nan")):
+        # ``index``: the 0-based index of the update whose loss it was; the step named is
+        # index + 1, as metrics.jsonl counts steps (step s: after s updates)
+        super().__init__(
+            f"non-finite loss at step {index + 1}", Divergence(index + 1, "non-finite loss", {"loss": loss})
+        )
 
 
 def configure_device(device: torch.device) -> None:
@@ -124,7 +134,7 @@ class LossWatch:
     def observe(self, loss: torch.Tensor, step: int) -> None:
         if not self.deferred:
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss at step {step}")
+                raise NonFiniteLoss(step, float(loss.detach()))
             return
         bad = ~torch.isfinite(loss.detach())
         self._first = torch.where(bad & (self._first < 0), step, self._first)
@@ -132,4 +142,4 @@ class LossWatch:
     def check(self) -> None:
         """NonFiniteLoss naming the first bad step, if one was observed (reads the device)."""
         if self.deferred and (first := int(self._first)) >= 0:
-            raise NonFiniteLoss(f"non-finite loss at step {first}")
+            raise NonFiniteLoss(first)

@@ -5,9 +5,11 @@ evaluation can also use the EMA weights. After each optimiser step, for every pa
 
     ema <- decay * ema + (1 - decay) * w
 
-computed exactly in that form (two products, one sum), so a test can check it bitwise. The average
+computed exactly in that form (two products, one sum), so a test can check it bitwise. With
+``ramp`` (the diffusion UNet's EMA, as LDM's LitEma) the decay of the n-th update (n = 1, 2, ...)
+is min(decay, (1 + n) / (10 + n)): the first update moves 9/11 of the way. The average
 starts as a copy of the model at construction (paper gap: LDL's code starts it from the model too;
-no warm-up or bias correction). Buffers (none in our autoencoders, which use GroupNorm) are copied
+without ``ramp`` no warm-up or bias correction). Buffers (none in our autoencoders, which use GroupNorm) are copied
 from the model, not averaged, as running statistics are already averages. The copy has no
 gradients, is in eval mode, and lives on the model's device. Under DDP, pass the unwrapped module.
 """
@@ -32,7 +34,8 @@ class EMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
         self.decay = float(decay)
-        # LDM's LitEma (ldm/modules/ema.py) ramps the decay up: min(decay, (1 + n) / (10 + n)).
+        # LDM's LitEma (ldm/modules/ema.py) ramps the decay up: min(decay, (1 + n) / (10 + n)),
+        # n the number of this update, counting from 1 (LitEma increments before it computes).
         self.ramp = ramp
         self.num_updates = 0
         self.module = copy.deepcopy(module)
@@ -46,14 +49,14 @@ class EMA:
         theirs = dict(module.named_parameters())
         if ours.keys() != theirs.keys():
             raise EMAStateError("the module's parameters are not those the EMA was built from")
-        n = self.num_updates
+        n = self.num_updates + 1  # this update's number: LitEma counts it before the decay
         decay = min(self.decay, (1 + n) / (10 + n)) if self.ramp else self.decay
         for name, w in theirs.items():
             e = ours[name]
             e.copy_(decay * e + (1.0 - decay) * w.detach())
         for b_ema, b in zip(self.module.buffers(), module.buffers()):
             b_ema.copy_(b)
-        self.num_updates += 1
+        self.num_updates = n
 
     def state_dict(self) -> dict[str, Any]:
         """For the checkpoint: the averaged weights, the decay and the update count."""

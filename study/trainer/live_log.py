@@ -14,6 +14,8 @@ train. Scalars (the tags TensorBoard groups by their prefix):
     speed/images_per_s          training throughput since the last log step
     train/resolution            the stage's resolution (Table 5)
     val/psnr                    validation PSNR (dB)
+    during/<weights>/<metric>   protocol metrics during training (eval.during; weights: model or
+                                ema; metric: psnr, ssim, lpips, rfid@<n>: study/trainer/watch.py)
 
 The trainer (study/autoencoder/loop.py) calls ``open_run`` once it knows the step it resumes from,
 ``scalars`` at its log steps with the record it writes to metrics.jsonl (floats it has already
@@ -153,6 +155,13 @@ def validation(folder: Path, step: int, psnr: float) -> None:
     live = _OPEN.get(os.fspath(folder))
     if live is not None:
         live.write(step, {"val/psnr": psnr})
+
+
+def during(folder: Path, step: int, weights: str, metrics: dict[str, float]) -> None:
+    """Protocol metrics of ``weights`` (model, ema) measured at ``step`` during training."""
+    live = _OPEN.get(os.fspath(folder))
+    if live is not None:
+        live.write(step, {f"during/{weights}/{k}": float(v) for k, v in metrics.items()})
 
 
 def close(folder: Path) -> None:

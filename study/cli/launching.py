@@ -1,0 +1,371 @@
+"""``launch``, ``run``, ``status`` and ``cancel``: a study's runs submitted (study/launch), waited
+for, shown and cancelled. The executor is ``local`` (this machine) unless ``--executor`` says
+otherwise; ``--dry-run`` shows what would be submitted, on SLURM with each job array's
+resources, and submits nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from study import store
+from study.cli.common import Command, UsageError, index_fields, num, results_root, spec_and_variants, table
+from study.cli.results import add_reports, collect_results, require_records, write_report
+from study.launch import launcher, ordering
+from study.studyfile.grid import Variant
+from study.studyfile.parse import Resources, StudyFile
+
+DEFAULT_EXECUTOR = "local"
+SLURM_COMMANDS = ("sbatch", "srun")  # submitit submits with sbatch; its job scripts start srun
+
+
+def launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=launcher.EXECUTORS,
+        default=DEFAULT_EXECUTOR,
+        help=f"where the runs go (default: {DEFAULT_EXECUTOR}, this machine; slurm: job arrays through "
+        "sbatch; debug: in this process)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would be submitted and how; submit nothing")
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="launch these variants only (names, aliases or ids)")
+    p.add_argument("--retry-failed", action="store_true", help="resubmit failed and cancelled runs")
+    p.add_argument("--max-parallel", type=int, default=1, help="local executor: jobs at once")
+    p.add_argument("--wandb", metavar="PROJECT", help="live curves to this W&B project too (when wandb is installed)")
+    g = p.add_argument_group("resources (override the study file's `resources`)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--gpus", type=int, help="GPUs per variant (DDP across them)")
+    g.add_argument("--cpus", type=int, help="CPUs per GPU (per task)")
+    g.add_argument("--mem-gb", type=int)
+    g.add_argument("--time", type=int, help="time limit in minutes")
+    g.add_argument("--constraint")
+    g.add_argument("--array-parallelism", type=int)
+    g.add_argument("--max-requeue", type=int, help="requeues on preemption or time-out")
+    g.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="--KEY=VALUE",
+        help="an extra sbatch option, e.g. --sbatch --exclude=node01 (repeatable)",
+    )
+
+
+def launch_settings(args: argparse.Namespace, spec: StudyFile, variants: list[Variant]) -> launcher.LaunchOptions:
+    """The launcher's options: the study's resources with the command line's overrides, the
+    variants ``--only`` selects. UsageError for an unknown ``--only`` name or, on SLURM, a
+    machine without its commands (before anything is created)."""
+    resources = launcher.merge_resources(
+        spec.resources,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        gpus=args.gpus,
+        cpus_per_gpu=args.cpus,
+        mem_gb=args.mem_gb,
+        timeout_min=args.time,
+        constraint=args.constraint,
+        sbatch=tuple(spec.resources.sbatch) + tuple(args.sbatch or ()),
+        array_parallelism=args.array_parallelism,
+        max_requeue=args.max_requeue,
+    )
+    if args.executor == "slurm" and not args.dry_run:
+        missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+        if missing:
+            raise UsageError(
+                f"--executor slurm: {' and '.join(f'`{c}`' for c in missing)} not found on PATH; "
+                "launch from a SLURM login node, or use --executor local"
+            )
+    return launcher.LaunchOptions(
+        executor=args.executor,
+        dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
+        max_parallel=args.max_parallel,
+        resources=resources,
+        only=selected(variants, args.only),
+    )
+
+
+def selected(variants: list[Variant], names: list[str] | None) -> frozenset[str] | None:
+    """The run ids of the variants ``names`` picks (by name, alias or run id); None: all."""
+    if not names:
+        return None
+    known = {key: v.run_id for v in variants for key in (v.name, v.run_id, *v.aliases)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        listed = ", ".join(dict.fromkeys(v.name for v in variants))
+        raise UsageError(f"--only: no variant {', '.join(map(repr, unknown))}; the variants: {listed}")
+    return frozenset(known[n] for n in names)
+
+
+# --------------------------------------------------------------------------------------------
+# launch and run
+# --------------------------------------------------------------------------------------------
+def launch(args: argparse.Namespace) -> int:
+    spec, variants = spec_and_variants(args)
+    opts = launch_settings(args, spec, variants)
+    root = results_root(args)
+    report = launcher.launch(spec, variants, root, opts, record=index_fields(args, spec, variants))
+    for d in report.decisions:
+        verb = ("would submit" if args.dry_run else "submit") if d.action == "submit" else "skip"
+        job = report.job_ids.get(d.variant.run_id)
+        print(
+            f"[{d.variant.index}] {d.variant.name} ({d.variant.run_id}): {verb}, {d.why}"
+            + (f", job {job}" if job else "")
+        )
+    if args.dry_run:
+        print("\n".join(layout(report.submitted, opts)))
+    n = len(report.submitted)
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{n} of {len(variants)} run(s) "
+        f"{'to submit' if args.dry_run else 'submitted'} with the {opts.executor} executor"
+    )
+    return 1 if report.failed else 0
+
+
+def layout(todo: list[Variant], opts: launcher.LaunchOptions) -> list[str]:
+    """How the runs would go out: on SLURM, each job array with its resources (split at the
+    cluster's MaxArraySize; runs that need others in arrays of their own, ``afterok``);
+    elsewhere, how many run at once."""
+    if not todo:
+        return ["nothing to submit"]
+    if opts.executor != "slurm":
+        at_once = max(1, opts.max_parallel) if opts.executor == "local" else 1
+        return [f"{opts.executor} executor: {len(todo)} run(s) on this machine, {at_once} at a time"]
+    size = launcher.max_array_size()
+    first = [v for v in todo if not ordering.needs_of(v)]
+    groups: dict[tuple[str, ...], list[Variant]] = {}
+    for v in todo:
+        if ordering.needs_of(v):
+            groups.setdefault(ordering.needs_of(v), []).append(v)
+    lines = [f"sbatch: {resources_text(opts.resources)}"]
+    batches = [(part, "") for part in _chunks(first, size)]
+    batches += [
+        (part, f", afterok the job(s) of {', '.join(ids)}") for ids, g in groups.items() for part in _chunks(g, size)
+    ]
+    for i, (part, after) in enumerate(batches, 1):
+        at_once = opts.resources.array_parallelism
+        lines.append(
+            f"array {i}: {len(part)} task(s), at most {at_once} at once{after}: " + ", ".join(v.name for v in part)
+        )
+    return lines
+
+
+def _chunks(items: list[Variant], size: int) -> list[list[Variant]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def resources_text(r: Resources) -> str:
+    """One line of a SLURM array's resources, as each of its tasks gets them."""
+    parts = [
+        f"partition {r.partition or '(cluster default)'}",
+        f"{r.gpus} GPU(s)",
+        f"{r.cpus_per_gpu} CPU(s) per GPU" if r.gpus else f"{r.cpus_per_gpu} CPU(s)",
+        f"{r.mem_gb} GB",
+        f"time {r.timeout_min} min",
+        f"{r.nodes} node(s)",
+    ]
+    parts += [f"{key} {getattr(r, key)}" for key in ("account", "qos", "constraint") if getattr(r, key)]
+    parts += [f"max requeue {r.max_requeue}"]
+    parts += [" ".join(r.sbatch)] if r.sbatch else []
+    return ", ".join(parts)
+
+
+def run_options(p: argparse.ArgumentParser) -> None:
+    launch_options(p)
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between status polls")
+    add_reports(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Launch, wait with a progress display, collect, report; exit 1 if a variant failed."""
+    spec, variants = spec_and_variants(args)
+    opts = launch_settings(args, spec, variants)
+    root = results_root(args)
+    started = time.time()
+    result = launcher.launch(spec, variants, root, opts, record=index_fields(args, spec, variants))
+    skipped = len(variants) - len(result.submitted)
+    if opts.dry_run:
+        print("\n".join(layout(result.submitted, opts)))
+        print(
+            f"dry run: nothing submitted; {len(result.submitted)} of {len(variants)} run(s) would be submitted "
+            f"with the {opts.executor} executor; {skipped} skipped"
+        )
+        return 0
+    print(
+        f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; {skipped} skipped"
+    )
+    waited = [v for v in variants if opts.only is None or v.run_id in opts.only]
+    states = launcher.wait(root, waited, poll_s=args.poll, progress=True)
+    collect_results(args, spec, variants, root)  # also when every variant was skipped
+    path, main_table = write_report(args, spec.study, root, **{"wall time": f"{time.time() - started:.0f} s"})
+    print(main_table)
+    print(f"\nreport: {path}")
+    failed = [v for v in waited if states[v.run_id] != store.State.COMPLETED]
+    for v, state in zip(failed, store.run_states([store.run_dir(root, v.run_id) for v in failed])):
+        print(f"  {v.name} ({v.run_id}): {state.state}: {state.reason or ''}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------------
+def status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--log", metavar="VARIANT", help="print the tail of a variant's job log (index, name or id)")
+    p.add_argument("--lines", type=int, default=40)
+
+
+def status(args: argparse.Namespace) -> int:
+    spec, variants = spec_and_variants(args)
+    root = results_root(args)
+    if args.log:
+        return print_log(root, variants, args.log, args.lines)
+    require_records(root, spec, variants)
+    runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
+    rows = [status_row(v, run) for v, run in zip(variants, runs)]
+    if args.json:
+        print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
+        return 0
+    header = ["#", "name", "kind", "id", "state", "job", "att", "step", "loss", "psnr", "reason"]
+    print(table(header, [_status_cells(r) for r in rows]))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
+
+
+def status_row(v: Variant, run: store.RunState) -> dict[str, Any]:
+    """One variant's row of ``status``: its run's state, job, progress and last numbers."""
+    record = run.record
+    return {
+        "index": v.index,
+        "name": v.name,
+        "id": v.run_id,
+        "seed": v.seed,
+        "state": run.state.value,
+        "job_id": run.job_id,
+        "attempts": run.attempts,
+        "step": run.step,
+        "kind": v.config.task,  # run kinds: the kind's name
+        # run kinds: the steps a kind of run trains
+        "total_steps": v.config.diffusion.steps if v.config.task == "diffusion" else v.config.train.steps,
+        "loss": record.get("loss"),
+        "psnr": record.get("psnr"),
+        "reason": run.reason,
+        "heartbeat": record.get("heartbeat"),
+        "log": record.get("log"),
+    }
+
+
+def _status_cells(r: dict[str, Any]) -> list[str]:
+    return [
+        str(r["index"]),
+        r["name"],
+        r["kind"],
+        r["id"],
+        r["state"],
+        str(r["job_id"] or "-"),
+        str(r["attempts"]),
+        f"{r['step'] or 0}/{r['total_steps']}",
+        num(r["loss"]),
+        num(r["psnr"]),
+        (r["reason"] or "")[:60],
+    ]
+
+
+def print_log(root: Path, variants: list[Variant], which: str, lines: int) -> int:
+    """The tail of a variant's job log (by index, name or run id)."""
+    match = [v for v in variants if which in (str(v.index), v.name, v.run_id)]
+    if not match:
+        raise UsageError(f"--log: got {which!r}; allowed: a variant's index, name or id")
+    record = store.read_status(store.run_dir(root, match[0].run_id))
+    path = record.get("log")
+    if not path or not Path(path).exists():
+        print(f"no log recorded for {match[0].name} ({match[0].run_id})", file=sys.stderr)
+        return 1
+    text = Path(path).read_text(errors="replace").splitlines()
+    print(f"==> {path} <==")
+    print("\n".join(text[-lines:]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# cancel
+# --------------------------------------------------------------------------------------------
+def cancel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("variants", nargs="*", metavar="VARIANT", help="the variants to cancel (default: all)")
+
+
+def cancel(args: argparse.Namespace) -> int:
+    """Cancel the jobs of the study's queued or running runs (all, or the VARIANTs named): scancel
+    of their SLURM jobs, a signal to their local job; each run is then recorded as cancelled
+    (``launch --retry-failed`` resubmits it). Exit 1 when a job could not be cancelled."""
+    spec, variants = spec_and_variants(args)
+    chosen = selected(variants, args.variants)
+    root = results_root(args)
+    picked = [v for v in variants if chosen is None or v.run_id in chosen]
+    runs = store.run_states([store.run_dir(root, v.run_id) for v in picked])
+    active = [(v, run) for v, run in zip(picked, runs) if run.state in store.ACTIVE]
+    for v, run in zip(picked, runs):
+        if run.state not in store.ACTIVE:
+            print(f"[{v.index}] {v.name} ({v.run_id}): skip, {run.state.value}")
+    slurm = [(v, run) for v, run in active if run.record.get("executor") == "slurm" and run.job_id]
+    problem = _scancel([run.job_id for _, run in slurm if run.job_id]) if slurm else None
+    failed = 0
+    for v, run in active:
+        why = problem if (v, run) in slurm else _stop_here(run)
+        if why:
+            failed += 1
+            print(f"[{v.index}] {v.name} ({v.run_id}): not cancelled, {why}", file=sys.stderr)
+            continue
+        store.mark_cancelled(store.run_dir(root, v.run_id), "cancelled with `run_study.py cancel`")
+        print(f"[{v.index}] {v.name} ({v.run_id}): cancelled (was {run.state.value}, job {run.job_id or '-'})")
+    print(f"{len(active) - failed} of {len(picked)} run(s) cancelled")
+    return 1 if failed else 0
+
+
+def _scancel(job_ids: list[str]) -> str | None:
+    """scancel the jobs; None, else why it could not."""
+    if shutil.which("scancel") is None:
+        return "`scancel` not found on PATH"
+    done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    return None if done.returncode == 0 else f"scancel: {done.stderr.strip() or done.returncode}"
+
+
+def _stop_here(run: store.RunState) -> str | None:
+    """Stop a local run's job (SIGTERM to the job's process on this host); None, else why it
+    could not (a run still queued in its launcher, one running inside its launcher (debug), one
+    on another host)."""
+    record = run.record
+    pid, host = record.get("pid"), record.get("host")
+    if run.state is store.State.SUBMITTED and record.get("launcher_pid"):
+        launcher_pid = record["launcher_pid"]
+        return f"queued in its launcher (pid {launcher_pid}), not started; stop that launcher to cancel its queue"
+    if not pid:
+        return None
+    if host and host != socket.gethostname():
+        return f"its job runs on {host}; cancel it there"
+    if record.get("executor") == "debug" or pid == record.get("launcher_pid"):
+        return f"it runs inside its launcher (pid {pid}, the debug executor); stop that process"
+    if store.pid_alive(int(pid)):
+        os.kill(int(pid), signal.SIGTERM)
+    return None
+
+
+COMMANDS = (
+    Command("launch", "submit the study's runs (skips completed ones)", launch, launch_options, True),
+    Command("run", "launch, wait, collect and report", run, run_options, True),
+    Command("status", "a table of every variant's run", status, status_options, True),
+    Command("cancel", "cancel the jobs of the study's queued and running runs", cancel, cancel_options, True),
+)

@@ -1,0 +1,124 @@
+"""Evaluation preprocessing by name: how a decoded photo becomes the R x R image an evaluation reads.
+
+Each entry of ``PREPROCESS`` takes a uint8 H x W x 3 RGB array (what ``decode_image`` returns, the
+same pixels as ``np.array(PIL.Image.open(f).convert("RGB"))``) and the side R, and returns the
+uint8 R x R x 3 center crop. The harnesses of the field resize differently, and a published number
+is comparable only under its own convention (docs/conventions.md cites each source):
+
+``ldm``          LDM / taming-transformers' ``ImagePaths``: albumentations ``SmallestMaxSize(R)`` with
+                 its default interpolation (OpenCV ``INTER_LINEAR``, no antialiasing: a downscale
+                 samples 2 x 2 neighbours), new sides ``round(side * R / shorter)`` (Python's
+                 round), then ``CenterCrop(R, R)`` at offsets ``(h - R) // 2``, ``(w - R) // 2``.
+``adm``          ADM's ``center_crop_arr`` (guided-diffusion; LlamaGen and MAETok use it): PIL BOX
+                 halving while the shorter side is at least 2R, then PIL bicubic so the shorter side
+                 is R (sides ``round(side * scale)``), then the crop at ``(h - R) // 2``.
+``torchvision``  LightningDiT's ``evaluate_tokenizer.py``: ``ToTensor``, ``Resize(R)`` (bilinear,
+                 antialiased, on the float tensor; longer side ``int(R * long / short)``),
+                 ``CenterCrop(R)`` (offsets ``round((h - R) / 2)``), then uint8 as its reference
+                 images are saved, ``floor(255 v + 0.5)``.
+``pil_bicubic``  this harness's earlier rule: PIL bicubic (antialiased) to shorter side R, longer
+                 side ``round(long * R / short)``, the crop at ``(h - R) // 2``.
+
+The default, ``ldm``, is the paper's protocol (it evaluates as LDM does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as tvf
+
+RESAMPLE = Image.Resampling.BICUBIC
+
+Preprocess = Callable[[np.ndarray, int], np.ndarray]
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 H x W x 3 resized with PIL's bicubic filter (antialiased when shrinking)."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), RESAMPLE))
+
+
+def resize_shorter_side(image: np.ndarray, side: int) -> np.ndarray:
+    """Scale (PIL bicubic) so that the shorter side is exactly ``side``, keeping the aspect ratio."""
+    h, w = image.shape[:2]
+    if h <= w:
+        return resize(image, side, max(side, round(w * side / h)))
+    return resize(image, max(side, round(h * side / w)), side)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The size x size crop at offsets ((h - size) // 2, (w - size) // 2)."""
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def pil_bicubic_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to ``size`` with PIL bicubic, then the center crop."""
+    return center_crop(resize_shorter_side(image, size), size)
+
+
+def ldm_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """taming's ``SmallestMaxSize(size)`` + ``CenterCrop(size, size)``, written with OpenCV."""
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        image = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return center_crop(image, size)
+
+
+def adm_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """ADM's ``center_crop_arr``: BOX halvings, a bicubic resize to shorter side ``size``, the crop."""
+    pil = Image.fromarray(image)
+    while min(pil.size) >= 2 * size:
+        pil = pil.resize((pil.size[0] // 2, pil.size[1] // 2), resample=Image.Resampling.BOX)
+    scale = size / min(pil.size)
+    pil = pil.resize((round(pil.size[0] * scale), round(pil.size[1] * scale)), resample=RESAMPLE)
+    return center_crop(np.asarray(pil), size)
+
+
+def torchvision_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``Resize(size)`` + ``CenterCrop(size)`` on the [0, 1] float tensor, as uint8."""
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 255.0  # a copy
+    x = tvf.resize(x, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    x = tvf.center_crop(x, [size, size])
+    pixels = torch.floor(x * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 0).numpy()
+
+
+DEFAULT_PREPROCESS = "ldm"  # EvalConfig.preprocess's default
+
+PREPROCESS: dict[str, Preprocess] = {
+    "ldm": ldm_crop,
+    "adm": adm_crop,
+    "torchvision": torchvision_crop,
+    "pil_bicubic": pil_bicubic_crop,
+}
+
+# One line each for the protocol record (study/evaluation/protocol.py). pil_bicubic keeps the
+# wording protocols had before the choice existed, so their ids stay reachable.
+DESCRIPTIONS: dict[str, str] = {
+    "ldm": "ldm: OpenCV INTER_LINEAR shorter side to the resolution (albumentations SmallestMaxSize), "
+    "sides round(side*R/shorter)",
+    "adm": "adm: PIL BOX halving while shorter side >= 2R, then PIL bicubic shorter side to the resolution "
+    "(guided-diffusion center_crop_arr)",
+    "torchvision": "torchvision: Resize(R) bilinear antialias on the float tensor, CenterCrop(R) "
+    "offsets round((h-R)/2), uint8 floor(255v+0.5)",
+    "pil_bicubic": "shorter side to the resolution, PIL bicubic",
+}
+
+
+def preprocess(name: str) -> Preprocess:
+    """The function registered under ``name``; a ValueError naming the choices otherwise."""
+    try:
+        return PREPROCESS[name]
+    except KeyError:
+        raise ValueError(f"unknown preprocess {name!r}; choose one of {', '.join(PREPROCESS)}") from None
