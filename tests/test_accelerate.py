@@ -115,11 +115,11 @@ def test_grad_accum_must_divide_the_batch():
 
 def test_new_fields_keep_the_default_run_id():
     base = cfgmod.ExperimentConfig()
-    assert run_id(base) == "6e47d7f8241b"
+    assert run_id(base) == "be8329899161"  # since issue 20's recipe (tests/test_recipe_identity.py)
     same = cfgmod.validate(cfgmod.apply_overrides(base, {"train.checkpoint_decoder": True, "train.grad_accum": 1}))
-    assert run_id(same) == "6e47d7f8241b"
+    assert run_id(same) == "be8329899161"
     for key, value in (("train.grad_accum", 2), ("train.compile", True)):
-        assert run_id(cfgmod.validate(cfgmod.apply_overrides(base, {key: value}))) != "6e47d7f8241b", key
+        assert run_id(cfgmod.validate(cfgmod.apply_overrides(base, {key: value}))) != "be8329899161", key
 
 
 def test_decoder_checkpointing_gives_the_same_outputs_and_gradients():

@@ -212,3 +212,64 @@ def test_plan_text_output(capsys):
     count = expected_count(load_study(SWEEP))
     assert out.startswith(f"study example_sweep: {count} run(s)")
     assert "sd-vae" in out and "vit-aggregator" in out
+
+
+# --------------------------------------------------------------------------------------------
+# a plan a person reads (issue 22)
+# --------------------------------------------------------------------------------------------
+def test_table4_plan_names_what_differs_and_the_runs_other_tables_share(capsys):
+    assert run_study.main(["plan", str(REPO / "ablations" / "table4.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "varies: model.decoder.norm" in out and "model.decoder.norm=smc" in out
+    assert "200,000 steps x batch 16" in out and "2 GPU(s)" in out and "1440 min" in out and "imagenet" in out
+    groupnorm = next(line for line in out.splitlines() if line.startswith("groupnorm "))
+    assert "table8_adversarial_weight" in groupnorm  # Table 8's adaptive row is Table 4's baseline
+
+
+def test_seeds_on_one_line(capsys):
+    assert run_study.main(["plan", str(SWEEP)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sd-vae ")]
+    assert len(rows) == 1 and " 0,1 " in rows[0]
+
+
+def test_keys_and_one_variants_config(capsys):
+    assert run_study.main(["plan", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert 'model.decoder.norm = "groupnorm"  (groupnorm | smc)\n    Table 4:' in out
+    assert run_study.main(["plan", str(SWEEP), "--config", "sd-vae"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["model"]["encoder"]["kind"] == "sdvae" and set(doc) == {"model", "loss", "train", "data", "eval", "seed"}
+    assert run_study.main(["plan", str(SWEEP), "--config", "nothing"]) == 2
+
+
+def test_output_to_a_closed_pipe_is_quiet():
+    proc = subprocess.run(
+        f"{sys.executable} run_study.py plan {SWEEP} | head -1", shell=True, cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("study example_sweep") and proc.stderr == ""
+
+
+def test_a_grids_counts_are_complexitys(tmp_path, capsys):
+    """A 2^9 grid of the ten axes' kinds (the 131 072-variant benchmark's, fewer values): the
+    counts of 20 variants drawn at random equal study.measure.complexity's."""
+    import random
+
+    from study.measure import complexity
+    from study.studyfile.grid import expand
+
+    axes = {"data.resolution": [64, 128], "preset": ["LiteVAE-S", "LiteVAE-B"], "model.encoder.aggregator": ["unet", "vit"],
+            "model.encoder.shared_extractors": [False, True], "model.latent_channels": [4, 12],
+            "model.decoder.norm": ["groupnorm", "smc"], "loss.kl_weight": [1e-6, 1e-5], "train.batch_size": [8, 16],
+            "train.lr": [1e-4, 2e-4]}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump({"study": "grid", "set": {"model.decoder.channels": 32}, "grid": axes})
+    )
+    doc = _plan(capsys, tmp_path / "s.yaml", "--results", str(tmp_path))
+    assert doc["count"] == 2**9 and all(v["cost"]["gpu_hours"] > 0 for v in doc["variants"])
+    configs = {v.run_id: v.config for v in expand(load_study(tmp_path / "s.yaml"))}
+    for v in random.Random(0).sample(doc["variants"], 20):
+        cfg, c = configs[v["id"]], v["cost"]
+        encoder, decoder = complexity.parameter_counts(cfg.model)
+        assert (c["encoder_params"], c["decoder_params"]) == (encoder, decoder)
+        assert round(c["encoder_gmacs"] * 1e9) == complexity.encoder_macs(cfg.model, cfg.data.resolution)
+        assert round(c["decoder_gmacs"] * 1e9) == complexity.decoder_macs(cfg.model, cfg.data.resolution)

@@ -19,12 +19,10 @@ STUDY = "records"
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A two-variant tiny study run under its `smoke` profile with the debug executor, its
+    """A one-variant tiny study run under its `smoke` profile with the debug executor, its
     results and reports in a folder of their own: (study file, results, reports)."""
     base = tmp_path_factory.mktemp("records")
-    spec = write_study(
-        base, STUDY, zip=[{"train.lr": [1e-4, 2e-4]}], profiles={"smoke": {"train.steps": 2, "eval.num_images": 4}}
-    )
+    spec = write_study(base, STUDY, profiles={"smoke": {"train.steps": 2, "eval.num_images": 4}})
     results = base / "results"
     argv = ["run", str(spec), "--profile", "smoke", "--executor", "debug", "--results", str(results), "--poll", "0.1"]
     assert run_study.main(argv) == 0
@@ -59,7 +57,7 @@ def test_variants_without_a_record_exit_1_and_overwrite_nothing(finished, comman
     assert run_study.main([command, str(spec), "--results", str(results), *flags]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert "no run of these 2 variant(s)" in err[0] and "2 completed run(s) exist under `--profile smoke`" in err[0]
+    assert "no run of these 1 variant(s)" in err[0] and "1 completed run(s) exist under `--profile smoke`" in err[0]
     assert _snapshot(results / STUDY, reports) == before
 
 

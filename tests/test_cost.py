@@ -169,9 +169,14 @@ def test_each_stage_is_costed_at_its_resolution(tmp_path):
     table = {DEVICE: {key128: {"seconds_per_image": 0.5}}}
     scaled = cost.estimate(works([cfg])[0], DEVICE, table)  # 256px from the 128px figure x 4 pixels
     assert scaled.gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 0.5 * 4) / 3600)
-    assert [s["basis"] for s in scaled.stages] == ["measured", "scaled from 128px"] and scaled.basis == "scaled from 128px"
+    assert [s["basis"] for s in scaled.stages] == [
+        "measured",
+        "scaled from 128px",
+    ] and scaled.basis == "scaled from 128px"
     table[DEVICE][key256] = {"seconds_per_image": 2.0}
-    assert cost.estimate(works([cfg])[0], DEVICE, table).gpu_hours == pytest.approx((10 * 4 * 0.5 + 20 * 4 * 2.0) / 3600)
+    assert cost.estimate(works([cfg])[0], DEVICE, table).gpu_hours == pytest.approx(
+        (10 * 4 * 0.5 + 20 * 4 * 2.0) / 3600
+    )
     other = cost.estimate(works([cfg])[0], "Nowhere GPU", table)  # no figure, no known peak: no number
     assert other.gpu_hours is None and other.why.startswith(f"no figure for Nowhere GPU: {key128}")
     nothing = config.apply_overrides(cfg, {"train.steps": 0, "train.stages": []})
@@ -200,9 +205,7 @@ def test_a_diffusion_run_counts_its_autoencoder_and_costs_its_own_steps(capsys, 
     configs = {v.run_id: v.config for v in expand(load_study(spec), "smoke")}
     path = tmp_path / "t.json"
     for cfg in configs.values():
-        cost.record_step_time(
-            path, DEVICE, step_time_key(cfg, DEVICE), 0.5, write_json=store.write_json_atomic
-        )
+        cost.record_step_time(path, DEVICE, step_time_key(cfg, DEVICE), 0.5, write_json=store.write_json_atomic)
     doc = _plan(capsys, str(spec), "--profile", "smoke", "--device-class", DEVICE, "--step-times", str(path),
                 "--results", str(tmp_path))  # fmt: skip
     by_id = {v["id"]: v for v in doc["variants"]}
@@ -275,7 +278,9 @@ def test_the_fast_counter_gives_flop_counter_modes_totals(overrides):
     with torch.device("meta"):
         encoder = encoder.to("meta")
     forward = encoder.encode if hasattr(encoder, "encode") else encoder
-    assert complexity.encoder_macs(cfg.model, 64) == _flop_counter_macs(forward, torch.empty(1, 3, 64, 64, device="meta"))
+    assert complexity.encoder_macs(cfg.model, 64) == _flop_counter_macs(
+        forward, torch.empty(1, 3, 64, 64, device="meta")
+    )
     decoder = macs.decoder_path(cfg.model)
     z = torch.empty(1, cfg.model.latent_channels, 8, 8, device="meta")
     assert complexity.decoder_macs(cfg.model, 64) == _flop_counter_macs(decoder, z) > 0

@@ -140,9 +140,10 @@ def test_a_diffusion_variant_without_an_autoencoder_is_refused(tmp_path):
 
 
 def test_autoencoder_run_ids_do_not_change_with_the_diffusion_section():
-    assert run_id(config.ExperimentConfig()) == "6e47d7f8241b"
+    # the default's id since issue 20's recipe (tests/test_recipe_identity.py); 6e47d7f8241b before
+    assert run_id(config.ExperimentConfig()) == "be8329899161"
     cfg = config.apply_overrides(config.ExperimentConfig(), {"diffusion.unet": "tiny", "diffusion.steps": 7})
-    assert run_id(cfg) == "6e47d7f8241b"  # an autoencoder run ignores the diffusion settings
+    assert run_id(cfg) == "be8329899161"  # an autoencoder run ignores the diffusion settings
 
 
 def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, capsys, monkeypatch):
@@ -152,7 +153,15 @@ def test_plan_shows_each_diffusion_runs_autoencoder_and_its_state(tmp_path, caps
     plan = json.loads(capsys.readouterr().out)
     rows = {v["name"]: v for v in plan["variants"]}
     assert rows["ae"]["task"] == "autoencoder" and rows["ae"]["needs"] is None
-    assert rows["ldm"]["needs"] == {"id": rows["ae"]["id"], "name": "ae", "state": "missing", "reason": None}
+    assert rows["ldm"]["needs"] == {
+        "id": rows["ae"]["id"],
+        "name": "ae",
+        "label": "autoencoder",
+        "state": "missing",
+        "reason": None,
+    }
+    assert rows["ae"]["kind"] == "autoencoder" and rows["ldm"]["kind"] == "diffusion"
+    assert "eval" in rows["ae"] and "eval" not in rows["ldm"]  # a diffusion run reads no evaluation set
     # once the autoencoder's run is done, the plan says so
     ae_folder = store.init_run(
         tmp_path / "results", expand(load_study(path))[0].config, run_id(expand(load_study(path))[0].config)
@@ -176,3 +185,15 @@ def test_generation_tables_plan_with_and_without_their_smoke_profile(name):
     assert all(v.config.diffusion.unet == "ldm-kl8" for v in full.values() if v.config.task == "diffusion")
     smoke = [v for v in expand(spec, "smoke") if v.config.task == "diffusion"]
     assert all(v.config.diffusion.unet == "tiny" and v.config.diffusion.num_samples == 64 for v in smoke)
+
+
+def test_plan_json_shows_each_generation_runs_sampler_as_ldms_readme_lists_it(capsys):
+    """LDM's README: FFHQ "200 DDIM steps, eta=1", CelebA-HQ "200 DDIM steps, eta=0"; DDIM in fp32."""
+    for name in ("table7.yaml", "table13.yaml"):
+        assert run_study.main(["plan", str(ABLATIONS / name), "--json"]) == 0
+        rows = [v for v in json.loads(capsys.readouterr().out)["variants"] if v["task"] == "diffusion"]
+        assert rows and all("sampler" in v for v in rows)
+        for v in rows:
+            eta = 1.0 if v["name"].startswith("ffhq") else 0.0
+            assert (v["sampler"]["steps"], v["sampler"]["eta"]) == (200, eta), v["name"]
+            assert v["sampler"]["precision"] == "fp32, TF32 off"

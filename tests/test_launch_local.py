@@ -45,7 +45,7 @@ def test_debug_executor_runs_in_process_and_skips_completed(tmp_path):
     assert first.returncode == 1, first.stdout + first.stderr
     assert "3 of 3 run(s) submitted with the debug executor" in first.stdout
     rows = status_json(spec, env)
-    assert rows[diverge.name]["state"] == "failed"
+    assert rows[diverge.name]["state"] == "diverged"  # a non-finite loss (study/trainer/watch.py)
     assert NON_FINITE.search(rows[diverge.name]["reason"] or ""), rows[diverge.name]
     for v in good:
         assert rows[v.name]["state"] == "completed", rows[v.name]
@@ -68,7 +68,7 @@ def test_debug_executor_runs_in_process_and_skips_completed(tmp_path):
     again = run_cli("launch", str(spec), "--executor", "debug", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 of 3 run(s) submitted" in again.stdout
-    assert re.search(rf"\({diverge.run_id}\): skip, failed: .*non-finite loss.*--retry-failed", again.stdout)
+    assert re.search(rf"\({diverge.run_id}\): skip, diverged: .*non-finite loss.*--retry-failed", again.stdout)
     for v in good:
         assert re.search(rf"\({v.run_id}\): skip, completed", again.stdout)
         assert (store.run_dir(results, v.run_id) / "DONE").read_text() == done_marks[v.run_id]
@@ -108,7 +108,7 @@ def test_local_executor_runs_subprocesses_at_most_max_parallel(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the diverging variant failed
     assert "4 of 4 run(s) submitted with the local executor" in proc.stdout
     rows = status_json(spec, env)
-    assert rows[diverge.name]["state"] == "failed"
+    assert rows[diverge.name]["state"] == "diverged"  # a non-finite loss (study/trainer/watch.py)
     assert NON_FINITE.search(rows[diverge.name]["reason"] or ""), rows[diverge.name]
     assert all(rows[v.name]["state"] == "completed" for v in good), rows
 

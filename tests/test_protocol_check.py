@@ -69,15 +69,37 @@ def test_smoke_profile_reports_the_reference_numbers_beside_ours(tmp_path):
     md = (reports / "protocol_check" / "report.md").read_text()
     assert "## Published numbers beside ours" in md and "not a LiteVAE table" in md
     ours = frame.set_index("name")["psnr"]
+    lines = md.split("## Published numbers beside ours", 1)[1].split("\n## ", 1)[0].splitlines()
     # the model card's sd-vae-ft-mse on COCO: rFID 4.70, PSNR 24.5, SSIM 0.71, beside our PSNR
-    row = next(line for line in md.splitlines() if line.startswith("| coco-ft-mse ") and "model card" in line)
+    row = next(line for line in lines if line.startswith("| coco-ft-mse ") and "model card" in line)
     assert "4.70 / —" in row and f"24.50 / {ours['coco-kl-f8']:.2f}" in row and "0.710 / " in row
     assert "unknown" in row
     imagenet = [
-        line
-        for line in md.splitlines()
-        if line.startswith("| imagenet-ft-mse ") and "lavinal712/AutoencoderKL README" in line
+        line for line in lines if line.startswith("| imagenet-ft-mse ") and "lavinal712/AutoencoderKL README" in line
     ]
     assert len(imagenet) == 1 and "another harness" in imagenet[0]
     assert f"26.91 / {ours['imagenet-kl-f8']:.2f}" in imagenet[0]  # its own protocol, not COCO's
     assert re.search(r"^\| imagenet-ft-ema .*no published row", md, re.M)
+    _check_published_under_conventions(md, ours)
+
+
+def _check_published_under_conventions(md: str, ours: pd.Series) -> None:
+    """The Conventions section: each published number beside ours under its source's convention
+    (study/report/conventions.py); a source that does not state one says so in the cell."""
+    section = md.split("## Conventions", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines() if line.startswith("|")]
+    header = next(r for r in rows if r[:3] == ["Variant", "Source", "Model"])
+    table = {(r[0], r[1], r[3]): dict(zip(header, r)) for r in rows[rows.index(header) + 2 :] if len(r) == len(header)}
+    card = table[("coco-ft-mse", "stabilityai/sd-vae-ft-mse model card", "PSNR")]
+    assert card["Published"] == "24.50" and card["Ours (this protocol)"] == f"{ours['coco-kl-f8']:.2f}"
+    assert card["Ours under its convention"] == f"convention not stated; psnr: {ours['coco-kl-f8']:.2f}"
+    assert card["Convention"].startswith("SD-VAE model cards (not stated, posterior not stated")
+    harness = table[("imagenet-ft-mse", "lavinal712/AutoencoderKL README", "PSNR")]
+    assert harness["Published"] == "26.91" and harness["Ours under its convention"] == f"≈ {ours['imagenet-kl-f8']:.2f}"
+    assert "posterior sample, here mean" in harness["Convention"]  # their eval.py samples the posterior
+    ssim = table[("imagenet-ft-mse", "lavinal712/AutoencoderKL README", "SSIM")]["Ours under its convention"]
+    assert ssim.startswith("not computed here: not ours: scikit-image with a uniform 11x11 window")
+    lpips = table[("imagenet-ft-mse", "lavinal712/AutoencoderKL README", "LPIPS")]["Ours under its convention"]
+    assert lpips == "not measured (add lpips@vgg to eval.metrics)"  # the smoke profile measures PSNR, SSIM
+    litevae = table[("imagenet-kl-f8", "RGenDiff/open-litevae README", "SSIM")]["Ours under its convention"]
+    assert litevae.startswith("convention not stated; ssim: ")

@@ -61,13 +61,13 @@ def table3(tmp_path_factory):
         store.mark_done(folder)
     store.write_index(root, spec.study, variants, **study_record(spec, variants, "smoke"))
     out = tmp / "report"
-    report_mod.report(root, spec.study, out)
+    report_mod.report(root, spec.study, out, profile="smoke")
     return {"spec": spec, "root": root, "out": out}
 
 
 def test_throughput_and_memory_are_ratios_to_sd_vae_beside_the_papers(table3):
     spec = table3["spec"]
-    table = main_table(read_study(table3["root"], spec.study)).set_index("Variant")
+    table = main_table(read_study(table3["root"], spec.study, "smoke")).set_index("Variant")
     sd = spec.paper.rows["vae"]
     assert sd == "VAE (SD-VAE encoder)"
     for name in THROUGHPUT:
@@ -121,7 +121,7 @@ def test_table3_smoke_end_to_end(tmp_path):
     args = ["--profile", "smoke", "--executor", "debug", "--results", str(results), "--reports", str(reports)]
     assert run_study.main(["run", str(study), *args, "--poll", "0.1"]) == 0
     spec = load_study(study)
-    table = main_table(read_study(results, spec.study)).set_index("Variant")
+    table = main_table(read_study(results, spec.study, "smoke")).set_index("Variant")
     assert table.loc["vae", "Throughput ÷ SD-VAE"].strip("*") == "1.00x"
     assert table.loc["vae", "Memory ÷ SD-VAE"].strip("*") == "1.00x"
     assert float(table.loc["litevae-b", "Throughput ÷ SD-VAE"].strip("*x")) > 0

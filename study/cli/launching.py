@@ -20,7 +20,9 @@ from typing import Any
 from study import store
 from study.cli.common import Command, UsageError, index_fields, num, results_root, spec_and_variants, table
 from study.cli.results import add_reports, collect_results, require_records, write_report
-from study.launch import launcher, ordering
+from study.kinds.registry import total_steps
+from study.launch import launcher, ordering, preflight
+from study.studyfile import sources
 from study.studyfile.grid import Variant
 from study.studyfile.parse import Resources, StudyFile
 
@@ -32,9 +34,9 @@ def launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--executor",
         choices=launcher.EXECUTORS,
-        default=DEFAULT_EXECUTOR,
-        help=f"where the runs go (default: {DEFAULT_EXECUTOR}, this machine; slurm: job arrays through "
-        "sbatch; debug: in this process)",
+        default=None,
+        help=f"where the runs go (default: the site file's launch.executor, else {DEFAULT_EXECUTOR}, this "
+        "machine; slurm: job arrays through sbatch; debug: in this process)",
     )
     p.add_argument("--dry-run", action="store_true", help="show what would be submitted and how; submit nothing")
     p.add_argument("--only", nargs="+", metavar="VARIANT", help="launch these variants only (names, aliases or ids)")
@@ -64,8 +66,9 @@ def launch_settings(args: argparse.Namespace, spec: StudyFile, variants: list[Va
     """The launcher's options: the study's resources with the command line's overrides, the
     variants ``--only`` selects. UsageError for an unknown ``--only`` name or, on SLURM, a
     machine without its commands (before anything is created)."""
+    args.executor = sources.executor(args.executor)[0]  # the site file's default (study/config/site.py)
     resources = launcher.merge_resources(
-        spec.resources,
+        sources.launch_resources(spec)[0],
         partition=args.partition,
         account=args.account,
         qos=args.qos,
@@ -124,12 +127,25 @@ def launch(args: argparse.Namespace) -> int:
         )
     if args.dry_run:
         print("\n".join(layout(report.submitted, opts)))
+        print("\n".join(preflight_lines(report.preflight)))
     n = len(report.submitted)
     print(
         f"{'dry run: ' if args.dry_run else ''}{n} of {len(variants)} run(s) "
         f"{'to submit' if args.dry_run else 'submitted'} with the {opts.executor} executor"
     )
+    if report.preflight is not None and not report.preflight.ok:
+        return 2  # --dry-run: the launch would be refused
     return 1 if report.failed else 0
+
+
+def preflight_lines(found: preflight.Preflight | None) -> list[str]:
+    """What the checks before a launch found (study/launch/preflight.py), or that all passed."""
+    if found is None:
+        return []
+    if not found.lines():
+        return ["checks: data, weights, checkpoints" + (" and SLURM" if found.slurm else "") + ": all passed"]
+    head = f"checks: {len(found.problems)} problem(s), {len(found.notes)} note(s)"
+    return [head] + ["  " + line for line in found.lines()]
 
 
 def layout(todo: list[Variant], opts: launcher.LaunchOptions) -> list[str]:
@@ -196,11 +212,12 @@ def run(args: argparse.Namespace) -> int:
     skipped = len(variants) - len(result.submitted)
     if opts.dry_run:
         print("\n".join(layout(result.submitted, opts)))
+        print("\n".join(preflight_lines(result.preflight)))
         print(
             f"dry run: nothing submitted; {len(result.submitted)} of {len(variants)} run(s) would be submitted "
             f"with the {opts.executor} executor; {skipped} skipped"
         )
-        return 0
+        return 2 if result.preflight is not None and not result.preflight.ok else 0
     print(
         f"{len(result.submitted)} of {len(variants)} run(s) submitted with the {opts.executor} executor; {skipped} skipped"
     )
@@ -257,9 +274,8 @@ def status_row(v: Variant, run: store.RunState) -> dict[str, Any]:
         "job_id": run.job_id,
         "attempts": run.attempts,
         "step": run.step,
-        "kind": v.config.task,  # run kinds: the kind's name
-        # run kinds: the steps a kind of run trains
-        "total_steps": v.config.diffusion.steps if v.config.task == "diffusion" else v.config.train.steps,
+        "kind": v.fields.get("kind"),
+        "total_steps": total_steps(v.config),
         "loss": record.get("loss"),
         "psnr": record.get("psnr"),
         "reason": run.reason,

@@ -12,9 +12,11 @@ from typing import Any
 from study import store
 from study.cli import plan_view
 from study.cli.common import Command, UsageError, results_root, spec_and_variants, table
-from study.cli.launching import DEFAULT_EXECUTOR
-from study.kinds.registry import works
+from study.cli.launching import preflight_lines
+from study.kinds.registry import index_fields, kind_of, needs, reads, works
+from study.launch import launcher, preflight
 from study.measure import cost, counts
+from study.studyfile import sources
 from study.studyfile.grid import Variant
 from study.studyfile.parse import parse_sets
 
@@ -28,6 +30,23 @@ def plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-times", help="step-time table (default $LITEVAE_STEP_TIMES, benchmarks/step_times.json)")
     p.add_argument("--keys", action="store_true", help="every config key: default, type, allowed values, source")
     p.add_argument("--config", metavar="VARIANT", help="one variant's resolved config (name, run id or index), as YAML")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also run the checks every launch makes (data, weights, checkpoints, SLURM); exit 2 on a problem",
+    )
+    p.add_argument(
+        "--executor",
+        choices=launcher.EXECUTORS,
+        help="with --check: the executor to check for (default: the site file's launch.executor, else local)",
+    )
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const="",
+        metavar="VARIANT",
+        help="each setting of a variant (default: the first) and of the launch, resolved, with where it came from",
+    )
     for action in p._actions:  # `plan --keys` needs no study file
         if action.dest == "spec":
             action.nargs, action.default = "?", None
@@ -48,6 +67,8 @@ def plan(args: argparse.Namespace) -> int:
             raise UsageError(f"{spec.path}: --config {args.config!r}: no such variant; allowed: {names}")
         print(plan_view.config_yaml(chosen), end="")
         return 0
+    if args.explain is not None:
+        return explain(args, spec, variants)
     needs = needs_of(args, variants)
     planned = plan_cost(args, variants)  # issue 14: params, GMACs, GPU-hours (study/measure/cost.py)
     shared = plan_view.shared_with(spec, args.profile, results_root(args))
@@ -69,10 +90,28 @@ def plan(args: argparse.Namespace) -> int:
     if spec.description:
         print(f"  {spec.description}")
     base = plan_view.base_config(spec, args.profile, parse_sets(spec.path, args.set or []))
-    print("\n".join(plan_view.header(spec, base, DEFAULT_EXECUTOR)))
+    print("\n".join(plan_view.header(spec, base, sources.executor(args.executor)[0])))
     print(table(["name", "changes from the base", "seeds", "ids"] + (["needs"] if needs else []) + list(cost.COLUMNS)
                 + (["shared with"] if shared else []), _rows(variants, planned, base, needs, shared)))  # fmt: skip
     print("\n".join(cost.footer(planned)))
+    if args.check:
+        executor = sources.executor(args.executor)[0]
+        found = preflight.check(spec.study, variants, executor, sources.launch_resources(spec)[0])
+        print("\n".join(preflight_lines(found)))
+        return 0 if found.ok else 2
+    return 0
+
+
+def explain(args: argparse.Namespace, spec: Any, variants: list[Variant]) -> int:
+    """``plan --explain [VARIANT]``: each setting its run reads and each launch setting, with its source."""
+    chosen = plan_view.find_variant(variants, args.explain) if args.explain else variants[0]
+    if chosen is None:
+        names = ", ".join(dict.fromkeys(v.name for v in variants))
+        raise UsageError(f"{spec.path}: --explain {args.explain!r}: no such variant; allowed: {names}")
+    extra = parse_sets(spec.path, args.set or [])
+    rows = sources.explain(spec, chosen, args.profile, extra) + sources.explain_launch(spec, args.executor)
+    print(f"{spec.study} {chosen.name} ({chosen.run_id}): each setting, resolved, and where it came from")
+    print(table(["setting", "value", "from"], [[k, plan_view.format_value(v), src] for k, v, src in rows]))
     return 0
 
 
@@ -107,6 +146,12 @@ def _print_json(document: dict[str, Any], variants: Any) -> None:
     out.write("\n ]\n}\n")
 
 
+def _sampler(cfg: Any) -> dict[str, Any]:
+    """A generating run's sampler, as its kind's index fields state it (``plan --json``)."""
+    sampler = index_fields(cfg).get("sampler")
+    return {"sampler": sampler} if sampler else {}
+
+
 def _variant_json(v: Variant, need: dict[str, Any] | None, c: Any, shared: list[str]) -> dict[str, Any]:
     return {
         "index": v.index,
@@ -117,7 +162,9 @@ def _variant_json(v: Variant, need: dict[str, Any] | None, c: Any, shared: list[
         "aliases": list(v.aliases),
         "axes": {k: list(x) if isinstance(x, tuple) else x for k, x in v.axes.items()},
         **data_sets(v.config),
-        "task": v.config.task,  # run kinds: the kind of run, as the config names it
+        "task": v.config.task,
+        "kind": v.fields.get("kind"),
+        **_sampler(v.config),
         "needs": need,
         "cost": c.to_json(),
         "shared_with": shared,
@@ -141,35 +188,36 @@ def plan_cost(args: argparse.Namespace, variants: list[Variant]) -> Any:
         raise UsageError(str(e)) from None
 
 
-# run kinds: which variants wait for another run, and for which (the lead routes this through the registry)
 def needs_of(args: argparse.Namespace, variants: list[Variant]) -> dict[str, dict[str, Any]]:
-    """Diffusion run id -> the autoencoder run it waits for: its id, name and state now."""
+    """Run id -> the run it waits for (its run kind's ``needs``): its id, name, what it is, and
+    its state now."""
     root = results_root(args)
     names = {v.run_id: v.name for v in variants}
-    waiting = [v for v in variants if v.config.task == "diffusion"]
-    ids = [v.config.diffusion.autoencoder_id for v in waiting]
-    states = store.run_states([store.run_dir(root, a) for a in ids])
-    return {
-        v.run_id: {"id": a, "name": names.get(a), "state": run.state.value, "reason": run.reason}
-        for v, a, run in zip(waiting, ids, states)
-    }
+    waiting = [(v, needs(v.config)[0]) for v in variants if needs(v.config)]
+    states = store.run_states([store.run_dir(root, a) for _, a in waiting])
+    out = {}
+    for (v, a), run in zip(waiting, states):
+        reference = kind_of(v.config).reference
+        label = reference.label if reference else "run"
+        out[v.run_id] = {"id": a, "name": names.get(a), "label": label, "state": run.state.value, "reason": run.reason}
+    return out
 
 
-# run kinds: what the plan's needs column says of a diffusion run's autoencoder
 def needs_text(need: dict[str, Any] | None) -> str:
-    """What the plan's ``needs`` column says of a diffusion run's autoencoder."""
+    """What the plan's ``needs`` column says of the run a variant waits for."""
     if need is None:
         return "-"
-    return f"autoencoder {need['name'] or need['id']} ({need['id']}, {need['state']})"
+    return f"{need.get('label', 'run')} {need['name'] or need['id']} ({need['id']}, {need['state']})"
 
 
 def data_sets(cfg: Any) -> dict[str, Any]:
-    """What a variant trains and evaluates on, for ``plan --json``: names, paths, split lists."""
+    """What a variant trains and evaluates on, for ``plan --json``: names, paths, split lists; the
+    evaluation set only for a run whose kind reads one."""
     d, e = cfg.data, cfg.eval
-    return {
-        "data": {"kind": d.kind, "name": d.name, "path": d.path, "list": d.list},
-        "eval": {"path": e.path, "list": e.list, "name": e.name, "num_images": e.num_images},
-    }
+    out: dict[str, Any] = {"data": {"kind": d.kind, "name": d.name, "path": d.path, "list": d.list}}
+    if "eval" in reads(cfg):
+        out["eval"] = {"path": e.path, "list": e.list, "name": e.name, "num_images": e.num_images}
+    return out
 
 
 COMMANDS = (

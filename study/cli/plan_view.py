@@ -103,7 +103,8 @@ def _comments(cls: type) -> dict[str, str]:
     out: dict[str, str] = {}
     for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above, i = [], node.lineno - 2
+            above: list[str] = []
+            i = node.lineno - 2
             while i >= 0 and lines[i].strip().startswith("#"):
                 above.insert(0, lines[i].strip().lstrip("#").strip())
                 i -= 1

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from study.data import listing
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -30,17 +32,14 @@ def is_heldout(relpath: str, val_fraction: float) -> bool:
 
 
 def list_images(root: str | Path) -> list[str]:
-    """The image files below ``root`` as sorted relative POSIX paths; DataError if none."""
+    """The image files below ``root`` as sorted relative POSIX paths; DataError if none. Read
+    through the listing cache (study/data/listing.py): the tree is walked once per change."""
     folder = Path(root).expanduser()
     if not str(root):
         raise DataError("data.path is empty: an image folder is needed when data.kind is 'folder'")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such image folder")
-    files = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = listing.folder_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder or below it")
     return files
@@ -48,9 +47,26 @@ def list_images(root: str | Path) -> list[str]:
 
 def read_list(list_file: str | Path, root: str | Path, where: str) -> list[str]:
     """The relative image paths of a split list (one a line; blank lines and ``#`` comments
-    skipped), in the list's order, each checked to exist below ``root``. ``where`` names the
-    config key in errors."""
+    skipped), in the list's order, each checked to exist below ``root`` (once per change of the
+    list or of the folders it names: study/data/listing.py). ``where`` names the config key in
+    errors."""
     path = Path(list_file).expanduser()
+    folder = Path(root).expanduser()
+    try:
+        path.stat()
+    except OSError as err:
+        raise DataError(f"{where}: cannot read the split list {path} ({type(err).__name__}: {err})") from err
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such image folder (for the split list {path})")
+    cached = listing.cached_list(path, folder)
+    if cached is not None:
+        return cached
+    names = _checked_list(path, folder, where)
+    listing.remember_list(path, folder, names)
+    return names
+
+
+def _checked_list(path: Path, folder: Path, where: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -58,9 +74,6 @@ def read_list(list_file: str | Path, root: str | Path, where: str) -> list[str]:
     names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise DataError(f"{where}: the split list {path} names no image")
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such image folder (for the split list {path})")
     for name in (n for n in names if Path(n).is_absolute() or ".." in Path(n).parts):
         raise DataError(f"{where}: {path} lists {name!r}; paths must be relative to {folder}")
     missing = [n for n in names if not (folder / n).is_file()]

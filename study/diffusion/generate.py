@@ -74,6 +74,17 @@ def reference_count(cfg: config.ExperimentConfig, available: int) -> int:
     return available if wanted == "all" else min(int(wanted), available)
 
 
+def sampler(d: config.DiffusionConfig) -> dict[str, Any]:
+    """The DDIM sampler a generation uses, as the protocol (and ``plan --json``) states it."""
+    return {
+        "name": "ddim",
+        "steps": d.sampler_steps,
+        "eta": d.eta,
+        "discretisation": "uniform (LDM)",
+        "precision": PRECISION[d.sample_precision],
+    }
+
+
 def generation_protocol(cfg: config.ExperimentConfig) -> dict[str, Any]:
     """Everything that decides what a gFID means, as plain JSON (its hash is the protocol id)."""
     d, res = cfg.diffusion, cfg.data.resolution
@@ -81,13 +92,7 @@ def generation_protocol(cfg: config.ExperimentConfig) -> dict[str, Any]:
     return {
         "kind": "generation",
         "version": GENERATION_PROTOCOL_VERSION,
-        "sampler": {
-            "name": "ddim",
-            "steps": d.sampler_steps,
-            "eta": d.eta,
-            "discretisation": "uniform (LDM)",
-            "precision": PRECISION[d.sample_precision],
-        },
+        "sampler": sampler(d),
         "sample_seed": SAMPLE_SEED,
         "num_samples": d.num_samples,
         "weights": "ema" if d.ema_decay > 0 else "model",

@@ -57,7 +57,16 @@ def work(cfg: Config, others: Mapping[str, Config]) -> cost.Work:
 def index_fields(cfg: Config) -> dict[str, Any]:
     """The dataset, evaluation resolution and latent shape the report shows beside the run."""
     res = config.eval_resolution(cfg)
-    return {"dataset": cfg.data.name, "resolution": res, "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}"}
+    return {
+        "dataset": cfg.data.name,
+        "resolution": res,
+        "latent": f"{res // 8}x{res // 8}x{cfg.model.latent_channels}",
+        "trains": TRAINS if cfg.train.steps else {},
+    }
+
+
+# the config keys of what a run trains, as the report's setup table reads them
+TRAINS = {"steps": "train.steps", "batch": "train.batch_size", "lr": "train.lr"}
 
 
 KIND_TASK = "autoencoder"

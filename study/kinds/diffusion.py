@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study import config
-from study.diffusion import checks
+from study.diffusion import checks, generate
 from study.diffusion.run import run_diffusion
 from study.kinds.base import Config, Job, Reference, RunKind
 from study.measure import cost
@@ -94,6 +94,8 @@ def index_fields(cfg: Config) -> dict[str, Any]:
         "latent": None,
         "autoencoder_id": cfg.diffusion.autoencoder_id,
         "generates": True,  # the report shows its samples and generation FID
+        "trains": {"steps": "diffusion.steps", "batch": "diffusion.batch_size", "lr": "diffusion.lr"},
+        "sampler": generate.sampler(cfg.diffusion),  # its DDIM steps, eta and precision
     }
 
 

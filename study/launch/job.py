@@ -28,6 +28,7 @@ from typing import Any
 import submitit
 
 from study import store
+from study.data import listing
 
 REQUEUE_WAIT_S = 600.0
 
@@ -136,6 +137,7 @@ def run(
     if store.is_done(folder):
         return {"run_id": folder.name, "state": "completed", "skipped": True}
     cfg = store.read_config(folder)
+    listing.use_cache(folder.parent.parent / ".cache" / "listings")  # <results>/.cache: shared by all runs
     n = torch_threads(threads)
     if n:
         torch.set_num_threads(n)

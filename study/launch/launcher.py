@@ -1,6 +1,10 @@
 """Launching a study's variants through submitit: ``slurm`` (job arrays), ``local`` (a queue of
 at most N jobs at once, each with its own GPUs) and ``debug`` (in process, for pdb).
 
+Before anything is created, the preflight (study/launch/preflight.py) checks the runs to submit:
+a problem refuses the launch with no lock file, index or run folder written. A SLURM submission
+that fails removes the run folders it created for the runs it did not submit.
+
 Rules, on the run store's one rule for a run's state (``study/store/state.py``): completed runs
 are skipped; runs whose job is still queued or running are skipped; lost runs (their job is gone
 without a word: the launcher or the node was killed, the job never started) are resubmitted;
@@ -18,6 +22,7 @@ import dataclasses
 import fcntl
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -28,10 +33,9 @@ from typing import Any, Iterator
 
 import submitit
 
-from study import config as cfgmod
 from study import store
-from study.kinds.registry import reads
-from study.launch import ordering
+from study.data import listing
+from study.launch import ordering, preflight
 from study.launch.job import RunJob
 from study.launch.ordering import Decision
 from study.store.media import link_tensorboard
@@ -51,6 +55,15 @@ class LaunchLocked(LaunchError):
     """Another launch of the same study is submitting right now."""
 
 
+class PreflightFailed(LaunchError):
+    """The checks before the launch found problems (study/launch/preflight.py): nothing was
+    created or submitted."""
+
+    def __init__(self, found: preflight.Preflight):
+        self.found = found
+        super().__init__(found.refusal())
+
+
 @dataclass
 class LaunchOptions:
     executor: str = "local"
@@ -68,6 +81,7 @@ class LaunchReport:
     job_ids: dict[str, str] = field(default_factory=dict)  # run id -> job id
     arrays: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # run id -> reason (local/debug)
+    preflight: preflight.Preflight | None = None  # what the checks before the launch found
 
     @property
     def submitted(self) -> list[Variant]:
@@ -225,18 +239,26 @@ def launch(
     (``study.studyfile.record.study_record``; None: the spec's, without profile or --set)."""
     if opts.executor not in EXECUTORS:
         raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
+    decisions = decide(root, variants, opts.retry_failed, opts.only)
+    checked = preflight.check(spec.study, [d.variant for d in decisions if d.action == "submit"], opts.executor, opts.resources)
     if opts.dry_run:  # reads only: no lock file, no run folder
-        return LaunchReport(spec.study, decide(root, variants, opts.retry_failed, opts.only))
+        return LaunchReport(spec.study, decisions, preflight=checked)
+    if not checked.ok:  # before the lock: a refused launch creates nothing
+        raise PreflightFailed(checked)
+    for line in checked.lines():
+        log(line)
     with study_lock(root, spec.study):
         decisions = ordering.hold_for_needed(root, decide(root, variants, opts.retry_failed, opts.only), opts.executor)
-        report = LaunchReport(spec.study, decisions)
+        report = LaunchReport(spec.study, decisions, preflight=checked)
         todo = report.submitted
         if not todo:
             return report
-        check_eval_sizes(todo)
+        listing.persist(root / ".cache" / "listings")  # the file lists the checks read: shared by the jobs
+        index_before = _snapshot(store.index_path(root, spec.study, (record or {}).get("profile")))
         store.write_index(
             root, spec.study, variants, **(record if record is not None else study_record(spec, variants))
         )
+        new = [v for v in todo if not store.run_dir(root, v.run_id).exists()]
         folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config, v.run_id), todo)))
         link_tensorboard(root, store.study_dir(root, spec.study), [store.variant_record(v) for v in variants])
         logs = store.study_dir(root, spec.study) / "logs"
@@ -247,13 +269,11 @@ def launch(
             ordering.waiting_runs(todo),
         )
         if opts.executor == "slurm":
-            first = [i for i, v in enumerate(todo) if not ordering.needs_of(v)]
-            _submit_slurm(
-                report, [todo[i] for i in first], [jobs[i] for i in first], folders, logs, opts.resources, log
-            )
-            for needed, idx in ordering.dependency_groups(root, todo, report.job_ids).items():
-                waiting = dataclasses.replace(opts.resources, sbatch=opts.resources.sbatch + ordering.afterok(needed))
-                _submit_slurm(report, [todo[i] for i in idx], [jobs[i] for i in idx], folders, logs, waiting, log)
+            try:
+                _submit_all_slurm(report, root, todo, jobs, folders, logs, opts.resources, log)
+            except Exception as e:  # sbatch refused or absent: the runs it did not take leave no trace
+                _roll_back(root, [v for v in new if v.run_id not in report.job_ids], index_before, bool(report.job_ids))
+                raise LaunchError(_submission_error(e, report)) from e
             return report
         # marked while the lock is held: a second launch that takes the lock next skips them
         host = socket.gethostname()
@@ -283,23 +303,46 @@ def launch(
     return report
 
 
-def check_eval_sizes(variants: list[Variant]) -> None:
-    """LaunchError, before anything is submitted, for a variant that asks for more evaluation
-    images than its eval folder holds, where that folder is reachable from here (a job checks
-    again at its start, before any training step)."""
-    for v in variants:
-        cfg = v.config
-        if "eval" not in reads(cfg) or not cfg.eval.path:  # its kind evaluates nothing, or not apart
-            continue
-        if not Path(cfg.eval.path).expanduser().is_dir():
-            continue
-        from study.data.datasets import DataError
-        from study.data.eval_sets import check_size
+def _submit_all_slurm(
+    report: LaunchReport,
+    root: Path,
+    todo: list[Variant],
+    jobs: list[RunJob],
+    folders: dict[str, Path],
+    logs: Path,
+    r: Resources,
+    log: Any,
+) -> None:
+    """The runs that need none first, then each group that waits for others (``afterok``)."""
+    first = [i for i, v in enumerate(todo) if not ordering.needs_of(v)]
+    _submit_slurm(report, [todo[i] for i in first], [jobs[i] for i in first], folders, logs, r, log)
+    for needed, idx in ordering.dependency_groups(root, todo, report.job_ids).items():
+        waiting = dataclasses.replace(r, sbatch=r.sbatch + ordering.afterok(needed))
+        _submit_slurm(report, [todo[i] for i in idx], [jobs[i] for i in idx], folders, logs, waiting, log)
 
-        try:
-            check_size(cfg.data, cfg.eval, cfgmod.eval_resolution(cfg))
-        except DataError as e:
-            raise LaunchError(f"variant {v.name} ({v.run_id}): {e}") from None
+
+def _snapshot(path: Path) -> tuple[Path, bytes | None]:
+    return path, path.read_bytes() if path.exists() else None
+
+
+def _roll_back(root: Path, created: list[Variant], index: tuple[Path, bytes | None], some_submitted: bool) -> None:
+    """Remove the run folders this launch created for runs that were not submitted, and put the
+    index back as it was when nothing was submitted."""
+    for v in created:
+        shutil.rmtree(store.run_dir(root, v.run_id), ignore_errors=True)
+    path, before = index
+    if some_submitted:
+        return
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        store.write_bytes_atomic(path, before)
+
+
+def _submission_error(e: Exception, report: LaunchReport) -> str:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+    done = f"; {len(report.job_ids)} run(s) were submitted before it" if report.job_ids else "; nothing was submitted"
+    return f"--executor slurm: the submission failed ({type(e).__name__}: {first}){done}, no other run folder was kept"
 
 
 def _local_share(opts: LaunchOptions) -> tuple[int, int]:

@@ -286,7 +286,7 @@ def estimate(
         found = _recorded(key, figures)
         if found is not None:
             per_image, basis, figure = found
-            stage = {"figure": figure}
+            stage: dict[str, Any] = {"figure": figure}
         elif cls is not None and work.forward_macs is not None and cache is not None:
             precision = precision_of(work.precision, device)
             flops = 3 * 2 * work.forward_macs(resolution, cache)

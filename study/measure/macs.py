@@ -86,6 +86,11 @@ def count_macs(forward: Callable[[], object]) -> int:
     return counter.flops // 2
 
 
+def _call(forward: Callable[[torch.Tensor], object], *shape: int) -> Callable[[], object]:
+    """``forward`` of an empty (meta) tensor of ``shape`` x ``shape[-1]``."""
+    return lambda: forward(torch.empty(*shape, shape[-1]))
+
+
 def _build(make: Callable[[], nn.Module]) -> nn.Module:
     with torch.device("meta"):
         return make()
@@ -121,29 +126,24 @@ def encoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[
     """(parameters of the encoder path, {resolution: MACs of encoding one image}): one build."""
     encoder = _build(lambda: encoder_module(model_cfg))
     forward = encoder.encode if isinstance(encoder, DWTEncoder) else encoder  # as Autoencoder.encode
-    return parameters(encoder), {
-        r: count_macs(lambda r=r: forward(torch.empty(1, 3, r, r))) for r in sorted(set(resolutions))
-    }
+    return parameters(encoder), {r: count_macs(_call(forward, 1, 3, r)) for r in sorted(set(resolutions))}
 
 
 def decoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
     """(parameters of the decoder path, {resolution: MACs of decoding one image's latent})."""
     decoder = decoder_path(model_cfg)
     nz = model_cfg.latent_channels
-    return parameters(decoder), {
-        r: count_macs(lambda r=r: decoder(torch.empty(1, nz, r // LATENT_DOWNSAMPLING, r // LATENT_DOWNSAMPLING)))
-        for r in sorted(set(resolutions))
-    }
+    side = LATENT_DOWNSAMPLING
+    return parameters(decoder), {r: count_macs(_call(decoder, 1, nz, r // side)) for r in sorted(set(resolutions))}
 
 
 def discriminator_counts(kind: str, channels: int, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
     """(parameters, {resolution: MACs of judging one image}) of ``loss.discriminator``; 0 for none."""
-    disc = _build(lambda: build_discriminator(kind, channels)) if kind != "none" else None
+    with torch.device("meta"):
+        disc = build_discriminator(kind, channels)
     if disc is None:
         return 0, dict.fromkeys(resolutions, 0)
-    return parameters(disc), {
-        r: count_macs(lambda r=r: disc(torch.empty(1, 3, r, r))) for r in sorted(set(resolutions))
-    }
+    return parameters(disc), {r: count_macs(_call(disc, 1, 3, r)) for r in sorted(set(resolutions))}
 
 
 def denoiser_counts(unet: str, latent_channels: int, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
+from study.config import site
+
 WEIGHTS_ENV = "LITEVAE_WEIGHTS_DIR"
 FETCH_HINT = "python run_study.py weights fetch"
 
@@ -111,11 +113,15 @@ class FetchError(RuntimeError):
 # where
 # --------------------------------------------------------------------------------------------
 def weights_dir(directory: str | Path | None = None) -> Path:
-    """``directory``, else $LITEVAE_WEIGHTS_DIR, else torch hub's ``checkpoints`` cache."""
+    """``directory``, else $LITEVAE_WEIGHTS_DIR, else the site file's ``weights``
+    (study/config/site.py), else torch hub's ``checkpoints`` cache."""
     if directory:
         return Path(directory).expanduser()
     if os.environ.get(WEIGHTS_ENV):
         return Path(os.environ[WEIGHTS_ENV]).expanduser()
+    settings = site.load()
+    if settings.weights:
+        return Path(site.expand(settings.weights, f"{settings.path}: weights", settings)).expanduser()
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -178,7 +184,9 @@ def format_check(rows: list[Entry], directory: str | Path | None = None) -> str:
         if directory
         else f"${WEIGHTS_ENV}"
         if os.environ.get(WEIGHTS_ENV)
-        else f"torch hub cache; set ${WEIGHTS_ENV} to change"
+        else f"weights in {site.load().path}"
+        if site.load().weights
+        else f"torch hub cache; set ${WEIGHTS_ENV} or the site file's `weights` to change"
     )
     lines = [f"weights directory: {folder} ({source})"]
     width = max(len(r.name) for r in rows) if rows else 4

@@ -21,9 +21,11 @@ from study.report.records import StudyRecords, main_eval_id, rows_for_protocol, 
 
 METRICS = metric_specs.PAPER_METRICS  # the columns the published rows have
 OURS = (
-    "ours: shorter side resized (PIL bicubic), center crop, uint8 rounding of originals and "
-    "reconstructions, posterior mean; rFID with torch-fidelity's Inception (pool3), originals vs "
-    "reconstructions of the same images (the record's protocol below)"
+    "ours: the resize and center crop of eval.preprocess (ldm by default: OpenCV bilinear shorter "
+    "side, as albumentations' SmallestMaxSize), uint8 rounding of originals and reconstructions, "
+    "the posterior of eval.posterior (mean by default); rFID with torch-fidelity's Inception "
+    "(pool3), originals vs reconstructions of the same images (the record's protocol below; the "
+    "Conventions section sets each number beside ours under its source's convention)"
 )
 # What our sources say of each source's protocol (docs/paper.md, "Published numbers of other
 # autoencoders"; the CSV's notes are added per row).

@@ -28,7 +28,7 @@ import pandas as pd
 
 from study import store
 from study.paper import REFERENCE_TABLE
-from study.report import ratios
+from study.report import convention_tables, ratios
 from study.report.baseline import baseline_table
 from study.report.cells import short_reason
 from study.report.columns import COMPLEXITY_TABLE, PARAMS_COLUMN
@@ -92,6 +92,10 @@ def report(
             ("p", REFERENCE_NOTE),
             ("table", reference_table(records)),
         ]
+    conventions = convention_tables.section(records) if convention_tables.shown(records) else None
+    if conventions is not None:  # our numbers under each source's convention (study/report/conventions.py)
+        at = _after_results(doc)
+        doc.blocks[at:at] = conventions[0]
     summary = {
         "study": records.study,
         "description": records.index.get("description", ""),
@@ -112,6 +116,8 @@ def report(
     path = write_report(Path(out_dir), doc, (table, notes), numbers, caption, f"tab:{records.study}", figures, summary)
     if base is not None:
         base.write(Path(out_dir), records.study)
+    if conventions is not None:
+        convention_tables.write_numbers(Path(out_dir), conventions[1])
     if seeds is not None:
         seeds.write(Path(out_dir), records.study)
     return path

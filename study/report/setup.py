@@ -55,7 +55,7 @@ def _number(value: Any) -> str:
 
 def setup_row(variant: dict[str, Any], cfg: dict[str, Any] | None) -> dict[str, str]:
     """One variant's line of the setup table (its index entry and its run's config)."""
-    kind = str(variant.get("kind") or ("diffusion" if variant.get("generates") else "autoencoder"))
+    kind = str(variant.get("kind") or "autoencoder")
     row = {"Variant": str(variant["name"]), "Kind": kind}
     if cfg is None:
         return row | dict.fromkeys(("Steps", "Batch", "LR", "Resolution", "Data", "Latent"), "not launched")
@@ -64,10 +64,11 @@ def setup_row(variant: dict[str, Any], cfg: dict[str, Any] | None) -> dict[str, 
     if _get(cfg, "data.kind") == "folder":
         data += " (image folder)"
     latent = variant.get("latent") or (f"of {variant['autoencoder_id']}" if variant.get("autoencoder_id") else "—")
-    if kind in NOT_TRAINED:
-        steps, batch, lr = NOT_TRAINED[kind], "—", "—"
-    elif kind == "diffusion":
-        steps, batch, lr = (_number(_get(cfg, f"diffusion.{k}")) for k in ("steps", "batch_size", "lr"))
+    trains = variant.get("trains")  # its run kind's config keys of steps, batch and lr (None: trains nothing)
+    if kind in NOT_TRAINED or trains == {}:
+        steps, batch, lr = NOT_TRAINED.get(kind, "none"), "—", "—"
+    elif trains and not str(trains["steps"]).startswith("train."):  # another kind's own schedule
+        steps, batch, lr = (_number(_get(cfg, trains[k])) for k in ("steps", "batch", "lr"))
     else:
         stages = _get(cfg, "train.stages") or []
         steps = (

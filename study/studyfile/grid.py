@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from study import config as cfgmod
+from study.config import site
 from study.kinds.registry import index_fields, kind_of, run_id
 from study.studyfile import references
 from study.studyfile.document import SEED_KEY, StudyFile
@@ -73,6 +74,7 @@ def expand(
         )
 
     start = _resolve(spec, "set", fixed, None, check=False)  # base and set, applied once
+    settings = site.load()
     names: set[str] = set()
     resolved: list[_Resolved] = []
     for name, axes, overrides, source, where in candidates:
@@ -81,6 +83,7 @@ def expand(
         names.add(name)
         for seed in seeds:
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
+            cfg = site.with_site_paths(cfg, settings)  # ${datasets.X}, ${VAR}: paths, not identity
             if cfg.model.init:
                 cfg = with_init_digest(spec, where, cfg)
             resolved.append(_Resolved(name, axes, source, where, seed, cfg))

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import config as cfgmod
+from study.config import site
 from study.store.checkpoint_files import CheckpointError, checkpoint_sha256
 from study.studyfile.document import StudyFile
 from study.studyfile.yamlfile import StudyFileError
@@ -16,6 +17,8 @@ from study.studyfile.yamlfile import StudyFileError
 def with_init_digest(spec: StudyFile, where: str, cfg: cfgmod.ExperimentConfig) -> cfgmod.ExperimentConfig:
     """``cfg`` with ``model.init`` made absolute where it names a file beside the study file, and
     ``model.init_sha256`` the sha256 of its weights; StudyFileError if it names no checkpoint."""
+    for problem in site.unresolved(cfg, ("model.init",)):  # ${checkpoints.X} the site file lacks
+        raise StudyFileError(spec.path, f"{where}: model.init", cfg.model.init, problem.allowed)
     init = Path(cfg.model.init).expanduser()
     if not init.is_absolute() and (spec.path.parent / init).exists():
         init = (spec.path.parent / init).resolve()
