@@ -4,7 +4,7 @@
     eval "$(sudo bash tools/slurm_cluster.sh start)"      # the one-node cluster (docs/slurm.md)
     python benchmarks/bench_launch.py [--variants 500] [--repeat 1]
 
-What it measures: `study.launch.launch()` with the slurm executor, in process, from the moment
+What it measures: `study.launch.launcher.launch()` with the slurm executor, in process, from the moment
 it is called until it returns: deciding what to submit (every run new), writing the study index
 and 500 run folders (config.yaml + status.json, each written atomically with an fsync), pickling
 500 jobs, the `sbatch` calls, and recording each run's job id in its status.json. Python start-up

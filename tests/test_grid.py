@@ -70,7 +70,7 @@ def studies(draw) -> StudyFile:
 
 
 def independent_rows(spec: StudyFile) -> list[dict]:
-    """The grid x zip product minus exclusions, computed without study.grid."""
+    """The grid x zip product minus exclusions, computed without study.studyfile.grid."""
     parts = [[{k: v} for v in vals] for k, vals in spec.grid.items()]
     parts += [[dict(zip(g, row)) for row in zip(*g.values())] for g in spec.zip]
     rows = [dict(kv for p in combo for kv in p.items()) for combo in itertools.product(*parts)]

@@ -1,4 +1,4 @@
-"""Staging the metrics' weights for offline nodes (study/weights.py, `run_study.py weights`).
+"""Staging the metrics' weights for offline nodes (study/measure/weights.py, `run_study.py weights`).
 
 No test touches the network: downloads go through an injected opener (a file:// URL served by
 urllib itself, or one that fails the way an offline machine does)."""

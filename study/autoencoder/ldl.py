@@ -1,38 +1,7 @@
-"""The LDL loss (Table 15): Liang, Zeng and Zhang, "Details or Artifacts: A Locally Discriminative
-Learning Approach to Realistic Image Super-Resolution", CVPR 2022 (arXiv 2203.09195), Sec. 3.
-
-GAN-trained generators produce both realistic details and artifacts; LDL tells them apart by the
-local statistics of the residual and penalises only the artifacts. For a target x, the current
-model's reconstruction x_hat and an EMA model's reconstruction x_hat_ema (paper notation in
-brackets; I^HR = x, I^SR = x_hat):
-
-    R        = sum_c |x - x_hat|                     residual map, one channel     [R = I^HR - I^SR]
-    M        = var_{7x7}(R)                          local variance at each pixel  [pixel level]
-    delta    = var(R)^(1/alpha),  alpha = 5          global (patch-level) scale    [patch level]
-    M~       = delta * M                             the artifact map
-    M_refine = 0 where R < R_ema, else M~            R_ema = sum_c |x - x_hat_ema|
-    L_artif  = || M_refine * x - M_refine * x_hat ||_1
-
-These are the residual, local-variance, patch-scale, artifact-map, refinement and loss equations
-of LDL's Sec. 3 (artifact map generation and refinement with the EMA model, then the loss); we cite
-them by section because their equation numbers could not be checked here (no copy of the paper
-offline). The details the paper's text leaves open follow the authors' released implementation
-(csjliang/LDL, also in BasicSR), as facts of the method:
-
-- R is the absolute residual summed over the RGB channels (one map per image, applied to every
-  channel); the local variance is the unbiased variance over a 7x7 window with reflect padding at
-  the border; var(R) is the unbiased variance over the whole map of each image; alpha = 5.
-- Refinement: a pixel where the current model is already closer to the target than the EMA model
-  (R < R_ema, strictly) is a detail being learnt and gets weight 0; elsewhere the map stands.
-- Units: LDL's images are in [0, 1] and its map is not scale-equivariant (delta has power 1/5), so
-  the map is computed on (x + 1) / 2; the loss itself is on our [-1, 1] images (mean over N, C, H,
-  W, the convention of ``study/autoencoder/losses.py``), so its weight is relative to our L1 term.
-- Gradients (paper gap): the map is a weight and is detached; the released code lets gradients
-  flow through it, where var(R)^(1/5) has an infinite derivative at a zero residual. With the map
-  detached, d L / d x_hat = -M_refine * sign(x - x_hat) / (N C H W).
-- Weight (paper gap): LDL adds L_artif with weight 1 to an ESRGAN-style loss whose L1 weight is
-  1e-2; LiteVAE's Table 15 gives no weight. The proposed default ``loss.ldl_weight`` is 1.0,
-  relative to our L1 weight of 1.
+"""The LDL artifact loss of Table 15 (Liang et al., CVPR 2022, Sec. 3): a per-pixel artifact map
+from the residual's local and global variance, refined against an EMA model's reconstruction,
+weighting an L1 distance. The equations, the details taken from the authors' code and the paper
+gaps (detached map, weight): docs/models.md, "The LDL artifact loss, equation by equation".
 """
 
 from __future__ import annotations

@@ -1,35 +1,8 @@
 """The training losses of LiteVAE as pure functions: Eq. 1 (L1 + LPIPS + KL + adversarial), the
-adaptive weight of Esser et al. (Eq. 2) it replaces by a constant (Table 8), hinge and logistic
-GAN losses (Table 16), and the high-frequency losses of Table 9.
-
-Reduction convention (one for every term): a loss is the **mean over every value it compares**
-(batch x channels x pixels), so each term is "per image value" and every weight is independent of
-the resolution and of the batch size:
-
-    l1          mean over N, C, H, W of |x - x_hat|
-    lpips       mean over N of LPIPS (itself a spatial mean inside each of its layers); with
-                ``perceptual: esrgan`` (Table 14) the ESRGAN VGG19 term instead, logged "esrgan"
-    ldl         LDL's artifact loss (Table 15, study/autoencoder/ldl.py): mean over N, C, H, W
-    kl          KL of the diagonal Gaussian summed over the latent (C, h, w), mean over N, divided by
-                the image's value count C*H*W: nats per image value
-    wavelet     mean over N, C, 3 bands, H/2, W/2 of the Charbonnier distance
-    gaussian    mean over N, C, H, W of |(x - G x) - (x_hat - G x_hat)|
-    adversarial mean over each logits tensor (per image, or per pixel for the UNet discriminator),
-                then averaged over the list of tensors a discriminator returns
-
-Why this and not LDM's "sum per pixel, mean over batch": LDM's objective is
-sum_{c,h,w}(|x - x_hat| + w_p LPIPS) / N + w_kl KL_sum / N + lambda g. Dividing all of it by the
-value count P = C*H*W gives exactly the convention above for L1, LPIPS and KL, so LDM's weights
-(1, 1, 1e-6) keep their meaning and their balance. The adaptive adversarial weight is a gradient
-ratio, invariant to the scale of the reconstruction loss, so the adaptive mode is LDM's up to the
-global factor 1/P, which Adam ignores. What changes is the constant adversarial weight: next to a
-sum over 3*256*256 values a constant 0.5 on a mean logit would do nothing (and its effect would
-quadruple from 128 to 256 pixels, Table 5's stages); next to per-value means it is of the size of
-the L1 term, as a constant replacement of the adaptive weight (Table 8) has to be. The wavelet and
-Gaussian weights (0.1) are likewise relative to the mean L1.
-
-All terms but LPIPS are computed in float32 with autocast off; LPIPS runs under the caller's
-autocast. Images are in [-1, 1].
+adaptive weight of Eq. 2 and its constant replacement (Table 8), hinge and logistic GAN losses
+(Table 16) and the high-frequency losses of Table 9. Every term is a mean over the values it
+compares; why, and how that relates to LDM's weights: docs/models.md, "The loss terms and their
+reduction".
 """
 
 from __future__ import annotations

@@ -1,31 +1,7 @@
-"""The ESRGAN perceptual loss (Table 14: `loss.perceptual: esrgan` instead of LPIPS).
-
-Wang et al., "ESRGAN: Enhanced Super-Resolution Generative Adversarial Networks", ECCV Workshops
-2018 (arXiv 1809.00219), Sec. 3.3 "Perceptual Loss": the distance between VGG19 features taken
-*before* the activation (SRGAN took them after it), because the activated deep features are very
-sparse and give a weak, brightness-inconsistent supervision. The layer is the last convolution of
-the fifth block, conv5_4 ("VGG19-54", their Fig. 7), of the VGG19 pretrained for ImageNet
-classification.
-
-    L_percep = mean over N, C, h, w of | phi(x) - phi(x_hat) |,   phi = VGG19 up to conv5_4, no ReLU
-
-- Distance: L1, ESRGAN's (its released training configuration uses an L1 feature criterion; the
-  paper's text does not name the norm). Reduction: the mean over every compared value, the
-  convention of ``study/autoencoder/losses.py``.
-- Input: our images are in [-1, 1]; VGG19 expects ImageNet-normalised RGB in [0, 1]. We map
-  (x + 1) / 2, then subtract the ImageNet mean and divide by its std (torchvision's constants, the
-  normalisation the VGG19 weights were trained with; ESRGAN normalises the same way).
-- Weight (paper gap): ESRGAN's generator loss is Eq. 3, L_G = L_percep + lambda L_G^Ra + eta L_1,
-  with lambda = 5e-3 and eta = 1e-2 (Sec. 4.1): the perceptual term has weight 1. LiteVAE's Table 14
-  swaps the perceptual term of its Eq. 1 and keeps the rest of its recipe (L1 weight 1), so the
-  ESRGAN term takes LPIPS's weight, 1.0, relative to our L1 (not ESRGAN's eta). ESRGAN's own
-  balance in our units would be 2 / eta = 200 (its L1 is on [0, 1] images, ours on [-1, 1]); the
-  weight is a config field, so a study can set that instead.
-- The target's features are computed without gradients; the network is frozen and in eval mode.
-  The loss runs under the caller's autocast, as LPIPS does.
-
-Weights: torchvision's ``vgg19-dcbb9e9d.pth`` from the weights cache (``study/measure/weights.py``
-entry ``vgg19``, staged by ``python run_study.py weights fetch``); nothing is ever downloaded here.
+"""The ESRGAN perceptual loss (Table 14, ``loss.perceptual: esrgan`` instead of LPIPS): the L1
+distance of VGG19 conv5_4 features taken before the activation, on frozen ImageNet weights from
+the weights cache. Input mapping, reduction and weight: docs/models.md, "The ESRGAN perceptual
+loss in detail".
 """
 
 from __future__ import annotations

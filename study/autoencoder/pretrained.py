@@ -1,35 +1,7 @@
-"""Pretrained autoencoders: initialise a variant's weights from a checkpoint (``model.init``).
-
-A checkpoint is one of:
-
-- a diffusers ``AutoencoderKL`` folder: ``config.json`` beside ``diffusion_pytorch_model.safetensors``
-  (or ``.bin``; the ``.fp16`` variants too), in diffusers' module names;
-- a CompVis/LDM ``.ckpt`` (also ``.pt``/``.pth``/``.bin``): a torch file whose ``state_dict`` holds
-  the autoencoder under ``first_stage_model.`` (a whole Stable Diffusion checkpoint) or bare (an
-  autoencoder's own checkpoint, whose ``loss.`` entries, the discriminator and LPIPS, are
-  dropped); a torch file of our trainer (an ``autoencoder`` entry) also loads;
-- a ``.safetensors`` file in LDM's, diffusers' or our names (told apart by their key patterns);
-- one of our runs: its folder, or its id under ``<results>/runs/``; its ``checkpoints/last.pt``.
-
-Torch files are read with ``torch.load(weights_only=True)``: tensors and plain containers only,
-never arbitrary pickled code. A file that needs more is refused (re-save its state dict).
-
-Names. The three namings describe one structure (study/models/sdvae.py); the table ``MODULES``
-below lists each module once as (ours, LDM, diffusers) and is read in both directions. Two
-index rules: LDM numbers the decoder's ``up`` stages by resolution level, so the stage applied
-first is ``up.{L-1}`` (ours and diffusers count in the order of application); and our stage
-``down.{i}`` / ``up.{i}`` is one Sequential whose last entry, after its ``n`` residual blocks, is
-the resampler, where LDM and diffusers name it apart. Diffusers stores the attention's q, k, v
-and output projections as linear layers, (C, C); ours and LDM's are 1x1 convs, (C, C, 1, 1).
-
-Matching. The variant's config must describe the checkpoint: every tensor of the model must be
-in the checkpoint with the same shape and nothing else may be, else ``CheckpointMismatch`` names
-the first keys that differ and their shapes. One exception, explicit: an SD-VAE checkpoint
-(diffusers or LDM) given to a variant whose encoder is not the SD encoder (LiteVAE keeps the SD
-decoder, Sec. 3) initialises the decoder side only (``post_quant_conv`` and ``decoder``), which
-must match exactly; the encoder side (``encoder``, ``quant_conv``) keeps its fresh initialisation.
-
-Finding the file and its sha256 (a run's identity, without torch): study/store/checkpoint_files.py.
+"""Pretrained autoencoders: initialise a variant's weights from a checkpoint (``model.init``), a
+diffusers folder, an LDM/CompVis or torch file, a safetensors file or one of our runs, mapping
+between the three namings of one structure (``MODULES``). Formats, name rules and the matching
+rule: docs/evaluation.md, "Checkpoint formats, names and matching".
 """
 
 from __future__ import annotations

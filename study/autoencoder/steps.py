@@ -1,20 +1,7 @@
-"""One training step: the autoencoder's update on Eq. 1's loss, then the discriminator's, each
-over ``train.grad_accum`` micro-batches whose gradients add up before the one optimiser step.
-
-The discriminator learns from a fresh reconstruction by the autoencoder just updated, as LDM's
-Lightning loop makes it (``training_step`` runs once per optimiser, and the discriminator's pass,
-``optimizer_idx`` 1, calls the autoencoder again after the autoencoder's optimiser stepped);
-``train.discriminator_input: stale`` reuses the reconstructions of the autoencoder's step instead.
-
-The step reads nothing back from the device: the non-finite check goes through a LossWatch
-(study/trainer/accelerate.py), which checks at once on the CPU and at log steps on CUDA.
-Gradient accumulation: the local batch of B samples (and its per-sample posterior noise, drawn
-for the whole batch, so the same noise as without accumulation) is cut into n equal micro-batches
-and each micro-batch's loss, a mean over its samples, is backpropagated divided by n: the summed
-gradient is the full batch's mean-loss gradient up to float summation order, except where a
-network keeps per-forward state or batch statistics (train.grad_accum's comment in
-study/config/sections.py says which). Under DDP only the last micro-batch's backward reduces
-across ranks (``no_sync`` for the others).
+"""One training step: the autoencoder's update on Eq. 1's loss, then the discriminator's, each over
+``train.grad_accum`` micro-batches whose gradients add up before the one optimiser step. Which
+reconstruction the discriminator sees, how the step avoids device reads and how accumulation
+keeps the full batch's gradient: docs/performance.md, "One training step".
 """
 
 from __future__ import annotations

@@ -240,6 +240,16 @@ def status_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--log", metavar="VARIANT", help="print the tail of a variant's job log (index, name or id)")
     p.add_argument("--lines", type=int, default=40)
+    p.add_argument(
+        "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="refresh in place every SECONDS (10)"
+    )
+    p.add_argument(
+        "--stall-after",
+        type=float,
+        default=store.STALL_AFTER_S / 60,
+        metavar="MIN",
+        help="flag a running run whose log has not moved for MIN minutes (default %(default)g)",
+    )
 
 
 def status(args: argparse.Namespace) -> int:
@@ -248,54 +258,84 @@ def status(args: argparse.Namespace) -> int:
     if args.log:
         return print_log(root, variants, args.log, args.lines)
     require_records(root, spec, variants)
-    runs = store.run_states([store.run_dir(root, v.run_id) for v in variants])
-    rows = [status_row(v, run) for v, run in zip(variants, runs)]
-    if args.json:
-        print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
-        return 0
-    header = ["#", "name", "kind", "id", "state", "job", "att", "step", "loss", "psnr", "reason"]
-    print(table(header, [_status_cells(r) for r in rows]))
+    while True:
+        rows = status_rows(root, variants, args.stall_after * 60)
+        if args.json:
+            print(json.dumps({"study": spec.study, "runs": rows}, indent=1))
+        else:
+            if args.watch:
+                print("\x1b[H\x1b[2J", end="")  # clear the terminal: the table refreshes in place
+            print(status_text(spec.study, rows))
+        if not args.watch or all(r["state"] in FINAL_STATES for r in rows):
+            return 0
+        sys.stdout.flush()
+        time.sleep(args.watch)
+
+
+FINAL_STATES = {s.value for s in store.FINAL}
+
+
+def status_rows(root: Path, variants: list[Variant], stall_after_s: float) -> list[dict[str, Any]]:
+    """One row per variant: its run's state, job, progress (step / total, images/s, ETA), last
+    loss and validation figures, attempts, host, age of its last log line, and whether it stalled."""
+    progress = store.status_rows([store.run_dir(root, v.run_id) for v in variants], stall_after_s=stall_after_s)
+    return [
+        {"index": v.index, "name": v.name, "id": v.run_id, "seed": v.seed, "kind": v.fields.get("kind")}
+        | row
+        | {"total_steps": row.get("total_steps") or total_steps(v.config)}
+        for v, row in zip(variants, progress)
+    ]
+
+
+def status_text(study: str, rows: list[dict[str, Any]]) -> str:
+    header = [
+        "#",
+        "name",
+        "kind",
+        "id",
+        "state",
+        "step",
+        "img/s",
+        "ETA",
+        "loss",
+        "psnr",
+        "att",
+        "host",
+        "log age",
+        "reason",
+    ]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    print(", ".join(f"{n} {state}" for state, n in counts.items()))
-    return 0
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return f"{study}\n" + table(header, [_status_cells(r) for r in rows]) + "\n" + summary
 
 
-def status_row(v: Variant, run: store.RunState) -> dict[str, Any]:
-    """One variant's row of ``status``: its run's state, job, progress and last numbers."""
-    record = run.record
-    return {
-        "index": v.index,
-        "name": v.name,
-        "id": v.run_id,
-        "seed": v.seed,
-        "state": run.state.value,
-        "job_id": run.job_id,
-        "attempts": run.attempts,
-        "step": run.step,
-        "kind": v.fields.get("kind"),
-        "total_steps": total_steps(v.config),
-        "loss": record.get("loss"),
-        "psnr": record.get("psnr"),
-        "reason": run.reason,
-        "heartbeat": record.get("heartbeat"),
-        "log": record.get("log"),
-    }
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _status_cells(r: dict[str, Any]) -> list[str]:
+    state = r["state"] + (" (stalled)" if r.get("stalled") else "")
+    if r.get("diverged_step") is not None:
+        state += f" at step {r['diverged_step']}"
     return [
         str(r["index"]),
         r["name"],
-        r["kind"],
+        str(r["kind"]),
         r["id"],
-        r["state"],
-        str(r["job_id"] or "-"),
-        str(r["attempts"]),
+        state,
         f"{r['step'] or 0}/{r['total_steps']}",
-        num(r["loss"]),
-        num(r["psnr"]),
+        num(r.get("images_per_s")),
+        _duration(r.get("eta_s")),
+        num(r.get("loss")),
+        num(r.get("val_psnr")),
+        str(r["attempts"]) + (f" ({r['requeues']} requeued)" if r.get("requeues") else ""),
+        str(r.get("host") or "-"),
+        _duration(r.get("log_age_s")),
         (r["reason"] or "")[:60],
     ]
 

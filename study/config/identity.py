@@ -10,12 +10,14 @@ import dataclasses
 import functools
 import hashlib
 import json
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from study.config import fields
 from study.config.checks import validate
-from study.config.overrides import _is_section, coerce
+from study.config.overrides import _hints, _is_section, coerce
 from study.config.sections import ExperimentConfig
 
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -89,11 +91,83 @@ def from_dict(data: dict[str, Any]) -> ExperimentConfig:
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """Every field that can define a run, without the eval protocol, the fields declared not
     identity and those whose declared omission applies; a run's kind keeps its part of it
-    (``study.kinds``: an autoencoder run drops ``task`` and ``diffusion``)."""
-    d = to_dict(cfg, identity_only=True)
-    del d["eval"]
-    _omit_declared(cfg, d, cfg)
+    (``study.kinds``: an autoencoder run drops ``task`` and ``diffusion``).
+
+    Its sections are read-only (``Section``): each is kept per (section object, the truth of the
+    conditions its omissions name), with its canonical JSON, so that the variants of a grid,
+    which share a few hundred section objects, are spelled and hashed from those."""
+    d: dict[str, Any] = {}
+    for name, section in _top_fields():
+        value = getattr(cfg, name)
+        d[name] = _section(value, cfg) if section else value if type(value) in _LEAF_TYPES else to_dict(value, True)
+    for rule in _omissions(ExperimentConfig):  # a section compared as written, as to_dict writes it
+        value = d[rule.name]
+        if rule.applies(to_dict(getattr(cfg, rule.name), True) if type(value) is Section else value, cfg):
+            del d[rule.name]
     return d
+
+
+@functools.cache
+def _top_fields() -> tuple[tuple[str, bool], ...]:
+    """(name, is a section) of each identity field of the experiment config but ``eval``."""
+    hints = _hints(ExperimentConfig)
+    return tuple((name, _is_section(hints[name])) for name, ident in _fields(ExperimentConfig) if ident and name != "eval")
+
+
+class Section(dict):  # type: ignore[type-arg]
+    """A section of an identity: a dict that may not change, with its canonical JSON kept."""
+
+    json: str
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an identity's section is read-only; copy it with dict(...)")
+
+    __setitem__ = __delitem__ = pop = popitem = clear = update = setdefault = __ior__ = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain dicts
+        return (dict, (dict(self),))
+
+
+def _frozen(d: dict[str, Any]) -> Section:
+    out = Section({k: _frozen(v) if isinstance(v, dict) else v for k, v in d.items()})
+    out.json = canonical_json(dict(out))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _conditions(cls: Any) -> tuple[fields.Condition, ...]:
+    """The distinct conditions the omissions of ``cls`` and the sections below it name."""
+    found = [c for rule in _omissions(cls) for c in rule.when]
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        if _is_section(tp):
+            found += _conditions(tp)
+    return tuple(dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=None)
+def _tests(cls: Any) -> tuple[tuple[Callable[[Any], Any], tuple[Any, ...], bool], ...]:
+    """``_conditions(cls)`` as (getter, values, among): ``Condition.holds``, its key read once."""
+    return tuple((operator.attrgetter(c.key), c.values, c.among) for c in _conditions(cls))
+
+
+_SECTIONS: dict[tuple[int, tuple[bool, ...]], tuple[Any, Section]] = {}
+_SECTIONS_MAX = 100_000  # cleared when full: a memo, not a store
+
+
+def _section(section: Any, cfg: ExperimentConfig) -> Section:
+    """The identity of one top-level section of ``cfg``, its declared omissions applied."""
+    key = (id(section), tuple((get(cfg) in values) == among for get, values, among in _tests(type(section))))
+    found = _SECTIONS.get(key)
+    if found is not None and found[0] is section:
+        return found[1]
+    d = to_dict(section, identity_only=True)
+    _omit_declared(section, d, cfg)
+    if len(_SECTIONS) >= _SECTIONS_MAX:
+        _SECTIONS.clear()
+    out = _frozen(d)
+    _SECTIONS[key] = (section, out)
+    return out
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -102,5 +176,21 @@ def identity_hash(identity: dict[str, Any]) -> str:
 
 
 def canonical_json(obj: Any) -> str:
-    """Sorted keys, no spaces, floats by repr: one spelling for equal configs."""
+    """Sorted keys, no spaces, floats by repr: one spelling for equal configs (a ``Section``
+    inside is spelled as kept: JSON nests, so the whole spells the same)."""
+    if type(obj) is dict and any(type(v) is Section for v in obj.values()):
+        return "{" + ",".join([_key(k) + _spelled(obj[k]) for k in sorted(obj)]) + "}"
+    return _dumps(obj)
+
+
+def _spelled(value: Any) -> str:
+    return value.json if type(value) is Section else canonical_json(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(key: str) -> str:
+    return _dumps(key) + ":"
+
+
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import operator
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -131,7 +132,52 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """A copy of ``cfg`` with each dotted key set to its (type-checked) value."""
+    """A copy of ``cfg`` with each dotted key set to its (type-checked) value.
+
+    A grid applies the same few values to the same sections many times: each top-level section's
+    result is kept per (that section object, its overrides), so a variant whose every section
+    was seen before is one ``replace``; anything not seen runs the checks in the overrides' order."""
+    grouped: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in overrides.items():
+        grouped.setdefault(key.partition(".")[0], []).append((key, value))
+    sections: dict[str, Any] = {}
+    for name, items in grouped.items():
+        old = getattr(cfg, name, None)
+        if len(items) == 1 and items[0][0] == name and name in _config_keys(ExperimentConfig, ""):
+            try:  # a top-level field (seed, task)
+                sections[name] = coerce(name, items[0][1], _config_keys(ExperimentConfig, "")[name])
+            except ConfigError:
+                return _apply(cfg, overrides)
+            continue
+        if old is None or not _is_section(old):
+            return _apply(cfg, overrides)  # an unknown key
+        try:
+            memo = (name, id(old), tuple((k, _frozen(v)) for k, v in items))
+        except TypeError:  # a value that does not hash even frozen: no memo
+            return _apply(cfg, overrides)
+        found = _SECTIONS.get(memo)
+        if found is None or found[0] is not old:
+            return _apply(cfg, overrides)
+        sections[name] = found[1]
+    return dataclasses.replace(cfg, **sections) if sections else cfg
+
+
+# (section, id(section object), overrides) -> (that section object, the section with them applied)
+_SECTIONS: dict[tuple[str, int, tuple[Any, ...]], tuple[Any, Any]] = {}
+_SECTIONS_MAX = 200_000  # cleared when full: a memo, not a store
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in of an override's value that tells 1, 1.0 and True apart."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
+    return (type(value), value)
+
+
+def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """``apply_overrides`` without the memo (each value checked in order), filling the memo."""
     keys = _config_keys(ExperimentConfig, "")
     changes: dict[str, Any] = {}  # nested {section: {field: value}}: one replace per section
     for key, value in overrides.items():
@@ -142,7 +188,22 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
         for section in sections:
             node = node.setdefault(section, {})
         node[name] = coerce(key, value, keys[key])
-    return _set(cfg, changes)
+    out = _set(cfg, changes)
+    if len(_SECTIONS) > _SECTIONS_MAX:
+        _SECTIONS.clear()
+    grouped: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in overrides.items():
+        grouped.setdefault(key.partition(".")[0], []).append((key, value))
+    for name, items in grouped.items():
+        old = getattr(cfg, name)
+        if not _is_section(old):
+            continue
+        try:
+            memo = (name, id(old), tuple((k, _frozen(v)) for k, v in items))
+            _SECTIONS[memo] = (old, getattr(out, name))
+        except TypeError:
+            continue
+    return out
 
 
 def _set(obj: Any, changes: dict[str, Any]) -> Any:
@@ -153,9 +214,12 @@ def _set(obj: Any, changes: dict[str, Any]) -> Any:
 
 
 def get_value(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+    return _getter(key)(cfg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _getter(key: str) -> Any:
+    return operator.attrgetter(key)
 
 
 def model_preset(name: str) -> ExperimentConfig:

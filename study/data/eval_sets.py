@@ -1,17 +1,6 @@
-"""The evaluation set: a folder apart from the training data, or the training data's hold-out.
-
-The LDM protocol the paper follows (docs/paper.md, "The evaluation protocol") evaluates on a validation
-set that training never saw: the 50k ImageNet validation images, or a dataset's published split
-(FFHQ's last 10k, CelebA-HQ's test list). ``eval.path`` names that folder, ``eval.list``
-optionally a split file of paths relative to it, and ``eval.name`` the set in the protocol id.
-Without ``eval.path`` the evaluation falls back to the training source's own hold-out
-(``data.val_fraction`` of a folder, the held-out strips of the sample photos), which is also
-what validation PSNR during training always uses.
-
-Images: resized and center-cropped by ``eval.preprocess`` (study/data/preprocess.py; ``ldm`` by
-default), no flip, the first ``eval.num_images`` files in the order of their path's sha256 (a stable, uniformly spread
-subset; ``all`` takes every file). Asking for more images than the set holds is a ``DataError``
-naming both numbers, raised before any training step (``check_size``).
+"""The evaluation set: a folder apart from the training data (``eval.path``, ``eval.list``), or the
+training data's hold-out; its images in a fixed order, resized by ``eval.preprocess``, and the
+size check before training. Details: docs/data.md, "The evaluation set".
 """
 
 from __future__ import annotations

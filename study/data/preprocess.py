@@ -1,25 +1,7 @@
-"""Evaluation preprocessing by name: how a decoded photo becomes the R x R image an evaluation reads.
-
-Each entry of ``PREPROCESS`` takes a uint8 H x W x 3 RGB array (what ``decode_image`` returns, the
-same pixels as ``np.array(PIL.Image.open(f).convert("RGB"))``) and the side R, and returns the
-uint8 R x R x 3 center crop. The harnesses of the field resize differently, and a published number
-is comparable only under its own convention (docs/conventions.md cites each source):
-
-``ldm``          LDM / taming-transformers' ``ImagePaths``: albumentations ``SmallestMaxSize(R)`` with
-                 its default interpolation (OpenCV ``INTER_LINEAR``, no antialiasing: a downscale
-                 samples 2 x 2 neighbours), new sides ``round(side * R / shorter)`` (Python's
-                 round), then ``CenterCrop(R, R)`` at offsets ``(h - R) // 2``, ``(w - R) // 2``.
-``adm``          ADM's ``center_crop_arr`` (guided-diffusion; LlamaGen and MAETok use it): PIL BOX
-                 halving while the shorter side is at least 2R, then PIL bicubic so the shorter side
-                 is R (sides ``round(side * scale)``), then the crop at ``(h - R) // 2``.
-``torchvision``  LightningDiT's ``evaluate_tokenizer.py``: ``ToTensor``, ``Resize(R)`` (bilinear,
-                 antialiased, on the float tensor; longer side ``int(R * long / short)``),
-                 ``CenterCrop(R)`` (offsets ``round((h - R) / 2)``), then uint8 as its reference
-                 images are saved, ``floor(255 v + 0.5)``.
-``pil_bicubic``  this harness's earlier rule: PIL bicubic (antialiased) to shorter side R, longer
-                 side ``round(long * R / short)``, the crop at ``(h - R) // 2``.
-
-The default, ``ldm``, is the paper's protocol (it evaluates as LDM does).
+"""Evaluation preprocessing by name (``PREPROCESS``): how a decoded uint8 photo becomes the R x R
+center crop an evaluation reads, under the convention of LDM (``ldm``, the default), ADM,
+torchvision or this harness's earlier PIL bicubic rule. Each rule's exact sizes and offsets:
+docs/data.md, "Evaluation preprocessing by name".
 """
 
 from __future__ import annotations

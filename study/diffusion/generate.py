@@ -1,27 +1,7 @@
-"""Sampling a trained diffusion run and its generation FID (Tables 7, 13), under a protocol of its own.
-
-``diffusion.num_samples`` latents are drawn with DDIM (Song et al. 2021; ``sampler_steps``,
-``eta``, in ``sample_precision``: fp32 by default, as LDM samples) from the EMA UNet (the raw one
-when ``diffusion.ema_decay`` is 0), in batches of ``sample_batch_size``, all from one CPU
-generator seeded ``SAMPLE_SEED`` (so the noise does not depend on the device), divided by the
-run's scale factor and decoded by the frozen autoencoder's decoder; the images are clamped and
-quantised to uint8 as every metric of the harness sees them.
-The generation FID compares their Inception statistics (torch-fidelity's extractor, as rFID:
-study/measure/metrics.py) with those of the diffusion run's training images, the set the latent
-cache encodes (study/diffusion/latents.py ``image_set``: LDM's convention of FID against the
-training set), its first ``reference_images`` or all. The reference statistics are cached per
-reference id under ``<results>/cache/fid_ref`` beside rFID's. A missing Inception file makes
-``gfid`` "unavailable" with the reason in the record, never a number; the samples, their grid
-and their latent statistics are still made.
-
-The record, ``eval/<generation protocol id>.json`` of the diffusion run: ``metrics: {"gfid"}``,
-the protocol, the per-channel mean and std of the generated latents (before decoding, unscaled:
-in the autoencoder's latent space) beside the training cache's, and ``samples/grid.png``, the
-first 64 samples. The samples and the reference images, as the gFID saw them, are also written in
-ADM's evaluation format (study/diffusion/adm_npz.py): ``samples/adm_samples.npz`` and
-``samples/adm_reference.npz`` (a hard link to the reference batch kept once per reference id
-beside its statistics), so ``python evaluator.py adm_reference.npz adm_samples.npz`` of
-guided-diffusion checks the number with the field's suite.
+"""Sampling a trained diffusion run with DDIM and its generation FID (Tables 7, 13), under a protocol
+of its own: samples decoded by the frozen autoencoder, FID against the training images' cached
+Inception statistics, the record and ADM-format npz files. Details: docs/diffusion.md, "Sampling
+and generation FID".
 """
 
 from __future__ import annotations

@@ -1,40 +1,7 @@
-"""The latent cache: a diffusion run's training images encoded once by the frozen autoencoder.
-
-A latent diffusion model never sees pixels: LDM (Rombach et al. 2022) trains on the first stage's
-latents. Encoding the training set once, rather than at every step, makes the autoencoder's cost
-vanish from diffusion training, and every diffusion run on the same autoencoder and data shares
-the result. The cache lives in the AUTOENCODER's run folder::
-
-    <ae run>/latents/<key>/shard-00000.safetensors    images [0, shard_size)
-                           shard-00001.safetensors    ...
-                           meta.json                  written last: count, shape, statistics
-
-Each shard holds, for each of its images, the posterior mean and one posterior sample
-(``mean + std * eps``, eps from a generator seeded by the image's index, so a sample does not
-depend on batching, sharding or a restart), and, when ``data.hflip``, the same two for the
-horizontally mirrored image (the flip training uses: study/data/datasets.py). The images:
-
-- ``data.kind: folder``: every file of the training list (``data.list``, e.g. FFHQ's 60k or
-  CelebA-HQ's train list), ``data.val_fraction`` kept back from none: the hold-out serves an
-  autoencoder's validation, and a diffusion run evaluates nothing on it (LDM trains its FFHQ and
-  CelebA-HQ models on the whole train split). Each image resized on its shorter side and
-  center-cropped to ``data.resolution``, as the evaluation does (a paper gap: LDM's training crops
-  are random; one fixed crop per image keeps the cache finite);
-- the sample photos: ``diffusion.cache_images`` fixed crops of the photos' training regions,
-  drawn as the autoencoder's training stream draws them, from seed ``CROP_SEED`` (ours).
-
-The key hashes everything that changes the cache: the data's identity (a digest of the file list,
-or of the photos' pixels, and the crop rule), the resolution, the flips, the autoencoder (its run
-id and which of its weights, ``eval.weights``) and ``CACHE_VERSION``; not the shard size (each
-image's posterior sample has its own seed), which each shard records. Building
-is resumable at shard granularity: a kill leaves the finished shards (each written atomically)
-and a restart encodes only the missing ones. A file lock in the key's folder keeps two diffusion
-runs on the same autoencoder from writing it at once; the second waits and then reads it.
-
-``meta.json`` records per-channel mean and std of each kind of latent (both flips) and the scale
-factor ``1 / std`` over all cached elements of that kind: LDM's ``scale_by_std``, which takes the
-std of a first training batch's latents (the value published for SD's KL-f8 autoencoder, 0.18215,
-is that measurement). A diffusion model trains on ``z * scale_factor``, latents of unit variance.
+"""The latent cache: a diffusion run's training images encoded once by the frozen autoencoder, in
+shards under the autoencoder's run folder, keyed by everything that changes them, resumable and
+locked, with per-channel statistics and the scale factor in ``meta.json``. Layout, key and
+images: docs/diffusion.md, "The latent cache".
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
-"""Training a latent diffusion model (Tables 7, 13) on a frozen autoencoder's cached latents.
-
-LDM (Rombach et al. 2022), as the paper's "UNet identical to the original model" implies: the
-UNet of ``diffusion.unet`` (study/models/ldm_unet.py) learns eps_theta(x_t, t) with DDPM's linear
-schedule and L_simple (study/models/gaussian_diffusion.py) on latents multiplied by the scale
-factor (``diffusion.scale_factor``, else the cache's measured 1/std: LDM's scale_by_std). The
-optimiser is LDM's for its diffusion model, ``torch.optim.AdamW(params, lr)`` with torch's
-defaults (betas 0.9/0.999, weight decay 0.01), at ``diffusion.lr`` after a linear warm-up over
-``diffusion.warmup_steps`` from 1e-6 x lr (the KL-f8 churches config's LambdaLinearScheduler, a
-function of the step alone); the EMA of the UNet (study/trainer/ema.py with LitEma's ramp,
-min(decay, (1 + n) / (10 + n)), decay 0.9999) is updated after every step and is what
-``generate`` samples with.
-
-Determinism, as for the autoencoder trainer: the global batch of step s (which cached latents,
-which of their flips, the timesteps t and the noise eps) is drawn from one CPU generator seeded
-by (seed, s), and DDP rank r takes its contiguous slice of it. A run resumed from a checkpoint
-(UNet, AdamW, EMA, step, RNG states; written atomically) therefore computes bitwise the same
-steps on the CPU as an uninterrupted one. bf16 autocast on CUDA (``train.precision``), fp32 on
-the CPU; checkpoints every ``train.checkpoint_every`` steps, metrics.jsonl every
-``train.log_every`` steps in the autoencoder runs' format, status heartbeats with the step.
+"""Training a latent diffusion model (Tables 7, 13) on a frozen autoencoder's cached latents: LDM's
+UNet, schedule, optimiser, warm-up and EMA, with batches drawn per step from seeded generators so
+a resumed run computes the same steps. Details: docs/diffusion.md, "Training the denoiser".
 """
 
 from __future__ import annotations

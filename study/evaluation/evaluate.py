@@ -1,19 +1,6 @@
 """The evaluation job: rFID, PSNR, SSIM and LPIPS of a trained autoencoder under an explicit,
-hashed protocol, one record per (run, protocol).
-
-The protocol (``protocol(cfg)``) is everything that decides what a number means: the dataset and
-split (the data module's fingerprint), the image count, the resolution, the resize and crop, the
-quantisation, the posterior mean or a sample, each metric's definition, the sha256 of the weights
-each metric loads and the library versions. ``protocol_id`` hashes it; ``evaluate`` writes one
-record per (run, protocol id) to ``results/runs/<run>/eval/<protocol_id>.json``, so a new protocol
-adds a record beside the old ones and never retrains, and an old record is never mistaken for a
-new one. The originals' Inception statistics are cached per reference id (the protocol fields
-that change them) under ``results/cache/fid_ref/<reference_id>.npz``. The metrics themselves are
-study/measure/metrics.py; docs/evaluation.md states the whole protocol.
-
-Metrics whose weights are missing or corrupt are recorded in ``unavailable`` with the reason,
-never as numbers; the others still run. Beside each record, ``<run>/gallery/<protocol_id>/``
-holds the first ``eval.gallery_images`` images and their reconstructions (study/evaluation/gallery.py).
+hashed protocol, one record per (run, protocol) in ``<run>/eval/<protocol_id>.json``, with its
+gallery beside it. The protocol and the record: docs/evaluation.md, "The evaluation job".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""The pictures behind a run's numbers: the first K images of the evaluation set, reconstructed.
-
-Evaluation (study/evaluation/evaluate.py) saves, under ``<run>/gallery/<protocol id>/``
-(study/store/media.py), for each of the first ``eval.gallery_images`` images of the evaluation
-set in its fixed order (the order every variant evaluated under the same protocol sees, so every
-variant shows the same images under the same file names)::
-
-    original_000.png        the image as the metrics see it (uint8)
-    reconstruction_000.png  its reconstruction (the protocol's posterior mean, or a sample)
-    error_000.png           |x - x_hat| averaged over RGB, inferno colours on a fixed scale
-    zoom_original_000.png   the centre crop of a quarter of the side, enlarged 4x (nearest)
-    zoom_000.png            the same crop of the reconstruction
-    grid.png                all of them: one column per image, one row per kind, labelled
-    manifest.json           written last: the files, the originals' pixel digests, the crop, the scale
-
-Our choices (not the paper's): the error scale tops out at ``HEAT_MAX`` grey levels, so a colour
-means the same error in every variant; the crop is the centre (height/4 x width/4); tiles
-smaller than ``MIN_TILE`` pixels are enlarged by an integer factor (nearest) in the grid.
+"""The pictures behind a run's numbers: the first ``eval.gallery_images`` images of the evaluation
+set, their reconstructions, error maps and zooms, and one labelled grid, under
+``<run>/gallery/<protocol id>/``. The files and our scale choices: docs/reports.md, "The gallery
+files".
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""Reconstructions of image files as PNGs, through the evaluation protocol's pixels.
-
-Each image goes the way an evaluation image goes (study/data/datasets.py's ``FolderEval``):
-decoded to RGB, resized and center-cropped to R x R by the named preprocess (``eval.preprocess``,
-study/data/preprocess.py; ``ldm`` by default), to [-1, 1]; then the autoencoder's posterior mean is
-decoded and quantised as the metrics quantise it, ``round((clamp(x, -1, 1) + 1) * 127.5)``
-(study/measure/metrics.py's ``to_uint8``). With ``save_inputs`` the crop the autoencoder read is
-written beside its reconstruction as ``<name>.input.png``, so a resize or crop that differs from
-another harness's can be seen before a table is trusted.
-
-Names: an input file ``a/b/cat.jpg`` is written as ``OUT/cat.png``; every image below an input
-folder ``imgs/`` keeps its path relative to that folder, ``imgs/x/y.jpg`` -> ``OUT/x/y.png``.
-Two inputs that would write one output name, and an unknown preprocess, are a
-``ReconstructError`` before anything is written.
+"""Reconstructions of image files as PNGs, through the evaluation protocol's pixels (the named
+``eval.preprocess``, the posterior mean, the metrics' uint8 quantisation); optionally the input
+crop beside each. Output names and errors: docs/evaluation.md, "Reconstructing image files".
 """
 
 from __future__ import annotations

@@ -7,13 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from study import config, store
-from study.autoencoder.loop import train
-from study.autoencoder.trained import load_trained
-from study.data.eval_sets import check_size
-from study.evaluation.during import during_evaluator
-from study.evaluation.evaluate import evaluate
 from study.kinds.base import Config, Job, RunKind
-from study.measure import complexity, cost
+from study.measure import cost
 
 
 def trains(cfg: Config) -> bool:
@@ -24,6 +19,10 @@ def trains(cfg: Config) -> bool:
 def evaluate_and_measure(job: Job) -> dict[str, Any]:
     """The trained (or given) autoencoder evaluated under the run's protocol, its complexity
     recorded; on the main process only."""
+    from study.autoencoder.trained import load_trained  # the job's stages: torch, imported by the job only
+    from study.evaluation.evaluate import evaluate
+    from study.measure import complexity
+
     if not job.ctx.main:
         return {}
     ae = load_trained(job.folder, job.cfg, job.ctx.device)
@@ -33,6 +32,10 @@ def evaluate_and_measure(job: Job) -> dict[str, Any]:
 
 
 def run(job: Job) -> dict[str, Any]:
+    from study.autoencoder.loop import train  # the job's stages: torch, imported by the job only
+    from study.data.eval_sets import check_size
+    from study.evaluation.during import during_evaluator
+
     cfg = job.cfg
     check_size(cfg.data, cfg.eval, config.eval_resolution(cfg))  # before any step: names both numbers
     # eval.during: protocol metrics while training, measured by the main process (study/trainer/watch.py)

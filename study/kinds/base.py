@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study import config
 from study.measure.cost import Work
-from study.trainer.context import Context
+
+if TYPE_CHECKING:  # the job bodies import torch; the registry is read without it (plan, status)
+    from study.trainer.context import Context
 
 Config = config.ExperimentConfig
 

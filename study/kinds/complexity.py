@@ -8,7 +8,6 @@ from typing import Any
 from study import store
 from study.kinds import autoencoder
 from study.kinds.base import Config, Job, RunKind
-from study.measure import complexity
 
 MEASURED = ("throughput_img_s", "peak_mem_mb", "device", "batch", "precision")
 
@@ -19,6 +18,8 @@ def trains_nothing(cfg: Config) -> bool:
 
 
 def run(job: Job) -> dict[str, Any]:
+    from study.measure import complexity  # torch, imported by the job only
+
     cfg = job.cfg
     if job.ctx.main:
         measured = complexity.measure_model(

@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study import config
-from study.diffusion import checks, generate
-from study.diffusion.run import run_diffusion
+from study.diffusion import checks
 from study.kinds.base import Config, Job, Reference, RunKind
 from study.measure import cost
 
@@ -64,6 +63,8 @@ AUTOENCODER = Reference(
 
 
 def run(job: Job) -> dict[str, Any]:
+    from study.diffusion.run import run_diffusion  # torch, imported by the job only
+
     return run_diffusion(job.cfg, job.folder, job.ctx, stop=job.stop, progress=job.progress)
 
 
@@ -88,6 +89,8 @@ def work(cfg: Config, others: Mapping[str, Config]) -> cost.Work:
 
 
 def index_fields(cfg: Config) -> dict[str, Any]:
+    from study.diffusion.generate import sampler  # torch: imported where a diffusion run is expanded
+
     return {
         "dataset": cfg.data.name,
         "resolution": config.eval_resolution(cfg),
@@ -95,7 +98,7 @@ def index_fields(cfg: Config) -> dict[str, Any]:
         "autoencoder_id": cfg.diffusion.autoencoder_id,
         "generates": True,  # the report shows its samples and generation FID
         "trains": {"steps": "diffusion.steps", "batch": "diffusion.batch_size", "lr": "diffusion.lr"},
-        "sampler": generate.sampler(cfg.diffusion),  # its DDIM steps, eta and precision
+        "sampler": sampler(cfg.diffusion),  # its DDIM steps, eta and precision
     }
 
 

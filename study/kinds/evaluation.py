@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from study import config
-from study.data.eval_sets import check_size
 from study.kinds import autoencoder
 from study.kinds.base import Config, Job, RunKind
 
@@ -17,6 +16,8 @@ def evaluates_as_given(cfg: Config) -> bool:
 
 
 def run(job: Job) -> dict[str, Any]:
+    from study.data.eval_sets import check_size  # the job's stages, imported by the job only
+
     check_size(job.cfg.data, job.cfg.eval, config.eval_resolution(job.cfg))
     return {"step": 0} | autoencoder.evaluate_and_measure(job)
 

@@ -1,18 +1,7 @@
-"""The job: what one submitit task runs for one variant, given only its run folder.
-
-``RunJob(folder, run_id, max_requeue, threads)`` is the module-level callable every executor
-submits. It holds the run folder and id, its requeue bound and its torch thread count (the local
-executor splits the machine's cores between its jobs; None: SLURM's allocation,
-$SLURM_CPUS_PER_TASK, else torch's default) and nothing else (no model, no mutable state in
-its pickle; the launcher's environment is left as it was). Called, it reads
-the resolved config from the folder, trains (or resumes from the last checkpoint), evaluates,
-records the model's complexity and marks the run DONE, all through the run store: what the run
-does is its run kind's (``study.kinds``).
-
-Preemption and time-outs: submitit calls ``checkpoint()`` from its signal handler in the main
-thread. Training therefore runs in a worker thread; ``checkpoint()`` asks it to stop at the next
-step boundary, waits for the checkpoint to be written, and returns a fresh ``RunJob`` for
-submitit to requeue, which resumes from that checkpoint. ``max_requeue`` bounds the requeues.
+"""The job: what one submitit task runs for one variant, given only its run folder. ``RunJob`` is
+the picklable callable every executor submits; called, it does what the run's kind does
+(``study.kinds``) and survives preemption by checkpointing and requeueing. Details:
+docs/slurm.md, "The job a task runs".
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
-"""Launching a study's variants through submitit: ``slurm`` (job arrays), ``local`` (a queue of
-at most N jobs at once, each with its own GPUs) and ``debug`` (in process, for pdb).
-
-Before anything is created, the preflight (study/launch/preflight.py) checks the runs to submit:
-a problem refuses the launch with no lock file, index or run folder written. A SLURM submission
-that fails removes the run folders it created for the runs it did not submit.
-
-Rules, on the run store's one rule for a run's state (``study/store/state.py``): completed runs
-are skipped; runs whose job is still queued or running are skipped; lost runs (their job is gone
-without a word: the launcher or the node was killed, the job never started) are resubmitted;
-failed or cancelled runs are resubmitted only with ``retry_failed``; ``dry_run`` submits nothing. A
-study-level lock (``results/<study>/.launch.lock``) makes a second launch of the same study fail
-with a clear message while the first is submitting, so no run is submitted twice. A variant that
-fails never stops the others. ``slurm`` returns once the arrays are submitted; ``local`` and
-``debug`` return when their jobs have finished.
+"""Launching a study's variants through submitit: ``slurm`` (job arrays), ``local`` (a queue of at
+most N jobs at once, each with its own GPUs) and ``debug`` (in process, for pdb), after the
+preflight, under a study-level lock. Which runs are (re)submitted: docs/slurm.md, "The
+launcher's rules".
 """
 
 from __future__ import annotations
@@ -240,7 +229,8 @@ def launch(
     if opts.executor not in EXECUTORS:
         raise LaunchError(f"--executor: got {opts.executor!r}; allowed: {', '.join(EXECUTORS)}")
     decisions = decide(root, variants, opts.retry_failed, opts.only)
-    checked = preflight.check(spec.study, [d.variant for d in decisions if d.action == "submit"], opts.executor, opts.resources)
+    todo = [d.variant for d in decisions if d.action == "submit"]
+    checked = preflight.check(spec.study, todo, opts.executor, opts.resources)
     if opts.dry_run:  # reads only: no lock file, no run folder
         return LaunchReport(spec.study, decisions, preflight=checked)
     if not checked.ok:  # before the lock: a refused launch creates nothing

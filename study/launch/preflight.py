@@ -21,6 +21,7 @@ from typing import Iterator
 
 from study import config as cfgmod
 from study.config import metric_specs, site
+from study.data.datasets import folder_split
 from study.data.eval_sets import check_size
 from study.data.files import DataError, image_files
 from study.kinds.registry import reads
@@ -102,6 +103,8 @@ def variant_problems(cfg: cfgmod.ExperimentConfig, settings: site.Settings, stri
         data = list(_folder(cfg.data.path, cfg.data.list, "data", cfg.data.name, settings))
         data_ok = not data
         yield from data
+        if data_ok and "train" in sections and cfg.train.steps > 0:
+            yield from _validation(cfg)
     if "eval" in sections:
         yield from _eval(cfg, settings, data_ok)
     yield from _weights(cfg, sections, strict_metrics)
@@ -145,6 +148,22 @@ def _folder(path: str, list_file: str, section: str, name: str, settings: site.S
         image_files(path, list_file, where=list_key)
     except DataError as e:
         yield Problem(list_key if list_file else key, str(e), "point it at a folder of images (jpg, png, webp)")
+
+
+def _validation(cfg: cfgmod.ExperimentConfig) -> Iterator[Problem]:
+    """Validation PSNR (at the end of training, and every ``train.val_every`` steps) reads
+    ``train.val_images`` of the folder's hold-out."""
+    try:
+        held = len(folder_split(cfg.data, cfg.data.resolution)[2])
+    except DataError as e:
+        yield Problem("data.val_fraction", str(e).split("; ")[0], "add images or change data.val_fraction")
+        return
+    if cfg.train.val_images > held:
+        yield Problem(
+            "train.val_images",
+            f"{cfg.train.val_images} but the held-out split of {cfg.data.path} holds {held} images",
+            "lower train.val_images, or raise data.val_fraction",
+        )
 
 
 def _eval(cfg: cfgmod.ExperimentConfig, settings: site.Settings, data_ok: bool) -> Iterator[Problem]:

@@ -1,29 +1,6 @@
-"""Encoder complexity, as in Table 3: parameters, multiply-accumulates, throughput, peak memory.
-
-What each number is:
-
-- ``encoder_params``: parameters of everything ``Autoencoder.encode`` runs (the encoder and, where
-  the preset has it, the 1x1 quant conv); ``decoder_params`` likewise for ``decode`` (the 1x1
-  post-quant conv and the SD decoder). Counted on the meta device (nothing is allocated).
-- ``encoder_gmacs``: multiply-accumulates of one image's encoding at ``resolution``, in units of
-  1e9: ``FlopCounterMode``'s total / 2 (counted faster by ``study.measure.macs``), which is what the paper calls "GFLOPS" (SD-VAE: 135.59 at
-  256x256). Counted on the meta device; the slicing Haar DWT, norms and activations count 0, the
-  attention matmuls count (1.07 G of SD-VAE's 136.4 G).
-- ``throughput_img_s``: ``batch`` / median seconds of one ``encode`` of a batch, under
-  ``torch.inference_mode`` (and bf16 autocast for ``precision="bf16"``), after warm-up passes
-  (the memory pass, plus 5 more on CUDA),
-  with the device synchronised before and after each timed pass.
-- ``peak_mem_mb``: MiB. On CUDA, ``torch.cuda.max_memory_allocated`` over one encode (parameters
-  and the input batch included). On CPU there is no allocator statistic, so we track every tensor
-  the encode creates with a ``TorchDispatchMode`` and report the peak of live tensor storage:
-  parameters + buffers + input + activations alive at once. It does not see scratch buffers a
-  kernel allocates internally (oneDNN workspaces) nor allocator fragmentation, so it is a lower
-  bound of what the process needs; it is exact about tensors and deterministic.
-
-The paper measured at batch 32 on one Quadro RTX 6000 (resolution not stated; 256 presumed). Its
-absolute numbers are not comparable with another device; ``format_table`` therefore also prints
-every model's throughput and memory as a ratio to SD-VAE measured in the same run, beside the
-paper's ratios.
+"""Encoder complexity, as in Table 3: parameters, multiply-accumulates, throughput and peak
+memory of one encode, and the table beside the paper's ratios to SD-VAE. How each number is
+measured: docs/models.md, "What each complexity number is".
 """
 
 from __future__ import annotations

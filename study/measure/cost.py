@@ -1,32 +1,6 @@
-"""What a study will cost before it is launched: per run, the encoder's and the decoder's
-parameters and multiply-accumulates at its data resolution, and its GPU-hours, always a number.
-
-- Parameters and GMACs are counted once per distinct network and cached (``study.measure.counts``;
-  GMACs: one image, FLOPs / 2, what the paper calls "GFLOPS").
-- GPU-hours, per stage of training (each stage of ``train.stages`` at its own resolution), from
-  the first of these that holds:
-  1. measured: steps x batch x seconds per image / 3600, the seconds per image of a recorded
-     training step time for the device (``benchmarks/step_times.json``; ``benchmarks/bench_train.py
-     --record`` adds to it with ``record_step_time``) under the run's step-time key
-     (``step_time_key``: encoder, decoder, discriminator, resolution, precision);
-  2. scaled: a figure recorded under the same key at another resolution, times the pixel ratio
-     (the nearest resolution recorded; the convolutions' work grows with the pixels);
-  3. a FLOP estimate: steps x batch x 3 x the forward FLOPs of one image through everything the
-     step trains (encoder + decoder + discriminator; a diffusion run's denoiser), divided by the
-     device class's peak x ``UTILISATION``. The 3: a backward pass costs about twice the forward
-     (Kaplan et al. 2020, "Scaling laws", Sec. 2.1: 6N FLOPs per token for training, 2N forward).
-  The plan labels each number with its basis ("FLOP estimate at 35% of 989 TFLOP/s") so that no
-  estimate is read as a measurement.
-
-Choices (ours): the batch is the global batch (every DDP rank's), so a one-GPU figure gives the
-GPU-hours on any number of GPUs under linear scaling (communication is not counted); the steps
-before ``loss.discriminator_start`` are costed with the discriminator (an upper bound); the
-perceptual loss, the EMA, a fresh discriminator input's second decode and evaluation are in
-neither the key nor the FLOP estimate. ``precision: auto`` is bf16 on a GPU (the training loop's
-rule), fp32 on the device "cpu"; the FLOP estimate of an fp32 run uses the TF32 peak.
-
-The measure layer may not import ``study.store``: whoever writes a file here passes the writer
-(``store.write_json_atomic``) as ``write_json``.
+"""What a study will cost before it is launched: per run, the encoder's and decoder's parameters
+and multiply-accumulates and its GPU-hours, always a number (measured, scaled, or a labelled FLOP
+estimate). The rules and our choices: docs/performance.md, "A study's cost before launch".
 """
 
 from __future__ import annotations

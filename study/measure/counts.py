@@ -1,17 +1,6 @@
-"""The parameters and MACs a study's cost shows, counted once per distinct network and kept.
-
-Each network is a side of what a run trains: the encoder path (counted from the model section
-without ``decoder``), the decoder path (without ``encoder``), the discriminator (``loss``'s kind
-and width) and a diffusion run's denoiser (``diffusion.unet`` and the latent's channels). A side
-is built once on the meta device and its forward counted at every resolution the study needs
-(``study.measure.macs``), so a grid of encoders x decoders x resolutions counts each encoder and
-each decoder once per resolution, with one build each. The counts live in memory for the process
-(keyed by the config objects themselves: no per-variant JSON) and on disk
-(``<results>/.cache/cost.json``, keyed by canonical JSON), stamped with a fingerprint of the
-model code, so that a changed model is counted again.
-
-The measure layer may not import ``study.store``: whoever writes the file passes the writer
-(``store.write_json_atomic``) as ``write_json``.
+"""The parameters and MACs a study's cost shows, counted once per distinct network (encoder path,
+decoder path, discriminator, denoiser) and kept in memory and on disk. Details: docs/performance.md,
+"Counting each network once".
 """
 
 from __future__ import annotations

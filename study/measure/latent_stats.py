@@ -1,32 +1,7 @@
-"""Latent statistics (Table 6): how close the latent space is to a standard Gaussian, and the
-per-channel statistics a latent diffusion model needs (its scale factor).
-
-Maximum mean discrepancy (Gretton et al., "A Kernel Two-Sample Test", JMLR 13, 2012) between the
-posterior-mean latents, each flattened to one vector of dimension d = C*h*w, and samples of
-N(0, I_d):
-
-    MMD^2_u = 1/(m(m-1)) sum_{i!=j} k(x_i, x_j) + 1/(n(n-1)) sum_{i!=j} k(y_i, y_j)
-              - 2/(mn) sum_{i,j} k(x_i, y_j)                         (Gretton et al., Lemma 6)
-    MMD^2_b = the same with the diagonals kept and 1/m^2, 1/n^2   (their biased statistic MMD_b^2)
-
-The paper (Table 6) gives the kernel (RBF), the bandwidths (25, 50, 100, 250, 500) and mean +- std;
-everything else is a paper gap, filled here and part of the protocol:
-
-- Kernel convention: k(x, y) = exp(-||x - y||^2 / (2 h^2)) with the bandwidth h a length, the
-  Gaussian kernel of Gretton et al. (2012, Sec. 2 and their experiments), where h is the kernel's
-  standard deviation. The other common form, exp(-||x - y||^2 / h) (h a squared length), would put
-  25..500 far below the typical distance between two N(0, I) vectors of a latent's dimension,
-  sqrt(2 d) ~ 78 for 16x16x12, where every kernel value is ~0; with lengths the five bandwidths
-  bracket that distance, which is the range where an RBF MMD is informative.
-- Estimator: the unbiased MMD^2_u by default (zero in expectation when the latents are Gaussian,
-  so "close to 0" is measurable against its noise; it can be slightly negative). The value reported
-  is MMD^2 (not its square root), unscaled; the paper does not state its units, so our numbers are
-  not on the scale of Table 6's.
-- Samples: each repeat draws ``samples_per_repeat`` latents without replacement (all of them when
-  there are fewer) and as many fresh N(0, I) samples, from one seeded generator; the result is the
-  mean and the sample std (ddof 1) over ``repeats`` repeats. Defaults: 1000 samples, 10 repeats.
-- Latents: the posterior mean, unscaled (no 1/std factor): Table 6 asks how Gaussian the raw
-  latent space is. All arithmetic in float64.
+"""Latent statistics (Table 6): the MMD between posterior-mean latents and N(0, I) samples under
+RBF kernels, and the per-channel statistics a latent diffusion model needs (its scale factor).
+The estimator, the kernel convention and the other paper gaps: docs/models.md, "The MMD of
+Table 6 in detail".
 """
 
 from __future__ import annotations

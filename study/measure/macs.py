@@ -1,16 +1,7 @@
-"""Multiply-accumulates counted fast: one network built once on the meta device, its forward run
-at each resolution asked for under a lean counting mode.
-
-``MacCounter`` sums the FLOPs of ``torch.utils.flop_counter``'s formulas (convolution, mm, addmm,
-bmm, baddbmm, attention) over the ops a forward runs, as ``FlopCounterMode`` does, decomposing an
-op it has no formula for the same way, so its totals are ``FlopCounterMode``'s
-(tests/test_cost.py checks them on every kind of encoder and decoder). What it leaves out makes it
-about ten times faster on the meta device: no module tracking (no hooks on every module, no
-per-module table), no autograd (``torch.no_grad``), and GroupNorm answered from its input's shape
-without running its decomposition, which has no op with a FLOP formula (mean, variance and
-elementwise arithmetic count 0 in ``FlopCounterMode`` too).
-
-Every count here is of one image (batch 1); MACs = FLOPs / 2, what the paper calls "GFLOPS".
+"""Multiply-accumulates counted fast: one network built once on the meta device, its forward run at
+each resolution asked for under ``MacCounter``, a lean counting mode whose totals are
+``FlopCounterMode``'s. What it leaves out: docs/performance.md, "Counting multiply-accumulates
+fast".
 """
 
 from __future__ import annotations

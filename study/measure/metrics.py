@@ -1,29 +1,7 @@
 """The metrics themselves, on tensors: PSNR, SSIM, LPIPS, Inception features and the Frechet
-distance (rFID). Pure functions and small helpers; which images are measured, under which
-protocol, and where the records go is the evaluation job's part (study/evaluation/evaluate.py).
-See docs/evaluation.md.
-
-Conventions (the LDM pipeline the paper cites, docs/paper.md "The evaluation protocol"):
-
-- Images are compared as uint8: ``round((clamp(x, -1, 1) + 1) * 127.5)`` for the originals and
-  the reconstructions alike, as if both were saved as PNG (``to_uint8``).
-- rFID: torch-fidelity's Inception-v3 (``inception-v3-compat``, TF-1.x bilinear resize to 299,
-  pool3, 2048 features); mean and unbiased covariance accumulated in float64 (a batched
-  Chan/Welford merge, so neither depends on the batch size); the Frechet distance takes
-  ``tr sqrt(S1 S2)`` from the eigenvalues of ``R^T S2 R`` where ``S1 = R R^T`` (real, and stable
-  for the rank-deficient covariances of small sets).
-- PSNR: per image ``10 log10(255^2 / MSE)`` over C x H x W of the uint8 values (an exact
-  reconstruction is +inf: reported, not hidden).
-- SSIM: per channel with an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, L = 255,
-  population (biased) variances, averaged over the positions where the window fits in the image,
-  then over channels: scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=255, channel_axis=0)``.
-- LPIPS: the ``lpips`` package's model (v0.1 linear layers, loaded by study.measure.weights) on
-  the uint8 images scaled to [-1, 1].
-
-The field's other conventions, computed from the same uint8 images (PSNR over the whole set or on
-BT.601 luma; SSIM with scikit-image's default window, on luma, or with ``data_range=2`` on [0, 1]
-images), are here too; study/measure/registry.py names each metric and says which source uses it.
+distance (rFID), plus the field's other conventions on the same uint8 images. Pure functions;
+which images, which protocol and where records go is study/evaluation/evaluate.py's part. The
+conventions: docs/evaluation.md, "The metric functions' conventions".
 """
 
 from __future__ import annotations

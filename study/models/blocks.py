@@ -1,20 +1,7 @@
-"""The building blocks every network here shares: normalisation, self-modulated convolution
-(LiteVAE Eq. 3), the pre-activation residual block and single-head spatial attention.
-
-Normalisation is one of two kinds, chosen per network by a plain string:
-
-- ``"groupnorm"``: GroupNorm (eps 1e-6, affine) before every convolution that follows a
-  non-linearity, as in the LDM autoencoder and the ADM UNet that LiteVAE builds on.
-- ``"smc"``: no normalisation layer at all; every convolution that GroupNorm would have
-  preceded becomes a self-modulated convolution (Sec. 3.3, Eq. 3). A residual block then reads
-  SiLU -> SMC -> SiLU -> SMC, as the paper states.
-
-Group-count rule (paper gap): the pseudocode's GroupNorm(32) cannot split 16 channels. We use
-``gcd(32, C)`` groups: exactly 32 whenever C is a multiple of 32 (every case the pseudocode can
-express, so nothing changes there), and otherwise the largest group count that divides both. At
-16 channels that is 16 groups of one channel -- the same per-channel normalisation that
-GroupNorm(32) already performs at 32 channels in LiteVAE-B. GroupNorm's affine parameters do not
-depend on the group count, so parameter counts are unaffected.
+"""The building blocks every network here shares: normalisation (GroupNorm or none, with
+self-modulated convolution, LiteVAE Eq. 3), the pre-activation residual block and single-head
+spatial attention. The normalisation rule and the group count: docs/models.md, "The shared
+building blocks".
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
-"""The three discriminators of Table 10 (the paper gives none of their sizes; ours are below).
-
-Every discriminator maps images (N, 3, H, W) in [-1, 1] to a list of logit tensors, so that the
-adversarial loss can average over the list:
-
-- PatchGAN (Isola et al. 2017, as configured by LDM KL-f8: 3 layers, 64 filters, BatchNorm):
-  [patch logits (N, 1, h, w)]; 2,765,633 parameters. At 32x32 input the patch map is 2x2.
-- StyleGAN2-style residual discriminator (Karras et al. 2020): [image logits (N, 1)];
-  a 1x1 fromRGB to 64 channels, five residual blocks (64 -> 128 -> 256 -> 256 -> 256 -> 256) that
-  halve the resolution while it is above 4x4 (average pooling; no blur kernel or equalised learning
-  rate), an adaptive average pool to 4x4, minibatch standard deviation (group 4, 1 channel),
-  3x3 conv, and two linear layers; 5,973,313 parameters. Channel cap 256 (StyleGAN2 uses 512 at
-  these resolutions): the study trains at 128-256 px with batch 16, and this keeps it the same
-  order of size as the UNet discriminator.
-- UNet discriminator (Schonfeld et al. 2020): [image logits (N, 1), pixel logits (N, 1, H, W)];
-  a BigGAN-style residual encoder (64 -> 128 -> 256 -> 512, each block halving the resolution),
-  a global sum-pooled linear head for the per-image logit, and a residual decoder that doubles
-  the resolution back, concatenating the encoder feature of the same size, ending in a 1x1 conv
-  for the per-pixel logit. Spectral normalisation on every conv and linear layer, as in the
-  paper it comes from. 7,883,522 parameters.
+"""The three discriminators of Table 10: PatchGAN, a StyleGAN2-style residual discriminator and a
+UNet discriminator, each mapping images to a list of logit tensors. Their structure and sizes
+(ours; the paper gives none): docs/models.md, "The three discriminators' structure".
 """
 
 from __future__ import annotations

@@ -1,29 +1,6 @@
-"""The diffusion process of LDM (Rombach et al. 2022) on latents: DDPM's forward process and eps
-objective (Ho et al. 2020), and the DDIM sampler (Song et al. 2021).
-
-Forward process, DDPM Eq. 4, with alpha_bar_t = prod_{s<=t} (1 - beta_s):
-
-    q(x_t | x_0) = N( sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I )
-    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   eps ~ N(0, I)
-
-Objective, DDPM Eq. 14 (L_simple) with LDM's ``loss_type``: the mean over the latent's elements of
-|eps - eps_theta(x_t, t)| (l1, the KL-f8 config's choice) or its square (l2, DDPM's), t uniform on
-{0, ..., T-1}. LiteVAE states none of this (paper gap); the defaults of ``ScheduleArgs`` are the LDM
-repository's ``configs/latent-diffusion/lsun_churches-ldm-kl-8.yaml`` (``model.params``) and the
-``DDPM`` class defaults of ``ldm/models/diffusion/ddpm.py`` (beta_schedule "linear",
-parameterization "eps", l_simple_weight 1, original_elbo_weight 0, a fixed logvar of 0, so the
-loss is L_simple alone).
-
-Sampling, DDIM Eq. 12, from x_tau_S ~ N(0, I) down a sub-sequence tau of the T steps:
-
-    x0_hat   = (x_t - sqrt(1 - a_t) eps_theta) / sqrt(a_t)
-    x_prev   = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps_theta + sigma z
-    sigma    = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)        (Eq. 16)
-
-with a = alpha_bar; eta = 0 is the deterministic DDIM. The sub-sequence is LDM's "uniform"
-``make_ddim_timesteps``: every (T // S)-th step, shifted by one (1, 1 + c, 1 + 2c, ...), and the
-last step goes to a_prev = alpha_bar_0 (LDM's ``make_ddim_sampling_parameters``), not to 1: the
-returned latent is that last x_prev, as LDM's ``DDIMSampler`` returns it.
+"""The diffusion process of LDM on latents: DDPM's forward process and eps objective (Ho et al.
+2020) with LDM's defaults, and the DDIM sampler (Song et al. 2021). The equations and the
+timestep sub-sequence: docs/diffusion.md, "The diffusion process and DDIM".
 """
 
 from __future__ import annotations

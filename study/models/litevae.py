@@ -1,23 +1,7 @@
-"""The LiteVAE encoder (Sec. 3.1-3.2, Fig. 2; the widths of its sizes S/B/M/L, Tables 23 and 24,
-are in registry.py).
-
-    x in [-1, 1] --Haar DWT--> for each level l: [LL_l, details_l] / 2^l   (12 channels, H/2^l)
-                 --F_l (feature-extraction UNet)--> 12 channels, H/2^l
-                 --average pool by 2^(3-l)--> H/8
-    concat over levels (12 per level) --F_agg (UNet or ViT)--> 2*nz channels (mean, log-variance)
-
-F_l and F_agg are ADM-style UNets without any spatial resampling or attention (Sec. 3.2): a 3x3
-conv in; a "down" path of ``num_res_blocks`` residual blocks per channel multiplier, each storing
-its output as a skip; a middle of two residual blocks; an "up" path that, for the multipliers in
-reverse, runs ``num_res_blocks`` residual blocks on the concatenation of the running features and
-the most recent unused skip; a 3x3 conv out, as the pseudocode in the paper's appendix writes the head
-(``head="norm_act_conv"``: GroupNorm -> SiLU -> 3x3 conv out, ADM's and LDM's output head, which
-this harness used before). The input conv's output is never consumed as a skip. With two residual blocks per multiplier this structure reproduces the
-paper's parameter counts (Table 3: 1.03 / 6.75 / 32.75 / 41.42 M).
-
-Ablation axes: which levels feed the encoder (Table 21; the aggregator's input is 12 channels per
-level), one extractor shared by every level (Table 19), the ViT aggregator (Table 20), the
-wavelet family (Haar in the paper).
+"""The LiteVAE encoder (Sec. 3.1-3.2, Fig. 2): a multi-level Haar DWT, one feature-extraction UNet
+per level, pooling to H/8 and an aggregation network (UNet or ViT) to the latent's mean and
+log-variance; the widths of its sizes are in registry.py. The structure and its ablation axes:
+docs/models.md, "The LiteVAE encoder's structure".
 """
 
 from __future__ import annotations

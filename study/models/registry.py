@@ -1,16 +1,6 @@
-"""The named models of the paper: one table from a preset's name to what it is.
-
-    name -> Preset(encoder builder arguments, size, quant convs, paper label, paper rows)
-
-Every other module asks this table: ``study.config`` derives the overrides a study file's
-``preset: NAME`` sets, the complexity measurement lists the models and finds their Table 3 rows,
-the report labels its rows with ``paper_labels(table)``. The widths are the paper's (Tables 23, 24
-for LiteVAE; LDM KL-f8 for SD-VAE) except VAE-Small's, which the paper does not give (paper gap;
-the choice is explained in sdvae.py). The labels are the ``row`` / ``encoder`` cells of
-``results/paper/*.csv`` (Tables 1, 2a, 2b, 3), so they find the paper's numbers there.
-
-Torch-free (like arguments.py): naming a model does not load torch. Adding a preset is one entry
-here; its builder arguments are built by ``autoencoder.build_encoder``.
+"""The named models of the paper: one table from a preset's name to its ``Preset`` (encoder builder
+arguments, size, quant convs, paper label, paper rows). Torch-free; adding a preset is one entry.
+Who reads it and where the widths come from: docs/models.md, "The preset registry".
 """
 
 from __future__ import annotations

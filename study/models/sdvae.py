@@ -1,30 +1,6 @@
-"""The Stable Diffusion autoencoder (LDM KL-f8): the baseline encoder and the decoder that every
-model in the study uses (LiteVAE keeps the SD decoder, Sec. 3).
-
-Encoder (34.16 M parameters, Table 3: 34,163,592 without the 1x1 quant conv, 34,163,664 with
-it; 135.59 G multiply-accumulates at 256x256, the paper's "GFLOPS"):
-    3x3 conv 3 -> ch; for each multiplier m in (1, 2, 4, 4): 2 residual blocks to ch*m, then
-    (except at the last level) a strided 3x3 conv that halves the size, padding one row/column
-    on the bottom/right only; mid: ResBlock -> attention -> ResBlock; GroupNorm -> SiLU -> 3x3
-    conv to 2*nz.
-
-VAE-Small (Table 2b, about 6.75 M; paper gap, its widths are not given): the same structure with
-base width 64 and multipliers (1, 1, 3, 4), i.e. level widths 64 / 64 / 192 / 256 (both encoders'
-widths are entries of registry.py), which gives 6,733,776 parameters with the quant conv
-(nz = 4): within 0.25 % of LiteVAE-B's 6.75 M, the model it is compared with. Every width is a
-multiple of 32, so GroupNorm(32) holds throughout. (A uniform narrowing of (1, 2, 4, 4) cannot
-hit 6.75 M with GroupNorm-friendly widths: base 56 gives 6.56 M.)
-
-Decoder (49.49 M parameters, nz = 4: 49,490,179 without the 1x1 post-quant conv, 49,490,199 with):
-    3x3 conv nz -> ch*4 (512); mid: ResBlock -> attention -> ResBlock; for the multipliers in
-    reverse: 3 residual blocks, then (except at the last level) nearest x2 upsampling + 3x3 conv;
-    norm -> SiLU -> 3x3 conv to RGB.
-
-With ``norm="smc"`` (Table 4) the decoder has no normalisation layer: the residual blocks read
-SiLU -> SMC -> SiLU -> SMC, the mid attention drops its GroupNorm and computes q, k, v with SMC
-1x1 convs, and the output head is SiLU -> SMC 3x3 conv (the rule of blocks.py: every convolution
-that a GroupNorm preceded becomes SMC; conv_in, the upsampling convs, the residual 1x1 skips and
-the attention's output projection stay ordinary convolutions).
+"""The Stable Diffusion autoencoder (LDM KL-f8): the baseline encoder, VAE-Small, and the decoder
+that every model in the study uses (LiteVAE keeps the SD decoder, Sec. 3), with GroupNorm or SMC
+(Table 4). Structure and parameter counts: docs/models.md, "The SD-VAE encoder and decoder".
 """
 
 from __future__ import annotations

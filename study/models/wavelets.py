@@ -1,23 +1,7 @@
-"""The 2D discrete wavelet transform that feeds the LiteVAE encoder (Sec. 3, Fig. 2).
-
-LiteVAE decomposes the image with a fixed, multi-level 2D Haar transform. One Haar step splits an
-even-sized map into four strided samples a, b, c, d (top-left, top-right, bottom-left,
-bottom-right of every 2x2 cell) and returns
-
-    LL = (a + b + c + d) / 2        the approximation (low-pass in both directions)
-    B0 = (a + b - c - d) / 2        horizontal edges   (pytorch_wavelets' yh[..., 0, :, :])
-    B1 = (a - b + c - d) / 2        vertical edges     (yh[..., 1, :, :])
-    B2 = (a - b - c + d) / 2        diagonal detail    (yh[..., 2, :, :])
-
-which is exactly ``pytorch_wavelets.DWTForward(wave='haar', mode='zero')``: same band order,
-same signs. The 4x4 matrix is orthonormal and its own inverse, so the inverse step (and the
-backward pass of the forward step) is the same butterfly run the other way. An odd side is
-zero-padded at its end first, as pytorch_wavelets does in 'zero' mode.
-
-The fast Haar path is written with tensor ops only (strided views and a handful of element-wise
-ops) inside two ``torch.autograd.Function``s whose backward passes call each other, so gradients
-of any order flow through it (the wavelet loss of Table 9 differentiates reconstructions through
-it). Other wavelet families (db2, sym4, ...) go through pytorch_wavelets.
+"""The 2D discrete wavelet transform that feeds the LiteVAE encoder (Sec. 3, Fig. 2): a fast
+multi-level Haar path equal to ``pytorch_wavelets.DWTForward(wave='haar', mode='zero')``,
+differentiable to any order; other families go through pytorch_wavelets. The butterfly and its
+band order: docs/models.md, "The Haar transform".
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
-"""Several studies side by side: one table and one quality-against-cost plot over their variants.
-
-``compare(root, studies, out_dir, metric)`` reads each study's records as the report does
-(``results/<study>/index.json`` and the run folders, through ``records.read_study``) and writes::
-
-    <out_dir>/compare.md        the table, the plot and where the numbers come from
-    <out_dir>/compare.html      the same, self-contained (the plot embedded)
-    <out_dir>/compare.csv       the numbers behind the table
-    <out_dir>/quality_cost.png  the metric against encoder GMACs and parameters, Pareto front dashed
-
-A row is one configuration. Variants of different studies that share a run (the same run id: the
-same config and seed, trained once) are one row, named by all of them, and each run counts once:
-its seeds are the union of the variants' runs. A cell is the mean ± sample sd over the row's
-completed runs under the evaluation protocol most of the compared runs used (as in a study's
-report); costs are what each run recorded in ``complexity.json``. The plotted metric is the one
-asked for where every study has numbers of it, else the first metric (rFID, LPIPS, PSNR, SSIM)
-every study has; the page and the command's output say which (``choose_metric``).
+"""Several studies side by side: one table and one quality-against-cost plot over their variants
+(``compare``), shared runs counted once. Its files, rows, cells and metric choice:
+docs/reports.md, "What `compare` writes".
 """
 
 from __future__ import annotations

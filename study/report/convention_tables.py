@@ -1,22 +1,6 @@
 """A report's "Conventions" section: our numbers under each source's convention, from the same
-reconstructions (the registry's variant metrics, computed once per evaluation).
-
-Three tables, built from study/report/conventions.py (which of our metrics computes each
-source's number):
-
-- ``mapping_table``: per source, what computes its rFID, PSNR, SSIM and LPIPS here, its resize and
-  posterior, where those differ from the images this study evaluated, and the files it was read
-  from (docs/conventions.md).
-- ``values_table``: per source and metric, each variant's number under that convention (mean over
-  completed seeds; mean +- the per-image standard deviation where the source prints one and the
-  study measured it). A source whose convention is not stated says so in the cell beside the
-  nearest of ours; a convention the study did not measure names the ``eval.metrics`` entry that
-  would.
-- ``published_table`` (a protocol check): each published number of
-  results/paper/reference_autoencoders.csv beside ours under that source's convention.
-
-The section is shown where a study measured any metric beyond the paper's four, and in every
-protocol check; ``conventions.csv`` holds the unrounded numbers of ``values_table``.
+reconstructions (``mapping_table``, ``values_table``, ``published_table``). What each table holds
+and when the section is shown: docs/reports.md, "The Conventions section's tables".
 """
 
 from __future__ import annotations

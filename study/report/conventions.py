@@ -1,16 +1,7 @@
-"""The field's evaluation conventions as our metric names: one entry per source, in one place.
-
-Each source a report sets beside ours (the paper's, LDM; the field's harnesses of
-docs/conventions.md; the sources of results/paper/reference_autoencoders.csv) says, per metric,
-which of the registry's metrics (study/config/metric_specs.py) computes its number from our
-reconstructions, and how close that is: ``exact`` (the same computation), ``nearest`` (ours
-differs in a named detail), ``not stated`` (the source does not say; the nearest of ours is
-given and labelled as a guess), ``not reported`` (the source publishes no such number) or
-``not ours`` (a computation none of our metrics makes). Beside the metrics: the resize and crop
-(an ``eval.preprocess`` name where one reproduces it) and the posterior. Every entry names the
-keys of the files it was read from, listed with repository, path and commit in
-docs/conventions.md ("The files read"); what those files do not say is "not stated", never a
-default.
+"""The field's evaluation conventions as our metric names: one entry per source, saying per metric
+which of our metrics computes its number and how close that is (``exact``, ``nearest``, ...), its
+resize and posterior, and the keys it was read from. Details: docs/reports.md, "The conventions
+table".
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""A study's report: our numbers beside the paper's, as tables, plots and provenance.
-
-``report(root, study, out_dir)`` reads ``results/<study>/index.json`` and the run folders it
-names (through ``study.store``; nothing of the study file or its grid) and writes::
-
-    <out_dir>/report.md        the study's table in the paper's layout (its "n/a" footnotes and
-                               legend), the difference to the baseline, the training setup, the
-                               evaluation protocol, figures, provenance, runs
-    <out_dir>/report.html      the same, self-contained (figures embedded as base64 PNG)
-    <out_dir>/tables/main.tex  the table with booktabs rules; main.md the same in markdown (what
-                               the command prints); main.csv the numbers behind it;
-                               baseline.{md,tex,csv} the difference to the baseline
-    <out_dir>/figures/*.png    seaborn plots
-    <out_dir>/summary.json     headline numbers, read by ``index_page.write_index``
-
-The table is ``tables.main_table``'s; the figures ``figures.figures_for``'s; Table 3 (encoder
-complexity, no training) shows parameters, multiply-accumulates, throughput and peak memory from
-each run's ``complexity.json``, the parameter difference in percent of the paper's count.
+"""A study's report: our numbers beside the paper's, as tables, plots and provenance, read from
+``results/<study>/index.json`` and the run folders only (``report``). Its files: docs/reports.md,
+"What `report` writes".
 """
 
 from __future__ import annotations

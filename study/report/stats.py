@@ -1,19 +1,6 @@
-"""Seeds as statistics: a cell's mean, sample standard deviation and 95% confidence interval
-(Student t), a variant against the study's baseline by Welch's t-test, and the number of seeds per
-arm that would resolve a difference the seeds at hand do not (power 0.8). All with ``scipy.stats``.
-
-- ``interval``: ``mean ± t_{0.975, n-1} · s / √n`` (``scipy.stats.t.interval``); needs n >= 2.
-- ``welch_p``: the two-sided p-value of Welch's unequal-variance t-test
-  (``scipy.stats.ttest_ind(equal_var=False)``); needs n >= 2 in each arm and a non-zero spread.
-- ``difference_interval``: that test's 95% interval of the difference of means (Welch-Satterthwaite
-  degrees of freedom), under the same conditions.
-- ``seeds_for_power``: the smallest n per arm at which a two-sided two-sample t-test at level
-  alpha detects the observed difference with the given power, the spread taken as the pooled
-  standard deviation of the two arms (Cohen's d = |Δ| / s_pooled). The power of the equal-n
-  Student test is exact under that model: with df = 2n - 2 and noncentrality d·√(n/2),
-  power = P(T' > t_{1-α/2}) + P(T' < -t_{1-α/2}) for T' noncentral t (``scipy.stats.nct``).
-  Paper gap: the paper reports one seed per cell; the equal-variance power model is our choice
-  (Welch's test has no closed-form power; with equal n the two agree closely).
+"""Seeds as statistics, with ``scipy.stats``: a cell's mean, sample sd and 95% interval, Welch's
+test of a variant against the baseline and its interval, and the seeds per arm a difference would
+need (power 0.8). The formulas: docs/reports.md, "The statistics' formulas".
 """
 
 from __future__ import annotations

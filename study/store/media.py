@@ -1,19 +1,6 @@
-"""Where a run's pictures and live curves live, and the study folder's links to the curves.
-
-Layout (beside ``study/store/runs.py``'s)::
-
-    results/runs/<id>/gallery/<protocol id>/   the evaluation's reconstructions (study/evaluation/gallery.py):
-                                               manifest.json, original_000.png, ..., grid.png
-    results/runs/<id>/tensorboard/             the run's TensorBoard event files (study/trainer/live_log.py)
-    results/<study>/tensorboard/<link>         a relative symlink to ../../runs/<id>/tensorboard
-
-A run may belong to several studies (one config, one run), so its event files live once, in the
-run folder, and each study links to them: ``tensorboard --logdir results/<study>/tensorboard``
-shows that study's variants side by side (TensorBoard follows the links), each under its variant's
-name, with ``/seed<N>`` added when the study has several seeds of a name. The links are made when
-the study's index is written (collect, report) and when a launch has made the run folders, for
-the runs whose folder exists; the link's target is made with it (empty until the run trains), so
-no link ever dangles and a copy of the results folder (``shutil.copytree``, ``cp -r``) works.
+"""Where a run's pictures and live curves live (``gallery/``, ``tensorboard/`` in the run folder),
+and the study folder's relative links to the curves. Layout and link rules: docs/reports.md,
+"Where pictures and curves live".
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def expand(
         )
 
     start = _resolve(spec, "set", fixed, None, check=False)  # base and set, applied once
-    settings = site.load()
+    paths = _SitePaths(site.load())
     names: set[str] = set()
     resolved: list[_Resolved] = []
     for name, axes, overrides, source, where in candidates:
@@ -83,11 +83,30 @@ def expand(
         names.add(name)
         for seed in seeds:
             cfg = _resolve(spec, where, overrides | profile_overrides | {"seed": seed}, profile, start)
-            cfg = site.with_site_paths(cfg, settings)  # ${datasets.X}, ${VAR}: paths, not identity
+            cfg = paths.expanded(cfg)  # ${datasets.X}, ${VAR}: paths, not identity
             if cfg.model.init:
                 cfg = with_init_digest(spec, where, cfg)
             resolved.append(_Resolved(name, axes, source, where, seed, cfg))
     return _deduplicated(spec, resolved, profile, extra, within)
+
+
+class _SitePaths:
+    """``site.with_site_paths`` once per distinct set of the sections that hold paths (a grid's
+    variants share a few): a path's expansion reads only its own value and the site."""
+
+    def __init__(self, settings: site.Settings):
+        self.settings = settings
+        self.sections = tuple(dict.fromkeys(key.partition(".")[0] for key in site.PATH_KEYS))
+        self.memo: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+
+    def expanded(self, cfg: cfgmod.ExperimentConfig) -> cfgmod.ExperimentConfig:
+        before = tuple(getattr(cfg, s) for s in self.sections)
+        found = self.memo.get(key := tuple(map(id, before)))
+        if found is None or any(a is not b for a, b in zip(found[0], before)):
+            out = site.with_site_paths(cfg, self.settings)
+            found = self.memo[key] = (before, tuple(getattr(out, s) for s in self.sections))
+        changed = {s: new for s, old, new in zip(self.sections, before, found[1]) if new is not old}
+        return replace(cfg, **changed) if changed else cfg
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,6 @@
-"""What a study's index records of the study file, so that the report needs nothing else.
-
-``study_record(spec, variants, profile, sets)`` is the top level of ``results/<study>/index.json``
-(``study.store.write_index`` adds the study's name and one record per variant):
-
-- ``description``, ``spec`` (the study file's path), ``profile``, ``set`` (the --set overrides);
-- ``seeds``: the planned seeds; ``order``: every variant name, aliases included, in the study's
-  order (grid rows, then the named variants as written);
-- ``paper``: the paper table (``table``), variant name -> its row label (``rows``), and per
-  labelled name the setting that picks its row where a label repeats (``settings``: dataset,
-  resolution, latent). Those settings are the study's own configs without a profile: the
-  paper's, even when a profile collapses them (Table 1 under ``smoke``);
-- ``baseline``: the variant the report tests the others against (``paper.baseline``, else the
-  first name of ``order``).
+"""What a study's index records of the study file (``study_record``: the top level of
+``results/<study>/index.json``), so that the report needs nothing else. The fields:
+docs/reports.md, "What the index records of the study file".
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""An exponential moving average of a model's weights (`train.ema_decay`, off by default).
-
-LDL (Table 15) compares the current model's reconstruction with an EMA model's; when the EMA is on,
-evaluation can also use the EMA weights. After each optimiser step, for every parameter w:
-
-    ema <- decay * ema + (1 - decay) * w
-
-computed exactly in that form (two products, one sum), so a test can check it bitwise. With
-``ramp`` (the diffusion UNet's EMA, as LDM's LitEma) the decay of the n-th update (n = 1, 2, ...)
-is min(decay, (1 + n) / (10 + n)): the first update moves 9/11 of the way. The average
-starts as a copy of the model at construction (paper gap: LDL's code starts it from the model too;
-without ``ramp`` no warm-up or bias correction). Buffers (none in our autoencoders, which use GroupNorm) are copied
-from the model, not averaged, as running statistics are already averages. The copy has no
-gradients, is in eval mode, and lives on the model's device. Under DDP, pass the unwrapped module.
+"""An exponential moving average of a model's weights (``train.ema_decay``, off by default; the
+diffusion UNet's with LitEma's ramp), updated after each optimiser step. The update, the ramp and
+what is copied: docs/models.md, "The EMA update".
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
-"""Live curves while a run trains: TensorBoard event files in ``<run>/tensorboard/``, and Weights
-& Biases when ``train.wandb_project`` is set (``--wandb PROJECT``) and wandb is installed.
-
-The study folder links each of its runs' event folders (study/store/media.py), so
-``tensorboard --logdir results/<study>/tensorboard`` compares the study's variants while they
-train. Scalars (the tags TensorBoard groups by their prefix):
-
-    loss/total, loss/<term>     the autoencoder's loss and each term of it (l1, kl, lpips, rec,
-                                generator, wavelet, ...), and loss/discriminator
-    adversarial/weight          the adversarial weight of the step (Table 8's constant, or Eq. 2's
-                                adaptive weight), once the discriminator is on
-    grad_norm/<network>         the L2 norm over all parameters of the last update's gradients
-    lr/<network>                the optimiser's learning rate
-    speed/images_per_s          training throughput since the last log step
-    train/resolution            the stage's resolution (Table 5)
-    val/psnr                    validation PSNR (dB)
-    during/<weights>/<metric>   protocol metrics during training (eval.during; weights: model or
-                                ema; metric: psnr, ssim, lpips, rfid@<n>: study/trainer/watch.py)
-
-The trainer (study/autoencoder/loop.py) calls ``open_run`` once it knows the step it resumes from,
-``scalars`` at its log steps with the record it writes to metrics.jsonl (floats it has already
-read from the device, so nothing here adds a host synchronisation but the gradient norms: one
-transfer, at log steps only), ``validation`` at validation steps and ``close`` at the end. Only
-the main process (DDP rank 0) writes. A run resumed from step s hides the events its earlier
-attempts wrote after s (TensorBoard's purge step), as metrics.jsonl is truncated there. The
-writers of the runs training in this process are kept by run folder, so the trainer's hooks stay
-one line each.
+"""Live curves while a run trains: TensorBoard event files in ``<run>/tensorboard/``, and Weights &
+Biases when ``train.wandb_project`` is set and wandb is installed; written by the main process
+only. The scalars and the trainer's hooks: docs/reports.md, "The live-curve scalars".
 """
 
 from __future__ import annotations

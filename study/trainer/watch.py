@@ -1,25 +1,6 @@
 """The training watch: a run's progress record, its protocol metrics during training and the
-divergence rule, all restored from the checkpoint when the run resumes.
-
-Progress: at each log step the main process writes ``<run>/progress.json`` (study/store/progress.py:
-step, total, images/s, ETA, the last loss and validation figures, host, time).
-
-During training: every ``eval.during.every`` steps the ``on_eval`` callback the job passes in
-(study/evaluation/during.py; the trainer does not import the evaluation) measures the model's and,
-with an EMA, the EMA's weights on a fixed subset of the eval set. Each (step, weights) is one line
-of ``<run>/during.jsonl`` and a set of ``during/<weights>/<metric>`` curves in TensorBoard; the best
-value of each metric and its step go to status.json's ``best``. The global RNG state is restored
-after it, so a run measured during training trains exactly as one that is not.
-
-Divergence (``Divergence``): a non-finite loss (study/trainer/accelerate.py's NonFiniteLoss is a
-``Diverged``), a validation PSNR more than ``train.divergence_psnr_drop`` dB below the run's best at
-the same resolution, or a discriminator that wins outright (its loss under
-``DISCRIMINATOR_WINS_BELOW`` at every log step while the generator's adversarial loss ends above
-where it started) for ``train.divergence_patience`` steps. status.json's ``divergence`` says at
-which step and with what figures. With ``train.stop_on_divergence`` (always, for a non-finite
-loss) the state is ``diverged`` and the loop raises ``Diverged`` before that step's checkpoint, so
-the last checkpoint holds weights from before the divergence. Steps count as metrics.jsonl counts
-them: step s is the state after s updates.
+divergence rule (``Divergence``), all restored from the checkpoint when the run resumes.
+Details: docs/watch.md, "The watch module".
 """
 
 from __future__ import annotations
