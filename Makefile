@@ -18,12 +18,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) run_study.py demo
 
+# Two workers (pytest-xdist): the 2 cores both busy while tests wait on jobs and subprocesses; the
+# tests that use the SLURM cluster run in one worker, one after another (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Everything but training, SLURM and end-to-end tests: a few minutes on 2 cores.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not training and not slurm and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not training and not slurm and not e2e" $(PYTEST_ARGS)
 
 # The habits CI keeps: lint, format, types (the import rules run inside the tests).
 lint: $(STAMP)

@@ -3,6 +3,8 @@ results folder per test."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -48,3 +50,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(getattr(pytest.mark, mark))
         if {"slurm_cluster", "slurm_small_arrays"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
+        # `pytest -n 2 --dist loadgroup`: a module's tests run in one worker, in order (some share a
+        # module fixture's runs); the tests of the one SLURM cluster all in one worker, in turn
+        group = "slurm" if item.get_closest_marker("slurm") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker of `make test`: one core each
+        torch.set_num_threads(1)

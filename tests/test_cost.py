@@ -296,3 +296,20 @@ def test_every_paper_table_plans_a_gpu_hour_number_for_an_h100(capsys, tmp_path)
     assert run_study.main(["plan", str(REPO / "ablations" / "table4.yaml"), "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "FLOP estimate at 35% of 989 TFLOP/s" in out and "on H100" in out
+
+
+@pytest.mark.parametrize("overrides", [{}, {"model.encoder.aggregator": "vit"}, {"model.decoder.norm": "smc"}])
+def test_counts_derived_from_two_resolutions_are_the_direct_counts(overrides):
+    """Counted at r and 2r, 3r and 4r derived op by op (study/measure/macs.py: by_resolution);
+    40 is no multiple of 32: counted. Each equal to counting that resolution alone."""
+    import torch
+
+    cfg = config.apply_overrides(config.ExperimentConfig(), TINY | overrides)
+    wanted = [32, 64, 96, 128, 40]
+    for side in (macs.encoder_counts, macs.decoder_counts):
+        _, together = side(cfg.model, wanted)
+        assert together == {r: side(cfg.model, [r])[1][r] for r in wanted}
+    decoder = macs.decoder_path(cfg.model)
+    nz = cfg.model.latent_channels
+    at_one, at_two = (macs._traced(lambda s=s: decoder(torch.empty(1, nz, s, s))) for s in (4, 8))
+    assert macs._powers(at_one, at_two)  # the decoder scales: 96 and 128 were derived, not counted

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from study import store
+from study.measure import weights as weight_files
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 from tests.launch_helpers import RESOURCES, cli_env, run_cli, write_study
 from tests.slurm_fixture import wait_for
 
 pytestmark = pytest.mark.slurm
+pytest_plugins = ["tests.metric_fixtures"]  # a generated Inception file
 
 # A tiny denoiser on the 4x4x4 latents of the tiny autoencoder: 20 steps, 8 samples.
 DIFFUSION = {
@@ -32,8 +34,20 @@ DIFFUSION = {
     "diffusion.reference_images": 8,
     "diffusion.sample_batch_size": 8,
 }
-# An autoencoder whose job fails at its start: its evaluation folder does not exist.
-BROKEN = {"eval.path": "/nonexistent/litevae-eval", "eval.name": "missing"}
+
+
+def broken(tmp_path: Path) -> dict:
+    """An autoencoder whose job fails at its start, past every check before the launch: its
+    ``model.init`` exists (and matches its digest) but is no checkpoint."""
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint" * 64)
+    return {"model.init": str(corrupt)}
+
+
+def slurm_env(results: Path, inception: Path) -> dict[str, str]:
+    """The jobs' environment, with a generated Inception file for the generation FID (staged
+    weights: the preflight refuses a SLURM launch without them)."""
+    return cli_env(results, **{weight_files.REGISTRY["inception"].override_env: str(inception)})
 
 
 def _study(tmp_path: Path, name: str, ae: dict, cluster=None) -> tuple[Path, list]:
@@ -51,16 +65,16 @@ def _dependency(job_id: str) -> str:
     return out.stdout.strip()
 
 
-def test_on_slurm_the_diffusion_job_waits_for_its_autoencoder_then_completes(slurm_cluster, tmp_path):
+def test_on_slurm_the_diffusion_job_waits_for_its_autoencoder_then_completes(slurm_cluster, tmp_path, inception_file):
     spec, variants = _study(tmp_path, "gen_wait", {}, slurm_cluster)
     results = tmp_path / "results"
-    env = cli_env(results)
+    env = slurm_env(results, inception_file)
     proc = run_cli("launch", str(spec), "--executor", "slurm", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ae, ldm = variants
     ae_job = store.read_status(store.run_dir(results, ae.run_id))["job_ids"][-1]
     ldm_status = store.read_status(store.run_dir(results, ldm.run_id))
-    assert ldm_status["needs"] == ae.run_id
+    assert ldm_status["needs"] == [ae.run_id]
     # submitted behind the autoencoder's job: its sbatch script names the dependency
     ldm_job = ldm_status["job_ids"][-1]
     script = results / "gen_wait" / "logs" / ldm_job.split("_")[0] / f"{ldm_job.split('_')[0]}_submission.sh"
@@ -80,10 +94,10 @@ def test_on_slurm_the_diffusion_job_waits_for_its_autoencoder_then_completes(slu
     assert generation and ("gfid" in generation[0]["metrics"] or "gfid" in generation[0]["unavailable"])
 
 
-def test_on_slurm_a_failed_autoencoder_fails_its_diffusion_run_with_its_reason(slurm_cluster, tmp_path):
-    spec, variants = _study(tmp_path, "gen_fail", BROKEN, slurm_cluster)
+def test_on_slurm_a_failed_autoencoder_fails_its_diffusion_run_with_its_reason(slurm_cluster, tmp_path, inception_file):
+    spec, variants = _study(tmp_path, "gen_fail", broken(tmp_path), slurm_cluster)
     results = tmp_path / "results"
-    proc = run_cli("launch", str(spec), "--executor", "slurm", env=cli_env(results))
+    proc = run_cli("launch", str(spec), "--executor", "slurm", env=slurm_env(results, inception_file))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ae, ldm = variants
 
@@ -93,7 +107,7 @@ def test_on_slurm_a_failed_autoencoder_fails_its_diffusion_run_with_its_reason(s
 
     wait_for(settled, 300, lambda: f"both runs to fail: {_states(results, variants)}", interval_s=2.0)
     why = _states(results, variants)["ldm"].reason
-    assert why.startswith(f"autoencoder {ae.run_id} failed:") and "no such image folder" in why, why
+    assert why.startswith(f"needed run {ae.run_id} failed:") and "corrupt.ckpt" in why, why
     # SLURM cancelled the waiting job (--kill-on-invalid-dep): nothing of this study stays queued
     wait_for(
         lambda: _dependency(store.read_status(store.run_dir(results, ldm.run_id))["job_ids"][-1]) == "",
@@ -101,21 +115,21 @@ def test_on_slurm_a_failed_autoencoder_fails_its_diffusion_run_with_its_reason(s
         lambda: "the diffusion job to leave the queue",
     )
     # a plain relaunch submits neither; it says why
-    again = run_cli("launch", str(spec), "--executor", "slurm", env=cli_env(results))
+    again = run_cli("launch", str(spec), "--executor", "slurm", env=slurm_env(results, inception_file))
     assert again.returncode == 0 and "0 of 2 run(s) submitted" in again.stdout, again.stdout
 
 
 def test_locally_a_failed_autoencoder_fails_its_diffusion_run_without_starting_it(tmp_path):
-    spec, variants = _study(tmp_path, "gen_local_fail", BROKEN)
+    spec, variants = _study(tmp_path, "gen_local_fail", broken(tmp_path))
     results = tmp_path / "results"
     proc = run_cli("launch", str(spec), "--executor", "local", env=cli_env(results))
     ae, ldm = variants
     assert proc.returncode == 1, proc.stdout + proc.stderr  # a run failed: the launch says so
-    assert f"ldm not started: autoencoder {ae.run_id} failed: DataError" in proc.stdout, proc.stdout
+    assert f"ldm not started: needed run {ae.run_id} failed:" in proc.stdout, proc.stdout
     states = _states(results, variants)
     assert states["ae"].state is store.State.FAILED
     assert states["ldm"].state is store.State.FAILED
-    assert states["ldm"].reason.startswith(f"autoencoder {ae.run_id} failed:"), states["ldm"].reason
+    assert states["ldm"].reason.startswith(f"needed run {ae.run_id} failed:"), states["ldm"].reason
     assert store.read_status(store.run_dir(results, ldm.run_id)).get("attempts", 0) == 0  # never started
     # status shows both kinds, and why the diffusion run failed
     status = run_cli("status", str(spec), env=cli_env(results))

@@ -83,7 +83,7 @@ def test_too_many_eval_images_fail_before_the_first_step(tmp_path, capsys):
     assert _run(spec, tmp_path) == 2
     err = capsys.readouterr().err
     assert "50" in err and "12" in err
-    assert "variant evalsets" in err
+    assert "evalsets evalsets: eval.num_images" in err  # the study, the variant, the key
     assert not (tmp_path / "results" / "runs").exists()  # nothing submitted, no checkpoint
 
 

@@ -28,6 +28,7 @@ import pytest
 from study import config as cfgmod
 from study.config import fields
 from study.config.fields import identity_field, not_identity
+from study.kinds.registry import run_id
 from study.studyfile.grid import expand
 from study.studyfile.parse import StudyFile, load_study, parse_sets
 
@@ -119,7 +120,7 @@ def expansions(init: Path) -> dict[str, dict[str, cfgmod.ExperimentConfig]]:
         for profile in (None, *spec.profiles):
             configs: dict[str, cfgmod.ExperimentConfig] = {}
             for v in expand(spec, profile, _extra(path, spec, init)):
-                assert cfgmod.run_id(v.config) == v.run_id
+                assert run_id(v.config) == v.run_id
                 for name in (v.name, *v.aliases):
                     configs[f"{name}|{v.seed}"] = v.config
             out[path.name if profile is None else f"{path.name}:{profile}"] = configs
@@ -127,7 +128,7 @@ def expansions(init: Path) -> dict[str, dict[str, cfgmod.ExperimentConfig]]:
 
 
 def ids_of(expanded: dict[str, dict[str, cfgmod.ExperimentConfig]]) -> dict[str, dict[str, str]]:
-    return {key: {label: cfgmod.run_id(cfg) for label, cfg in configs.items()} for key, configs in expanded.items()}
+    return {key: {label: run_id(cfg) for label, cfg in configs.items()} for key, configs in expanded.items()}
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def test_a_new_field_left_out_at_its_default_moves_no_pinned_id(expanded, curren
         (key, label)
         for key, configs in expanded.items()
         for label, cfg in configs.items()
-        if cfgmod.run_id(with_new_field(cfg, section, identity_field(7, omit_at=7))) != current[key][label]
+        if run_id(with_new_field(cfg, section, identity_field(7, omit_at=7))) != current[key][label]
     ]
     assert not moved, moved[:5]
 
@@ -196,8 +197,8 @@ def test_a_new_field_without_omit_at_moves_the_ids_that_read_its_section(section
         read = section.split(".")[0] in (
             ("diffusion", "data") if name == "diffusion" else ("model", "loss", "train", "data", "")
         )
-        assert (cfgmod.run_id(grown) != cfgmod.run_id(cfg)) == read, (name, section)
-        assert cfgmod.run_id(with_new_field(cfg, section, not_identity(7))) == cfgmod.run_id(cfg), (name, section)
+        assert (run_id(grown) != run_id(cfg)) == read, (name, section)
+        assert run_id(with_new_field(cfg, section, not_identity(7))) == run_id(cfg), (name, section)
 
 
 def test_every_declared_condition_names_a_config_key_and_allowed_values():
@@ -221,7 +222,7 @@ def test_a_field_is_left_out_only_as_declared():
     sd = cfgmod.apply_overrides(lite, {"model.encoder.kind": "sdvae"})
     for cfg, counts in ((lite, True), (sd, False)):
         aggregator = cfgmod.apply_overrides(cfg, {"model.encoder.aggregator": "vit"})
-        assert (cfgmod.run_id(aggregator) != cfgmod.run_id(cfg)) is counts
+        assert (run_id(aggregator) != run_id(cfg)) is counts
         assert ("aggregator" in cfgmod.identity(cfg)["model"]["encoder"]) is counts
     assert "grad_accum" not in cfgmod.identity(lite)["train"]
     assert cfgmod.identity(cfgmod.apply_overrides(lite, {"train.grad_accum": 2}))["train"]["grad_accum"] == 2

@@ -119,10 +119,10 @@ def test_plan_explain_says_where_each_setting_came_from(site_file, monkeypatch, 
     assert out["loss.kl_weight"].rstrip().endswith("default")
     assert "launch.partition" in out["resources.partition"]
     assert out["executor"].rstrip().endswith("default")
-    monkeypatch.setenv("ROOT", "/env/root")
+    monkeypatch.setenv("ROOT", "/env/data")
     sets = ["--set", "eval.path=${ROOT}/val", "--set", "eval.name=val"]
     assert main(["plan", str(TABLE4), "--profile", "smoke", "--explain", *sets]) == 0
     out = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
-    assert "/env/root/val" in out["eval.path"] and "the environment ($ROOT)" in out["eval.path"]
+    assert "/env/data/val" in out["eval.path"] and "the environment ($ROOT)" in out["eval.path"]
     assert out["train.steps"].rstrip().endswith("profile smoke")
     assert parse_sets(TABLE4, ["eval.path=${ROOT}/val"])  # a --set path may hold ${...} too

@@ -123,5 +123,7 @@ def test_small_max_array_size(slurm_small_arrays: SlurmCluster, tmp_path):
 
 
 def test_max_array_size_restored(slurm_cluster: SlurmCluster):
-    # runs after test_small_max_array_size: its fixture put the configured value back
-    assert slurm_cluster.config("MaxArraySize") == str(slurm_cluster.max_array_size)
+    # runs after test_small_max_array_size: its fixture put the configured value back (a restarted
+    # controller on a busy machine may take a moment to answer with it)
+    wanted = str(slurm_cluster.max_array_size)
+    wait_for(lambda: slurm_cluster.config("MaxArraySize") == wanted, 60, f"MaxArraySize {wanted}", interval_s=1.0)

@@ -244,20 +244,24 @@ def autoencoder_loss(
         terms["generator"] = g
         factor = adversarial_factor(step, cfg.discriminator_start)
         if factor:
-            if cfg.adversarial_weight_mode == "adaptive":
-                if last_layer is None:
-                    raise LossError(
-                        "loss.adversarial_weight_mode is 'adaptive' but no decoder last "
-                        "layer was given to take gradients at"
-                    )
-                ratio_of = rec if cfg.adaptive_weight_terms == "all" else _sum(nll, x_hat)
-                lam = cfg.adversarial_weight * adaptive_weight(ratio_of, g, last_layer)
-            else:
-                lam = torch.tensor(cfg.adversarial_weight, device=g.device)
+            ratio_of = rec if cfg.adaptive_weight_terms == "all" else _sum(nll, x_hat)
+            lam = _adversarial_lambda(cfg, ratio_of, g, last_layer)
             total = total + factor * lam * g
             terms["adversarial_weight"] = factor * lam
     terms["rec"] = rec
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def _adversarial_lambda(cfg: LossConfig, ratio_of: Tensor, g: Tensor, last_layer: Tensor | None) -> Tensor:
+    """lambda: ``adversarial_weight`` (constant mode), or times ``adaptive_weight(ratio_of, g)``
+    at the decoder's last layer (adaptive mode)."""
+    if cfg.adversarial_weight_mode != "adaptive":
+        return torch.tensor(cfg.adversarial_weight, device=g.device)
+    if last_layer is None:
+        raise LossError(
+            "loss.adversarial_weight_mode is 'adaptive' but no decoder last layer was given to take gradients at"
+        )
+    return cfg.adversarial_weight * adaptive_weight(ratio_of, g, last_layer)
 
 
 def _sum(weighted: list[Tensor], x_hat: Tensor) -> Tensor:

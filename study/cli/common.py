@@ -78,7 +78,8 @@ def results_root(args: argparse.Namespace) -> Path:
 
 def index_fields(args: argparse.Namespace, spec: StudyFile, variants: list[Variant]) -> dict[str, Any]:
     """The study-level fields of the index for this command line (profile and --set included)."""
-    return study_record(spec, variants, getattr(args, "profile", None), getattr(args, "set", None) or [])
+    fields = study_record(spec, variants, getattr(args, "profile", None), getattr(args, "set", None) or [])
+    return fields | getattr(args, "index_extra", {})  # e.g. the demo's weights_unstaged (study/cli/staging.py)
 
 
 def num(x: Any) -> str:

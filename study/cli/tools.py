@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from study.cli.common import REPO, Command, cuda_available
+from study.cli import staging
+from study.cli.common import REPO, Command, cuda_available, spec_and_variants
 from study.cli.launching import run, run_options
 from study.config import MODEL_PRESETS
 
@@ -22,6 +23,8 @@ def demo(args: argparse.Namespace) -> int:
     """The embedded default: run ablations/smoke.yaml on this machine, in process (``run``'s
     options apply; the executor defaults to debug)."""
     print(f"The embedded default study: {DEFAULT_STUDY.relative_to(REPO)} (sample photos, CPU)")
+    if not args.dry_run:  # the metric weights first, so that every metric is a number (or one notice)
+        args.index_extra = staging.stage(spec_and_variants(args)[1])
     return run(args)
 
 

@@ -97,21 +97,22 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     conditions its omissions name), with its canonical JSON, so that the variants of a grid,
     which share a few hundred section objects, are spelled and hashed from those."""
     d: dict[str, Any] = {}
-    for name, section in _top_fields():
+    cls = _class_of(cfg)
+    for name, section in _top_fields(cls):
         value = getattr(cfg, name)
         d[name] = _section(value, cfg) if section else value if type(value) in _LEAF_TYPES else to_dict(value, True)
-    for rule in _omissions(ExperimentConfig):  # a section compared as written, as to_dict writes it
+    for rule in _omissions(cls):  # a section compared as written, as to_dict writes it
         value = d[rule.name]
         if rule.applies(to_dict(getattr(cfg, rule.name), True) if type(value) is Section else value, cfg):
             del d[rule.name]
     return d
 
 
-@functools.cache
-def _top_fields() -> tuple[tuple[str, bool], ...]:
-    """(name, is a section) of each identity field of the experiment config but ``eval``."""
-    hints = _hints(ExperimentConfig)
-    return tuple((name, _is_section(hints[name])) for name, ident in _fields(ExperimentConfig) if ident and name != "eval")
+@functools.lru_cache(maxsize=None)
+def _top_fields(cls: Any) -> tuple[tuple[str, bool], ...]:
+    """(name, is a section) of each identity field of an experiment config class but ``eval``."""
+    hints = _hints(cls)
+    return tuple((name, _is_section(hints[name])) for name, ident in _fields(cls) if ident and name != "eval")
 
 
 class Section(dict):  # type: ignore[type-arg]
@@ -157,7 +158,7 @@ _SECTIONS_MAX = 100_000  # cleared when full: a memo, not a store
 
 def _section(section: Any, cfg: ExperimentConfig) -> Section:
     """The identity of one top-level section of ``cfg``, its declared omissions applied."""
-    key = (id(section), tuple((get(cfg) in values) == among for get, values, among in _tests(type(section))))
+    key = (id(section), tuple((get(cfg) in values) == among for get, values, among in _tests(_class_of(section))))
     found = _SECTIONS.get(key)
     if found is not None and found[0] is section:
         return found[1]

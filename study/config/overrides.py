@@ -137,29 +137,44 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
     A grid applies the same few values to the same sections many times: each top-level section's
     result is kept per (that section object, its overrides), so a variant whose every section
     was seen before is one ``replace``; anything not seen runs the checks in the overrides' order."""
-    grouped: dict[str, list[tuple[str, Any]]] = {}
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
     for key, value in overrides.items():
-        grouped.setdefault(key.partition(".")[0], []).append((key, value))
+        kind = type(value)
+        item = (key, kind, value) if kind in _SCALARS else (key, _frozen(value))
+        name = key.partition(".")[0]
+        if name in grouped:
+            grouped[name].append(item)
+        else:
+            grouped[name] = [item]
     sections: dict[str, Any] = {}
+    top = _top_level()
     for name, items in grouped.items():
-        old = getattr(cfg, name, None)
-        if len(items) == 1 and items[0][0] == name and name in _config_keys(ExperimentConfig, ""):
-            try:  # a top-level field (seed, task)
-                sections[name] = coerce(name, items[0][1], _config_keys(ExperimentConfig, "")[name])
-            except ConfigError:
-                return _apply(cfg, overrides)
-            continue
-        if old is None or not _is_section(old):
-            return _apply(cfg, overrides)  # an unknown key
-        try:
-            memo = (name, id(old), tuple((k, _frozen(v)) for k, v in items))
-        except TypeError:  # a value that does not hash even frozen: no memo
+        if top.get(name) is not True:  # a top-level field (seed, task) or an unknown key
+            if len(items) == 1 and items[0][0] == name and name in top:
+                try:
+                    sections[name] = coerce(name, overrides[name], _config_keys(ExperimentConfig, "")[name])
+                    continue
+                except ConfigError:
+                    pass
             return _apply(cfg, overrides)
-        found = _SECTIONS.get(memo)
+        old = getattr(cfg, name)
+        try:
+            found = _SECTIONS.get((name, id(old), tuple(items)))
+        except TypeError:  # a value that does not hash even frozen: no memo
+            found = None
         if found is None or found[0] is not old:
             return _apply(cfg, overrides)
         sections[name] = found[1]
     return dataclasses.replace(cfg, **sections) if sections else cfg
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _top_level() -> dict[str, bool]:
+    """Each field of the experiment config: whether it is a section."""
+    return {name: _is_section(tp) for name, tp in _hints(ExperimentConfig).items()}
 
 
 # (section, id(section object), overrides) -> (that section object, the section with them applied)
@@ -174,6 +189,12 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, dict):
         return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
     return (type(value), value)
+
+
+def _item(key: str, value: Any) -> tuple[Any, ...]:
+    """An override as ``apply_overrides``' memo spells it."""
+    kind = type(value)
+    return (key, kind, value) if kind in _SCALARS else (key, _frozen(value))
 
 
 def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -199,8 +220,7 @@ def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig
         if not _is_section(old):
             continue
         try:
-            memo = (name, id(old), tuple((k, _frozen(v)) for k, v in items))
-            _SECTIONS[memo] = (old, getattr(out, name))
+            _SECTIONS[(name, id(old), tuple(_item(k, v) for k, v in items))] = (old, getattr(out, name))
         except TypeError:
             continue
     return out

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tvf
 
 RESAMPLE = Image.Resampling.BICUBIC
 
@@ -49,6 +46,8 @@ def pil_bicubic_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def ldm_crop(image: np.ndarray, size: int) -> np.ndarray:
     """taming's ``SmallestMaxSize(size)`` + ``CenterCrop(size, size)``, written with OpenCV."""
+    import cv2  # imported where the rule runs: the command line and the launcher need none of it
+
     h, w = image.shape[:2]
     scale = size / min(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
@@ -69,6 +68,9 @@ def adm_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def torchvision_crop(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision ``Resize(size)`` + ``CenterCrop(size)`` on the [0, 1] float tensor, as uint8."""
+    from torchvision.transforms import InterpolationMode  # imported where the rule runs
+    from torchvision.transforms import functional as tvf
+
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 255.0  # a copy
     x = tvf.resize(x, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
     x = tvf.center_crop(x, [size, size])

@@ -287,8 +287,8 @@ def slurm_problems(resources: Resources) -> Iterator[Problem]:
     if not ok:
         yield Problem("--executor slurm", f"{why} (sacct)", "job states are read through SLURM accounting (slurmdbd)")
     if resources.partition:
-        ok, named = _answer("sinfo", "-h", "-a", "-p", resources.partition, "-o", "%P")
-        if ok and not named.strip():
+        ok, named = _answer("sinfo", "-h", "-p", resources.partition, "-o", "%P")
+        if not ok or not named.strip():
             partitions = ", ".join(p.rstrip("*") for p in out.split()) or "none"
             yield Problem(
                 "resources.partition",

@@ -7,12 +7,13 @@ fast".
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import conv_flop_count, flop_registry
 
 from study.config import ModelConfig, autoencoder_args
 from study.models.autoencoder import build_decoder, build_encoder
@@ -43,6 +44,20 @@ _QUERIES = frozenset(
 )
 
 
+# Elementwise ops in place that the models run most: no FLOP formula, no decomposition with one
+# (FlopCounterMode counts 0 for them), and their result is their first argument.
+_IN_PLACE = frozenset(
+    {
+        ATEN.silu_.default,
+        ATEN.add_.Tensor,
+        ATEN.relu_.default,
+        ATEN.mul_.Tensor,
+        ATEN.clamp_min_.default,
+        ATEN.div_.Tensor,
+    }
+)
+
+
 class MacCounter(TorchDispatchMode):
     """The FLOPs of every op run while it is active, summed in ``flops`` (see the module docstring)."""
 
@@ -54,6 +69,18 @@ class MacCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _QUERIES:
             return NotImplemented
+        if func in _IN_PLACE:  # elementwise, in place: the result is its first argument, unchanged in shape
+            return args[0]
+        if func is ATEN.convolution.default and args[0].is_contiguous():
+            return self._convolution(*args)
+        if func is ATEN.addmm.default and args[1].dim() == 2 and args[2].dim() == 2:  # (bias, a, b): bias + a @ b
+            (m, k), n = args[1].shape, args[2].shape[1]
+            self.flops += 2 * m * k * n  # flop_counter's mm formula
+            return args[1].new_empty((m, n))
+        if func is ATEN.native_layer_norm.default:  # (x, shape, ...) -> out, mean, rstd; no FLOP formula
+            x, axis = args[0], args[0].dim() - len(args[1])
+            stats = (*x.shape[:axis], *([1] * len(args[1])))
+            return torch.empty_like(x), x.new_empty(stats), x.new_empty(stats)
         packet = func._overloadpacket
         if packet is ATEN.native_group_norm:  # (x, weight, bias, N, C, HxW, group, eps) -> out, mean, rstd
             x, n, groups = args[0], args[3], args[6]
@@ -69,12 +96,104 @@ class MacCounter(TorchDispatchMode):
             self.flops += formula(*args, **kwargs, out_val=out)
         return out
 
+    def _convolution(self, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # type: ignore[no-untyped-def]
+        """``aten.convolution``'s output (the meta kernel's shape arithmetic, without its checks)
+        and ``flop_counter``'s formula for it, on plain shapes."""
+        spatial = []
+        for i, size in enumerate(x.shape[2:]):
+            k = dilation[i] * (weight.shape[2 + i] - 1)
+            if transposed:
+                spatial.append((size - 1) * stride[i] - 2 * padding[i] + k + output_padding[i] + 1)
+            else:
+                spatial.append((size + 2 * padding[i] - k - 1) // stride[i] + 1)
+        channels = weight.shape[1] * groups if transposed else weight.shape[0]
+        out_shape = [x.shape[0], channels, *spatial]
+        self.flops += conv_flop_count(list(x.shape), list(weight.shape), out_shape, transposed=transposed)
+        return x.new_empty(out_shape)
+
 
 def count_macs(forward: Callable[[], object]) -> int:
     """MACs (FLOPs / 2) of ``forward()``, run on the meta device without gradients."""
     with torch.device("meta"), torch.no_grad(), MacCounter() as counter:
         forward()
     return counter.flops // 2
+
+
+# --------------------------------------------------------------------------------------------
+# other resolutions from two: each op's count scales with the image's side, where it checks out
+# --------------------------------------------------------------------------------------------
+class _Tracer(MacCounter):
+    """``MacCounter`` that also keeps, per op run, (op, its own FLOPs, its outputs' shapes); an
+    op counted through its parts keeps none of theirs, so the trace's FLOPs add up to ``flops``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trace: list[tuple[object, int, tuple[tuple[int, ...], ...]]] = []
+        self.traced = 0  # the FLOPs in ``trace``
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        flops, traced = self.flops, self.traced
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if out is not NotImplemented:
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            shapes = tuple(tuple(t.shape) for t in outs if isinstance(t, torch.Tensor))
+            own = (self.flops - flops) - (self.traced - traced)
+            self.trace.append((func, own, shapes))
+            self.traced += own
+        return out
+
+
+def _traced(forward: Callable[[], object]) -> list[tuple[object, int, tuple[tuple[int, ...], ...]]]:
+    with torch.device("meta"), torch.no_grad(), _Tracer() as tracer:
+        forward()
+    return tracer.trace
+
+
+def _powers(at_one: list, at_two: list) -> list[tuple[int, int]] | None:  # type: ignore[type-arg]
+    """(FLOPs at side 1, power p) of each op with FLOPs, such that its FLOPs at side m are
+    FLOPs x m^p: the same ops at sides 1 and 2, each output dimension the same, twice or four
+    times (a flattened H x W) as long, each op's FLOPs 1, 4 or 16 times as many (p = 0, 2, 4).
+    None where any op differs: then every resolution is counted."""
+    if len(at_one) != len(at_two):
+        return None
+    terms = []
+    for (op, flops, shapes), (op2, flops2, shapes2) in zip(at_one, at_two):
+        if op is not op2 or len(shapes) != len(shapes2):
+            return None
+        for shape, shape2 in zip(shapes, shapes2):
+            if len(shape) != len(shape2) or any(b not in (a, 2 * a, 4 * a) for a, b in zip(shape, shape2)):
+                return None
+        power = {flops: 0, 4 * flops: 2, 16 * flops: 4}.get(flops2)
+        if power is None:
+            return None
+        if flops:
+            terms.append((flops, power))
+    return terms
+
+
+def by_resolution(forward: Callable[[int], object], resolutions: Iterable[int]) -> dict[int, int]:
+    """{resolution: MACs of ``forward(resolution)``}. With three or more resolutions, counted at
+    the smallest (r) and at 2r; a multiple m x r is then derived op by op (FLOPs x m^p, see
+    ``_powers``) where every op scales; any other resolution is counted."""
+    wanted = sorted(set(resolutions))
+
+    def counted(r: int) -> int:
+        return count_macs(lambda: forward(r))
+
+    base = wanted[0] if wanted else 0
+    if len(wanted) < 3 or sum(1 for r in wanted if r % base == 0) < 3:
+        return {r: counted(r) for r in wanted}
+    one, two = _traced(lambda: forward(base)), _traced(lambda: forward(2 * base))
+    terms = _powers(one, two)
+    out = {base: sum(f for _, f, _ in one) // 2, 2 * base: sum(f for _, f, _ in two) // 2}
+    for r in wanted:
+        if r in out:
+            continue
+        if terms is not None and r % base == 0:
+            out[r] = sum(f * (r // base) ** p for f, p in terms) // 2
+        else:
+            out[r] = counted(r)
+    return {r: out[r] for r in wanted}
 
 
 def _call(forward: Callable[[torch.Tensor], object], *shape: int) -> Callable[[], object]:
@@ -117,7 +236,7 @@ def encoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[
     """(parameters of the encoder path, {resolution: MACs of encoding one image}): one build."""
     encoder = _build(lambda: encoder_module(model_cfg))
     forward = encoder.encode if isinstance(encoder, DWTEncoder) else encoder  # as Autoencoder.encode
-    return parameters(encoder), {r: count_macs(_call(forward, 1, 3, r)) for r in sorted(set(resolutions))}
+    return parameters(encoder), by_resolution(lambda r: forward(torch.empty(1, 3, r, r)), resolutions)
 
 
 def decoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
@@ -125,16 +244,25 @@ def decoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[
     decoder = decoder_path(model_cfg)
     nz = model_cfg.latent_channels
     side = LATENT_DOWNSAMPLING
-    return parameters(decoder), {r: count_macs(_call(decoder, 1, nz, r // side)) for r in sorted(set(resolutions))}
+    return parameters(decoder), by_resolution(lambda r: decoder(torch.empty(1, nz, r // side, r // side)), resolutions)
 
 
 def discriminator_counts(kind: str, channels: int, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
     """(parameters, {resolution: MACs of judging one image}) of ``loss.discriminator``; 0 for none."""
-    with torch.device("meta"):
-        disc = build_discriminator(kind, channels)
+    disc = _discriminator(kind, channels)
     if disc is None:
         return 0, dict.fromkeys(resolutions, 0)
     return parameters(disc), {r: count_macs(_call(disc, 1, 3, r)) for r in sorted(set(resolutions))}
+
+
+@functools.lru_cache(maxsize=8)  # built once, counted at each resolution asked for
+def _discriminator(kind: str, channels: int) -> nn.Module | None:
+    """Built on the CPU, then moved to the meta device: its spectral norms' set-up (power
+    iterations) takes seconds on the meta device, a quarter second here; the global RNG is
+    left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        disc = build_discriminator(kind, channels)
+    return None if disc is None else disc.to("meta")
 
 
 def denoiser_counts(unet: str, latent_channels: int, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:

@@ -23,6 +23,9 @@ from typing import Any, Callable, Iterable, NamedTuple
 from study.config import site
 
 WEIGHTS_ENV = "LITEVAE_WEIGHTS_DIR"
+# A mirror: each file is fetched from $LITEVAE_WEIGHTS_URL/<filename> instead of its pinned
+# source (the same sha256 is checked); for a site's own copy, and for tests (a loopback server).
+MIRROR_ENV = "LITEVAE_WEIGHTS_URL"
 FETCH_HINT = "python run_study.py weights fetch"
 
 
@@ -219,6 +222,12 @@ def format_check(rows: list[Entry], directory: str | Path | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 # fetch
 # --------------------------------------------------------------------------------------------
+def source_url(w: WeightFile) -> str:
+    """Where ``w`` is downloaded from: $LITEVAE_WEIGHTS_URL/<filename> when set, else its pinned URL."""
+    mirror = os.environ.get(MIRROR_ENV, "").rstrip("/")
+    return f"{mirror}/{w.filename}" if mirror else w.url
+
+
 class FetchResult(NamedTuple):
     name: str
     path: Path
@@ -270,12 +279,13 @@ def fetch(
 
 def _download(w: WeightFile, path: Path, timeout: float, progress: bool, opener: Opener) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{w.filename}.", suffix=".part")
+    url = source_url(w)
     try:
         digest = hashlib.sha256()
         try:
-            with opener(w.url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+            with opener(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
-                bar = _bar(total, w.filename, progress)
+                bar = _bar(total or w.size, f"{w.name} ({w.size / 1e6:.0f} MB)", progress)
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)
@@ -284,18 +294,18 @@ def _download(w: WeightFile, path: Path, timeout: float, progress: bool, opener:
                 out.flush()
                 os.fsync(out.fileno())
         except urllib.error.HTTPError as e:
-            raise FetchError(f"cannot download {w.url}: HTTP {e.code} {e.reason}") from None
+            raise FetchError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
             reason = getattr(e, "reason", e)
             raise FetchError(
-                f"cannot download {w.url}: {reason} (no network here? run the fetch "
+                f"cannot download {url}: {reason} (no network here? run the fetch "
                 f"on a machine with internet access, then `{FETCH_HINT} --from FOLDER` "
                 f"here, or copy {w.filename} into {path.parent}, or point "
                 f"${WEIGHTS_ENV} at a staged copy)"
             ) from None
         got = digest.hexdigest()
         if not w.matches(got):
-            raise FetchError(f"downloaded {w.url} but its sha256 is {got}, expected {w.sha256}; the file was discarded")
+            raise FetchError(f"downloaded {url} but its sha256 is {got}, expected {w.sha256}; the file was discarded")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -314,7 +324,7 @@ def _bar(total: int, desc: str, enabled: bool):
             def close(self) -> None: ...
 
         return _Null()
-    return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, leave=False)
+    return tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=True)
 
 
 def format_fetch(results: list[FetchResult]) -> str:

@@ -67,9 +67,21 @@ def named_rows(spec: StudyFile) -> Iterator[tuple[str, dict[str, Any]]]:
     """(name, row) of each row ``exclude`` leaves: the varied axes' values, or the study's name."""
     keys = varied(spec)
     shorts = short_keys(keys)
+    texts: dict[tuple[str, type, Any], str] = {}  # each axis value's part of the name, spelled once
+
+    def spelled(k: str, value: Any) -> str:
+        return format_value(value) if k == PRESET_KEY else f"{shorts[k]}={format_value(value)}"
+
+    def part(k: str, value: Any) -> str:
+        if isinstance(value, (list, dict)):  # not hashable: spelled each time
+            return spelled(k, value)
+        key = (k, type(value), value)
+        if key not in texts:
+            texts[key] = spelled(k, value)
+        return texts[key]
+
     for row in rows(spec):
-        parts = (format_value(row[k]) if k == PRESET_KEY else f"{shorts[k]}={format_value(row[k])}" for k in keys)
-        yield ",".join(parts) or spec.study, row
+        yield ",".join([part(k, row[k]) for k in keys]) or spec.study, row
 
 
 def variant_names(spec: StudyFile) -> list[str]:
