@@ -22,7 +22,9 @@ def check_diffusion(cfg: config.ExperimentConfig) -> None:
     if dif.timesteps < 2:
         raise config.ConfigError("diffusion.timesteps", dif.timesteps, "an integer >= 2")
     if not 1 <= dif.sampler_steps <= dif.timesteps // 2:  # LDM's uniform DDIM steps are shifted by one
-        raise config.ConfigError("diffusion.sampler_steps", dif.sampler_steps, f"an integer in [1, {dif.timesteps // 2}]")
+        raise config.ConfigError(
+            "diffusion.sampler_steps", dif.sampler_steps, f"an integer in [1, {dif.timesteps // 2}]"
+        )
     if not 0.0 < dif.linear_start < dif.linear_end < 1.0:
         raise config.ConfigError(
             "diffusion.linear_end", dif.linear_end, f"0 < linear_start ({dif.linear_start}) < linear_end < 1"
