@@ -273,3 +273,23 @@ def test_a_grids_counts_are_complexitys(tmp_path, capsys):
         assert (c["encoder_params"], c["decoder_params"]) == (encoder, decoder)
         assert round(c["encoder_gmacs"] * 1e9) == complexity.encoder_macs(cfg.model, cfg.data.resolution)
         assert round(c["decoder_gmacs"] * 1e9) == complexity.decoder_macs(cfg.model, cfg.data.resolution)
+
+
+def test_plan_json_lines_spelled_from_kept_parts_are_json_dumps_of_each_variant():
+    """``plan --json`` spells each variant from parts kept per value (``JsonLines``): the text of
+    ``json.dumps`` of the variant's dict, for autoencoder and generating runs, needs, aliases, shares."""
+    from study.cli import plan
+    from study.kinds.registry import works
+    from study.measure import cost, counts
+    from study.studyfile.grid import expand
+
+    for name in ("table7.yaml", "table4.yaml"):
+        variants = expand(load_study(REPO / "ablations" / name))
+        costs = cost.study_cost(works([v.config for v in variants]), "H100", REPO / "none.json", counts.CostCache())
+        lines = plan.JsonLines()
+        for i, (v, c) in enumerate(zip(variants, costs.variants)):
+            need = {"id": "abc", "name": None, "label": "run", "state": "pending", "reason": ""} if i % 2 else None
+            shared = ["other", "études"] if i % 3 else []
+            v = v if i % 4 else type(v)(**{**v.__dict__, "aliases": ("alias-1",)})
+            assert lines.variant(v, need, c, shared) == json.dumps(plan._variant_json(v, need, c, shared))
+        assert any(v.config.task == "diffusion" for v in variants) or name != "table7.yaml"

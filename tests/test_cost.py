@@ -313,3 +313,33 @@ def test_counts_derived_from_two_resolutions_are_the_direct_counts(overrides):
     nz = cfg.model.latent_channels
     at_one, at_two = (macs._traced(lambda s=s: decoder(torch.empty(1, nz, s, s))) for s in (4, 8))
     assert macs._powers(at_one, at_two)  # the decoder scales: 96 and 128 were derived, not counted
+
+
+def test_counts_with_module_calls_shared_and_in_a_counting_process_are_the_direct_counts():
+    """A plan counts with each module call seen before replayed (``macs._Calls``), weights not
+    initialised, in a forked ``counts.Counter``: each count equal to counting the network alone."""
+    variants = [{}, {"model.latent_channels": 8}, {"model.encoder.aggregator": "vit", "model.decoder.norm": "smc"}]
+    models = [config.apply_overrides(config.ExperimentConfig(), TINY | o).model for o in variants]
+    wanted = [32, 64, 96]  # 96 derived from 32 and 64
+    for side in (macs.encoder_counts, macs.decoder_counts):
+        for model in models:
+            assert side(model, wanted, shared=True) == (
+                side(model, [32])[0],
+                {r: side(model, [r])[1][r] for r in wanted},
+            )
+    assert macs._CALLS.records  # calls were kept (and replayed for the models after the first)
+    counter = counts.Counter()
+    try:
+        counts.clear_memory_cache()
+        forked = counts.CostCache(counter=counter)
+        forked.prefetch((m, 64) for m in models)
+        assert counter._process is not None  # the process counted: it did not fail
+        assert forked.discriminator("unet", 16, 64) == counts.CostCache().discriminator("unet", 16, 64)
+    finally:
+        counter.close()
+    counts.clear_memory_cache()
+    for model in models:
+        assert forked.model(model, 64) == counts.CostCache().model(model, 64)
+        assert forked.model(model, 64)["encoder_gmacs"] * 1e9 == pytest.approx(
+            complexity.encoder_macs(model, 64), abs=0.5
+        )

@@ -20,11 +20,22 @@ def tasks() -> list[str]:
 
 
 def kind_of(cfg: Config) -> RunKind:
-    """The kind of run ``cfg`` is; ConfigError naming ``task`` when no kind claims it."""
+    """The kind of run ``cfg`` is; ConfigError naming ``task`` when no kind claims it. A config
+    does not change: its kind is kept per config object (a plan asks for it ten times a run)."""
+    found = _KIND_OF.get(id(cfg))
+    if found is not None and found[0] is cfg:
+        return found[1]
     for kind in KINDS:
         if kind.task == cfg.task and kind.claims(cfg):
+            if len(_KIND_OF) >= _KIND_OF_MAX:
+                _KIND_OF.clear()
+            _KIND_OF[id(cfg)] = (cfg, kind)
             return kind
     raise config.ConfigError("task", cfg.task, " | ".join(tasks()))
+
+
+_KIND_OF: dict[int, tuple[Config, RunKind]] = {}  # id(config) -> (that config, its kind)
+_KIND_OF_MAX = 300_000  # cleared when full: a memo, not a store
 
 
 def check(cfg: Config) -> None:

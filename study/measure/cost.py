@@ -6,6 +6,7 @@ estimate). The rules and our choices: docs/performance.md, "A study's cost befor
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -164,6 +165,7 @@ def device_class(device: str | None) -> DeviceClass | None:
     return next((c for key, c in DEVICE_CLASSES.items() if key in name), None)
 
 
+@functools.lru_cache(maxsize=64)
 def flop_label(device_cls: DeviceClass, precision: str) -> str:
     peak = device_cls.peak(precision)
     return f"FLOP estimate at {UTILISATION:.0%} of {peak:g} TFLOP/s"
@@ -229,6 +231,8 @@ def _resolution_of(key: str) -> tuple[str, int] | None:
 def _recorded(key: str, figures: dict[str, dict[str, Any]]) -> tuple[float, str, dict[str, Any]] | None:
     """(seconds per image, basis, figure) of ``key``: measured, else scaled from the nearest
     resolution recorded under the same key; None without either."""
+    if not figures:
+        return None
     figure = figures.get(key)
     if figure is not None:
         return float(figure["seconds_per_image"]), "measured", figure
@@ -245,27 +249,50 @@ def _recorded(key: str, figures: dict[str, dict[str, Any]]) -> tuple[float, str,
 
 
 def estimate(
-    work: Work, device: str | None, table: dict[str, dict[str, dict[str, Any]]], cache: CostCache | None = None
+    work: Work,
+    device: str | None,
+    table: dict[str, dict[str, dict[str, Any]]],
+    cache: CostCache | None = None,
+    memo: dict[tuple[Any, ...], Estimate] | None = None,
 ) -> Estimate:
     """GPU-hours of training ``work`` on ``device``: each stage measured, scaled or estimated
-    from its FLOPs (the module docstring says in which order)."""
+    from its FLOPs (the module docstring says in which order). ``memo``: estimates already made
+    with this table and cache, by what they are made of (each stage's steps, batch, resolution,
+    step-time key and forward MACs): a study's runs share a few thousand."""
     if sum(steps for steps, _, _ in work.stages) == 0:
         return Estimate(device, 0.0, "", ())  # nothing to train (Table 3 measures its encoders)
     if device is None:
         return Estimate(None, None, "no device class: give --device-class NAME", ())
     figures, cls = table.get(device, {}), device_class(device)
-    stages, seconds, bases = [], 0.0, []
+    parts = []
     for steps, batch, resolution in work.stages:
         key = work.key(resolution, device)
         found = _recorded(key, figures)
+        flop_estimate = found is None and cls is not None and work.forward_macs is not None and cache is not None
+        macs = work.forward_macs(resolution, cache) if flop_estimate else None  # type: ignore[misc,arg-type]
+        parts.append((steps, batch, resolution, key, found, macs))
+    made = (device, work.precision, tuple(p[:4] + p[5:] for p in parts))
+    if memo is not None and made in memo:
+        return memo[made]
+    out = _estimate(device, cls, work.precision, parts)
+    if memo is not None:
+        memo[made] = out
+    return out
+
+
+def _estimate(device: str, cls: DeviceClass | None, precision: str, parts: list[tuple[Any, ...]]) -> Estimate:
+    """``estimate`` of the stages as (steps, batch, resolution, key, recorded figure, forward MACs)."""
+    stages, seconds, bases = [], 0.0, []
+    for steps, batch, resolution, key, found, macs in parts:
         if found is not None:
             per_image, basis, figure = found
             stage: dict[str, Any] = {"figure": figure}
-        elif cls is not None and work.forward_macs is not None and cache is not None:
-            precision = precision_of(work.precision, device)
-            flops = 3 * 2 * work.forward_macs(resolution, cache)
-            per_image = flops / (cls.peak(precision) * 1e12 * UTILISATION)
-            basis, stage = flop_label(cls, precision), {"forward_gflops": flops / 3 / 1e9}
+        elif macs is not None:
+            assert cls is not None
+            on = precision_of(precision, device)
+            flops = 3 * 2 * macs
+            per_image = flops / (cls.peak(on) * 1e12 * UTILISATION)
+            basis, stage = flop_label(cls, on), {"forward_gflops": flops / 3 / 1e9}
         else:
             known = ", ".join(DEVICE_CLASSES)
             return Estimate(device, None, f"no figure for {device}: {key}; no peak known for it ({known})", ())
@@ -355,9 +382,16 @@ def study_cost(works: Sequence[Work], device: str | None, step_times: str | Path
         (w.model, r) for w in works if w.model for r in (w.model_resolution, *(s[2] for s in w.stages if s[0]))
     )
     variants = []
+    memo: dict[tuple[Any, ...], Estimate] = {}
+    shared: dict[tuple[int, int, int], VariantCost] = {}  # runs that cost the same share one (the plan's JSON)
+    none = dict.fromkeys(COUNTS)
     for work in works:
-        counts = cache.model(work.model, work.model_resolution) if work.model else dict.fromkeys(COUNTS)
-        variants.append(VariantCost(work.resolution, counts, estimate(work, device, table, cache)))
+        counts = cache.model(work.model, work.model_resolution) if work.model else none
+        e = estimate(work, device, table, cache, memo)
+        found = shared.get(same := (work.resolution, id(counts), id(e)))
+        if found is None:
+            found = shared[same] = VariantCost(work.resolution, counts, e)
+        variants.append(found)
     cache.save()
     return StudyCost(
         tuple(variants), device, str(step_times), tuple(table), cache.counted - counted, cache.cached - cached

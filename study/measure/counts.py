@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
+import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,13 @@ class CostCache:
     ``save`` writes with ``write_json`` (merged with what another process wrote meanwhile).
     ``counted`` and ``cached``: sides (at one resolution) counted here and found counted."""
 
-    def __init__(self, path: Path | None = None, write_json: Writer | None = None):
-        self.path, self._write = path, write_json
+    def __init__(self, path: Path | None = None, write_json: Writer | None = None, counter: Counter | None = None):
+        self.path, self._write, self.counter = path, write_json, counter
         self.counted = self.cached = 0
         self._new: dict[str, dict[str, Any]] = {}
         self._models: dict[tuple[cfgmod.ModelConfig, int], dict[str, Any]] = {}
+        # the same by the model object (hashing a model config is slow), with the object
+        self._by_id: dict[tuple[int, int], tuple[cfgmod.ModelConfig, dict[str, Any]]] = {}
         self._nets: dict[tuple[Any, ...], int] = {}
         self._seen: set[str] = set()  # the keys counted or found by this cache
         if path is not None:
@@ -68,10 +72,9 @@ class CostCache:
     def prefetch(self, pairs: Iterable[tuple[cfgmod.ModelConfig, int]]) -> None:
         """Count every (model, resolution) not yet known, each side built once for all the
         resolutions it is needed at."""
-        from study.measure import macs  # torch: imported only when something is counted
-
         wanted: dict[tuple[str, str], tuple[cfgmod.ModelConfig, set[int]]] = {}
-        for model, resolution in dict.fromkeys(pairs):
+        by_id = {(id(m), r): (m, r) for m, r in pairs}  # the distinct objects first: hashing a model is slow
+        for model, resolution in dict.fromkeys(by_id.values()):
             if (model, resolution) in self._models:
                 continue
             for side in SIDES:
@@ -80,16 +83,25 @@ class CostCache:
                     continue
                 base = (side, _model_key(side, model, 0))
                 wanted.setdefault(base, (model, set()))[1].add(resolution)
-        for (side, _), (model, resolutions) in wanted.items():
-            count = macs.encoder_counts if side == "encoder" else macs.decoder_counts
-            params, by_resolution = count(model, resolutions)
+        jobs = [(f"{side}_counts", (model, sorted(resolutions))) for (side, _), (model, resolutions) in wanted.items()]
+        for (name, (model, _)), (params, by_resolution) in zip(jobs, self._count(jobs)):
             for resolution, n in by_resolution.items():
-                self._put(_model_key(side, model, resolution), {"params": params, "macs": n})
+                self._put(_model_key(name.partition("_")[0], model, resolution), {"params": params, "macs": n})
+
+    def _count(self, jobs: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[int, dict[int, int]]]:
+        """Each job's (parameters, {resolution: MACs}), by ``self.counter`` where there is one
+        (``Counter``), else here."""
+        done = self.counter.count(jobs) if self.counter is not None and jobs else None
+        return done if done is not None else [_counted(job) for job in jobs]
 
     def model(self, model: cfgmod.ModelConfig, resolution: int) -> dict[str, Any]:
         """COUNTS of the autoencoder ``model`` for one image at ``resolution``."""
+        hit = self._by_id.get((id(model), resolution))
+        if hit is not None and hit[0] is model:
+            return hit[1]
         found = self._models.get((model, resolution))
         if found is not None:
+            self._by_id[(id(model), resolution)] = (model, found)
             return found
         keys = [_model_key(side, model, resolution) for side in SIDES]
         if not all(k in _MEMORY for k in keys):
@@ -103,6 +115,7 @@ class CostCache:
             "encoder_gmacs": enc["macs"] / 1e9,
             "decoder_gmacs": dec["macs"] / 1e9,
         }
+        self._by_id[(id(model), resolution)] = (model, found)
         return found
 
     # -- the other networks a run trains --------------------------------------------------------
@@ -122,10 +135,7 @@ class CostCache:
         if key in _MEMORY:
             self._found(key)
         else:
-            from study.measure import macs
-
-            count = macs.discriminator_counts if net[0] == "discriminator" else macs.denoiser_counts
-            params, by_resolution = count(net[1], net[2], [resolution])
+            ((params, by_resolution),) = self._count([(f"{net[0]}_counts", (net[1], net[2], [resolution]))])
             self._put(key, {"params": params, "macs": by_resolution[resolution]})
         self._nets[memo] = _MEMORY[key]["macs"]
         return self._nets[memo]
@@ -149,6 +159,66 @@ class CostCache:
         except OSError:  # a read-only results folder: the counts are only not kept
             return
         self._new = {}
+
+
+def _counted(job: tuple[str, tuple[Any, ...]]) -> tuple[int, dict[int, int]]:
+    """(parameters, {resolution: MACs}) of one job: ``study.measure.macs``' function of that name
+    on those arguments (an autoencoder's side with the module calls shared)."""
+    from study.measure import macs  # torch: imported only when something is counted
+
+    name, args = job
+    if name in ("encoder_counts", "decoder_counts"):
+        return getattr(macs, name)(*args, shared=True)  # type: ignore[no-any-return]
+    return getattr(macs, name)(*args)  # type: ignore[no-any-return]
+
+
+class Counter:
+    """A forked process that counts while this one does other work (``plan`` expands its grid
+    meanwhile): it first runs one op on the meta device (the first imports much of torch, a
+    second or so), then counts each list of jobs it is sent. Where it is gone or fails,
+    ``count`` says None and the caller counts itself: the same functions, the same counts."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self._process: Any = context.Process(target=_serve, args=(child,), daemon=True)
+        self._process.start()
+        child.close()
+
+    def count(self, jobs: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[int, dict[int, int]]] | None:
+        if self._process is None:
+            return None
+        try:
+            self._conn.send(jobs)
+            while not self._conn.poll(1.0):
+                if not self._process.is_alive():
+                    raise EOFError
+            return self._conn.recv()  # type: ignore[no-any-return]
+        except (EOFError, OSError):  # it failed (the caller's own count will say why): counted here
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join()
+            self._conn.close()
+            self._process = None
+
+
+def _serve(conn: Any) -> None:
+    """The counting process: warmed up, then each list of jobs counted and sent back."""
+    from study.measure import macs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted plan ends it (``close``), quietly
+    macs.one_thread()  # a forked copy of a thread pool the parent may have started is not safe to use
+    macs.warm_up()
+    while True:
+        try:
+            jobs = conn.recv()
+            conn.send([_counted(job) for job in jobs])
+        except Exception:  # noqa: BLE001 -- the caller counts itself, and says what went wrong
+            return
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, Any]]:

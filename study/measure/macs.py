@@ -6,9 +6,10 @@ fast".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -119,6 +120,119 @@ def count_macs(forward: Callable[[], object]) -> int:
     return counter.flops // 2
 
 
+def one_thread() -> None:
+    """Torch's CPU ops on one thread (a counting process forked from one that ran ops)."""
+    torch.set_num_threads(1)
+
+
+def warm_up() -> None:
+    """One op counted on the meta device: the first imports much of torch (TorchDynamo, sympy)."""
+    count_macs(lambda: torch.empty(1, 1, 2, 2) - torch.empty(1, 1, 2, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# each distinct module counted once: a module call seen before is replayed from its record
+# --------------------------------------------------------------------------------------------
+_PLAIN = (str, int, float, bool, type(None), torch.dtype)
+_OWN = frozenset({"_parameters", "_buffers", "_modules", "forward", "training", "_non_persistent_buffers_set"})
+_Spec = tuple[tuple[int, ...], tuple[int, ...], torch.dtype]  # shape, strides, dtype of a tensor
+_Entry = tuple[object, int, tuple[tuple[int, ...], ...]]  # a trace's entry: op, its own FLOPs, its outputs' shapes
+
+
+class _Calls:
+    """The record of each module call counted: (module signature, the inputs' specs) -> (its
+    FLOPs, its trace entries, its outputs' specs). A module's signature is its class, its
+    training flag, its plain attributes, its parameters' and buffers' shapes and its children's
+    signatures: what its forward's ops and shapes depend on. A module with anything else in it
+    (a hook, a callable, an object) has none and is always run."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[object, ...], tuple[int, list[_Entry], tuple[_Spec, ...], bool]] = {}
+        self.ids: dict[tuple[object, ...], int] = {}  # a signature -> a small int that stands for it
+        self.counter: _Tracer | None = None
+
+    def signature(self, module: nn.Module, known: dict[int, int | None]) -> int | None:
+        if id(module) in known:
+            return known[id(module)]
+        sig: list[object] = [type(module), module.training]
+        for name, value in vars(module).items():
+            if name in _OWN:
+                continue
+            if name.endswith("hooks") or name.endswith("hooks_with_kwargs") or name.endswith("_always_called"):
+                if value:
+                    return known.setdefault(id(module), None)
+                continue
+            if not _plain(value):
+                return known.setdefault(id(module), None)
+            sig.append((name, type(value), tuple(value) if isinstance(value, (list, set)) else value))
+        for name, t in [*module._parameters.items(), *module._buffers.items()]:
+            sig.append((name, None if t is None else (tuple(t.shape), t.dtype, t.requires_grad)))
+        for name, child in module._modules.items():
+            child_id = None if child is None else self.signature(child, known)
+            if child is not None and child_id is None:
+                return known.setdefault(id(module), None)
+            sig.append((name, child_id))
+        known[id(module)] = self.ids.setdefault(tuple(sig), len(self.ids))
+        return known[id(module)]
+
+    def install(self, root: nn.Module) -> None:
+        """Every module below ``root`` (itself included) with a signature looks up its calls."""
+        known: dict[int, int | None] = {}
+        for module in root.modules():
+            sig = self.signature(module, known)
+            if sig is not None:
+                module.forward = functools.partial(self._call, sig, module.forward)
+
+    def _call(self, sig: int, forward: Callable[..., object], *args: object, **kwargs: object) -> object:
+        """``forward(*args, **kwargs)``, or its record replayed into the counter when it has one."""
+        counter, key = self.counter, _inputs_key(sig, args, kwargs)
+        if counter is None or key is None:
+            return forward(*args, **kwargs)
+        found = self.records.get(key)
+        if found is not None:
+            flops, trace, outs, single = found
+            counter.flops += flops
+            counter.traced += flops
+            counter.trace.extend(trace)
+            made = tuple(torch.empty_strided(shape, strides, dtype=dtype) for shape, strides, dtype in outs)
+            return made[0] if single else made
+        flops, traced, start = counter.flops, counter.traced, len(counter.trace)
+        out = forward(*args, **kwargs)
+        results = (out,) if isinstance(out, torch.Tensor) else out
+        own = counter.flops - flops
+        if (
+            type(results) is tuple
+            and all(isinstance(t, torch.Tensor) for t in results)
+            and own == counter.traced - traced
+        ):
+            specs = tuple((tuple(t.shape), t.stride(), t.dtype) for t in results)
+            self.records[key] = (own, counter.trace[start:], specs, isinstance(out, torch.Tensor))
+        return out
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` is a plain value, or a tuple, list or set of plain values."""
+    if isinstance(value, _PLAIN):
+        return True
+    return isinstance(value, (tuple, list, frozenset, set)) and all(isinstance(v, _PLAIN) for v in value)
+
+
+def _inputs_key(sig: int, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[object, ...] | None:
+    """(signature, each input's shape, strides and dtype, or its plain value); None where an input
+    is neither."""
+    key: list[object] = [sig]
+    for item in (*args, *kwargs.values()):
+        if isinstance(item, torch.Tensor):
+            key.append((tuple(item.shape), item.stride(), item.dtype, item.device.type))
+        elif _plain(item) and not isinstance(item, (list, set)):
+            key.append(item)
+        else:
+            return None
+    if kwargs:
+        key.append(tuple(kwargs))
+    return tuple(key)
+
+
 # --------------------------------------------------------------------------------------------
 # other resolutions from two: each op's count scales with the image's side, where it checks out
 # --------------------------------------------------------------------------------------------
@@ -143,10 +257,18 @@ class _Tracer(MacCounter):
         return out
 
 
-def _traced(forward: Callable[[], object]) -> list[tuple[object, int, tuple[tuple[int, ...], ...]]]:
+def _traced(forward: Callable[[], object]) -> list[_Entry]:
+    """The trace of ``forward()``; the calls of modules ``_CALLS`` knows replayed from their records."""
     with torch.device("meta"), torch.no_grad(), _Tracer() as tracer:
-        forward()
+        _CALLS.counter = tracer
+        try:
+            forward()
+        finally:
+            _CALLS.counter = None
     return tracer.trace
+
+
+_CALLS = _Calls()  # the module calls counted in this process (encoders and decoders)
 
 
 def _powers(at_one: list, at_two: list) -> list[tuple[int, int]] | None:  # type: ignore[type-arg]
@@ -178,7 +300,7 @@ def by_resolution(forward: Callable[[int], object], resolutions: Iterable[int]) 
     wanted = sorted(set(resolutions))
 
     def counted(r: int) -> int:
-        return count_macs(lambda: forward(r))
+        return sum(f for _, f, _ in _traced(lambda: forward(r))) // 2
 
     base = wanted[0] if wanted else 0
     if len(wanted) < 3 or sum(1 for r in wanted if r % base == 0) < 3:
@@ -201,9 +323,36 @@ def _call(forward: Callable[[torch.Tensor], object], *shape: int) -> Callable[[]
     return lambda: forward(torch.empty(*shape, shape[-1]))
 
 
-def _build(make: Callable[[], nn.Module]) -> nn.Module:
-    with torch.device("meta"):
-        return make()
+def _build(make: Callable[[], nn.Module], shared: bool = False) -> nn.Module:
+    """``make()`` on the meta device; ``shared``: without initialising its weights (they hold no
+    values there; the shapes are the constructors'), its module calls known to ``_CALLS``."""
+    with torch.device("meta"), _no_init() if shared else contextlib.nullcontext():
+        module = make()
+    if shared:
+        _CALLS.install(module)
+    return module
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """``torch.nn.init``'s in-place initialisers as no-ops meanwhile (on the meta device they
+    only cost time: a third of building a network there)."""
+    saved = {n: getattr(nn.init, n) for n in _INITS if hasattr(nn.init, n)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, _unchanged)
+        yield
+    finally:
+        for name, init in saved.items():
+            setattr(nn.init, name, init)
+
+
+_INITS = ["uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+          "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_"]  # fmt: skip
+
+
+def _unchanged(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return tensor
 
 
 def parameters(module: nn.Module | None) -> int:
@@ -220,7 +369,7 @@ def encoder_module(model_cfg: ModelConfig) -> nn.Module:
     return encoder
 
 
-def decoder_path(model_cfg: ModelConfig) -> nn.Module:
+def decoder_path(model_cfg: ModelConfig, shared: bool = False) -> nn.Module:
     """What ``Autoencoder.decode`` runs, on the meta device: the post-quant conv and the decoder."""
     args = autoencoder_args(model_cfg)
     nz = model_cfg.latent_channels
@@ -229,19 +378,26 @@ def decoder_path(model_cfg: ModelConfig) -> nn.Module:
         decoder = build_decoder(args.decoder, nz)
         return nn.Sequential(nn.Conv2d(nz, nz, 1), decoder) if args.quant_conv else decoder
 
-    return _build(make)
+    return _build(make, shared)
 
 
-def encoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
-    """(parameters of the encoder path, {resolution: MACs of encoding one image}): one build."""
-    encoder = _build(lambda: encoder_module(model_cfg))
+def encoder_counts(
+    model_cfg: ModelConfig, resolutions: Iterable[int], shared: bool = False
+) -> tuple[int, dict[int, int]]:
+    """(parameters of the encoder path, {resolution: MACs of encoding one image}): one build.
+    ``shared``: built without initialising its (meta) weights, and each module call seen before
+    in this process replayed (``_Calls``; a plan's many networks share most of their modules)."""
+    encoder = _build(lambda: encoder_module(model_cfg), shared)
     forward = encoder.encode if isinstance(encoder, DWTEncoder) else encoder  # as Autoencoder.encode
     return parameters(encoder), by_resolution(lambda r: forward(torch.empty(1, 3, r, r)), resolutions)
 
 
-def decoder_counts(model_cfg: ModelConfig, resolutions: Iterable[int]) -> tuple[int, dict[int, int]]:
-    """(parameters of the decoder path, {resolution: MACs of decoding one image's latent})."""
-    decoder = decoder_path(model_cfg)
+def decoder_counts(
+    model_cfg: ModelConfig, resolutions: Iterable[int], shared: bool = False
+) -> tuple[int, dict[int, int]]:
+    """(parameters of the decoder path, {resolution: MACs of decoding one image's latent});
+    ``shared`` as in ``encoder_counts``."""
+    decoder = decoder_path(model_cfg, shared)
     nz = model_cfg.latent_channels
     side = LATENT_DOWNSAMPLING
     return parameters(decoder), by_resolution(lambda r: decoder(torch.empty(1, nz, r // side, r // side)), resolutions)
