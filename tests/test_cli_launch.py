@@ -16,6 +16,7 @@ import pytest
 
 import run_study
 from study import store
+from study.cli import launching
 from study.studyfile.grid import expand
 from study.studyfile.parse import load_study
 from tests.launch_helpers import cli_env, run_cli, write_study
@@ -76,6 +77,14 @@ def test_only_launches_the_variants_named(tiny, capsys):
     assert out.count("skip, not in --only") == 2
 
 
+def test_only_by_name_takes_every_seed_and_by_run_id_one_run():
+    variants = expand(load_study(Path(run_study.__file__).parent / "ablations" / "smoke.yaml"))
+    smc = [v.run_id for v in variants if v.name == "norm=smc"]
+    assert len(smc) == 2  # two seeds
+    assert launching.selected(variants, ["norm=smc"]) == frozenset(smc)
+    assert launching.selected(variants, [smc[1]]) == frozenset(smc[1:])
+
+
 def test_only_with_an_unknown_name_is_one_line_and_exit_2(tiny, capsys):
     spec, results, names = tiny
     argv = ["launch", str(spec), "--executor", "debug", "--results", str(results), "--only", "nope"]
@@ -111,7 +120,7 @@ def test_demo_runs_the_embedded_default(tmp_path, capsys):
     assert run_study.main(["demo", "--dry-run", "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "The embedded default study: ablations/smoke.yaml" in out
-    assert "would be submitted with the debug executor" in out
+    assert "would be submitted with the local executor" in out
     makefile = (Path(run_study.__file__).parent / "Makefile").read_text()
     assert "run_study.py demo" in makefile
 

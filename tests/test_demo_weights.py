@@ -86,11 +86,12 @@ def served_weights(tmp_path, monkeypatch, inception_file, alexnet_file):
 
 def _demo(tmp_path: Path, capsys) -> tuple[int, str, Path]:
     """`run_study.py demo --results R` through the command line's own parser, on a tiny study
-    file instead of ablations/smoke.yaml (the demo's code path, a few seconds of training)."""
+    file instead of ablations/smoke.yaml (the demo's code path, a few seconds of training), in
+    this process (the debug executor: the generated weights' digests are patched in here only)."""
     study = tmp_path / "demo_weights.yaml"
     study.write_text(TINY_DEMO)
     results = tmp_path / "results"
-    args = cli.parser().parse_args(["demo", "--results", str(results), "--poll", "0.2"])
+    args = cli.parser().parse_args(["demo", "--results", str(results), "--poll", "0.2", "--executor", "debug"])
     args.spec = str(study)
     code = args.func(args)
     return code, capsys.readouterr().out, results
@@ -135,6 +136,7 @@ def test_demo_offline_says_so_once_and_records_the_missing_files(tmp_path, monke
     code, out, results = _demo(tmp_path, capsys)
     assert code == 0, out
     assert out.count("offline:") == 1 and "inception, alexnet" in out
+    assert "is not staged" not in out and out.count("weights not staged") == 1  # the footnote only
     index = store.read_index(results, "demo_weights")
     assert index is not None and index[staging.INDEX_FLAG]["names"] == ["inception", "alexnet"]
     with open(results / "demo_weights" / "results.csv") as f:

@@ -155,3 +155,13 @@ def test_a_checkpoint_changed_since_the_plan_is_refused(clean):
     ckpt.unlink()
     (problem,) = preflight.check("tiny", [v], "local", spec.resources).problems
     assert problem.what == f"{ckpt} does not exist" and "checkpoints.NAME" in problem.fix
+
+
+def test_unstaged_metric_weights_are_one_note_naming_each_file_and_its_metrics(clean):
+    variants = expand(load_study(_tiny(clean)), None, {"eval.metrics": ["rfid", "psnr", "lpips", "lpips@alex"]})
+    found = preflight.check("tiny", variants, "local", load_study(_tiny(clean)).resources)
+    assert found.ok  # an evaluation metric without its weights is recorded as unavailable, not refused
+    (note,) = [line for line in found.lines() if "not staged" in line]
+    assert note.startswith("note: tiny: weights not staged: inception (for rfid); alexnet (for lpips, lpips@alex)")
+    assert "weights fetch" in note and "n/a" in note
+    assert not any("not staged" in line for line in found.lines(weights_said=True))

@@ -73,19 +73,20 @@ def smoke(tmp_path_factory, inception_file, alexnet_file, vgg16_file):
 
     tmp = tmp_path_factory.mktemp("conventions_report")
     spec = load_study(SMOKE)
-    variant = expand(spec)[0]
     results, reports = tmp / "results", tmp / "reports"
     sets = ["train.steps=2", f"eval.num_images={N}", f"eval.batch_size={N}", f"eval.gallery_images={N}"]
+    sets += ["train.ema_decay=0", "eval.weights=model"]  # two steps: the weights, not their EMA
+    variant = expand(spec, None, parse_sets(SMOKE, sets))[0]  # the first seed of the first variant
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(weight_files.WEIGHTS_ENV, str(tmp / "no-weights"))
         for name, path in (("inception", inception_file), ("alexnet", alexnet_file), ("vgg16", vgg16_file)):
             mp.setenv(weight_files.REGISTRY[name].override_env, str(path))
-        args = ["run", str(SMOKE), "--executor", "debug", "--only", variant.name, "--poll", "0.1"]
+        args = ["run", str(SMOKE), "--executor", "debug", "--only", variant.run_id, "--poll", "0.1"]
         args += ["--results", str(results), "--reports", str(reports)]
         code = run_study.main(args + [x for s in sets for x in ("--set", s)])
     assert code == 0
     frame = pd.read_csv(results / spec.study / "results.csv")
-    run = frame[frame["name"] == variant.name].iloc[0]
+    run = frame[frame["run_id"] == variant.run_id].iloc[0]
     assert run["state"] == "completed"
     saved = gallery_dir(store.run_dir(results, run["run_id"]), run["eval_id"])
 

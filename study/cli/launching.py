@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from study import store
+from study.cli import staging
 from study.cli.common import Command, UsageError, index_fields, num, results_root, spec_and_variants, table
 from study.cli.results import add_reports, collect_results, require_records, write_report
 from study.kinds.registry import total_steps
@@ -95,19 +96,24 @@ def launch_settings(args: argparse.Namespace, spec: StudyFile, variants: list[Va
         max_parallel=args.max_parallel,
         resources=resources,
         only=selected(variants, args.only),
+        weights_said=bool(getattr(args, "index_extra", {}).get(staging.INDEX_FLAG)),
     )
 
 
 def selected(variants: list[Variant], names: list[str] | None) -> frozenset[str] | None:
-    """The run ids of the variants ``names`` picks (by name, alias or run id); None: all."""
+    """The run ids of the variants ``names`` picks (by name or alias: every seed; by run id:
+    that run); None: all."""
     if not names:
         return None
-    known = {key: v.run_id for v in variants for key in (v.name, v.run_id, *v.aliases)}
+    known: dict[str, set[str]] = {}
+    for v in variants:
+        for key in (v.name, v.run_id, *v.aliases):
+            known.setdefault(key, set()).add(v.run_id)
     unknown = [n for n in names if n not in known]
     if unknown:
         listed = ", ".join(dict.fromkeys(v.name for v in variants))
         raise UsageError(f"--only: no variant {', '.join(map(repr, unknown))}; the variants: {listed}")
-    return frozenset(known[n] for n in names)
+    return frozenset(run for n in names for run in known[n])
 
 
 # --------------------------------------------------------------------------------------------

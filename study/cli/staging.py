@@ -1,7 +1,7 @@
 """The demo's first stage: the weights files its runs need (the evaluation metrics' networks, and a
 perceptual training loss's when its weight is > 0), fetched with a progress bar before anything
 trains, so that every metric of the report is a number. Offline, one notice, and the study's index
-records ``weights_unstaged`` (which files, why) for the report to say once above its table.
+records ``weights_unstaged`` (which files, why); the report says so once above its table.
 """
 
 from __future__ import annotations

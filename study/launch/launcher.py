@@ -61,6 +61,7 @@ class LaunchOptions:
     max_parallel: int = 1
     resources: Resources = field(default_factory=Resources)
     only: frozenset[str] | None = None  # the run ids to launch (``--only``); None: every variant
+    weights_said: bool = False  # which metric weights are not staged was said already (the demo's fetch)
 
 
 @dataclass
@@ -235,7 +236,7 @@ def launch(
         return LaunchReport(spec.study, decisions, preflight=checked)
     if not checked.ok:  # before the lock: a refused launch creates nothing
         raise PreflightFailed(checked)
-    for line in checked.lines():
+    for line in checked.lines(opts.weights_said):
         log(line)
     with study_lock(root, spec.study):
         decisions = ordering.hold_for_needed(root, decide(root, variants, opts.retry_failed, opts.only), opts.executor)

@@ -41,6 +41,7 @@ class Problem:
     what: str
     fix: str
     blocking: bool = True
+    weights: str = ""  # a metric's weights file that is not staged (a note: said once per file)
 
 
 @dataclass
@@ -67,9 +68,22 @@ class Preflight:
         who = f"{self.study} {shown}" if names else self.study
         return f"{who}: {problem.key}: {problem.what} ({problem.fix})"
 
-    def lines(self) -> list[str]:
+    def lines(self, weights_said: bool = False) -> list[str]:
+        """One line a problem, then one a note; the metrics whose weights are not staged on one
+        note (none with ``weights_said``: the demo's fetch already said which and why)."""
         out = [self.line(p, n) for p, n in self.problems.items()]
-        return out + ["note: " + self.line(p, n) for p, n in self.notes.items()]
+        out += ["note: " + self.line(p, n) for p, n in self.notes.items() if not p.weights]
+        unstaged: dict[str, list[str]] = {}  # weights file -> the metrics that need it
+        for p in self.notes:
+            if p.weights:
+                unstaged.setdefault(p.weights, []).append(p.key.partition("(")[2].rstrip(")") or p.key)
+        if unstaged and not weights_said:
+            files = "; ".join(f"{name} (for {', '.join(keys)})" for name, keys in unstaged.items())
+            out.append(
+                f"note: {self.study}: weights not staged: {files}: those metrics will read n/a "
+                f"(`{weight_files.FETCH_HINT}` where there is network, then `python run_study.py evaluate`)"
+            )
+        return out
 
     def refusal(self) -> str:
         """The launch's error: each problem on a line of its own."""
@@ -217,7 +231,9 @@ def _weights(cfg: cfgmod.ExperimentConfig, sections: tuple[str, ...], strict_met
             fix = f"run `{weight_files.FETCH_HINT}` on a machine with network access, or set ${w.override_env}"
             if not for_loss:
                 fix += "; without it the metric is recorded as unavailable"
-            yield Problem(key, f"{where} is {state} (for {w.used_by})", fix, blocking=for_loss or strict_metrics)
+            blocking = for_loss or strict_metrics
+            unstaged = name if state == "not staged" and not blocking else ""
+            yield Problem(key, f"{where} is {state} (for {w.used_by})", fix, blocking=blocking, weights=unstaged)
 
 
 # --------------------------------------------------------------------------------------------

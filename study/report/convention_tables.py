@@ -214,10 +214,28 @@ def section(records: StudyRecords) -> tuple[list[tuple[str, Any]], pd.DataFrame]
     """The section's blocks (for study.report.render.Doc) and the numbers behind them."""
     vs = variants(records)
     values, numbers = values_table(vs)
+    values, reasons = _not_available(values)
     blocks: list[tuple[str, Any]] = [("h2", TITLE), ("p", NOTE), ("table", mapping_table(vs)), ("table", values)]
+    blocks += [("p", f"n/a: {reason}") for reason in reasons]
     if records.table == REFERENCE_TABLE:
         blocks += [("p", PUBLISHED_NOTE), ("table", published_table(records, vs))]
     return blocks, numbers
+
+
+def _not_available(values: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The values table with each "unavailable: <reason>" cell read "n/a", and the reasons, once
+    each (the results table's footnote rule, study/report/tables.py)."""
+    reasons: list[str] = []
+
+    def short(text: Any) -> Any:
+        if not isinstance(text, str) or "unavailable: " not in text:
+            return text
+        head, _, reason = text.partition("unavailable: ")
+        if reason not in reasons:
+            reasons.append(reason)
+        return head + "n/a"
+
+    return values.map(short) if len(values) else values, reasons
 
 
 def write_numbers(out_dir: Path, numbers: pd.DataFrame) -> None:

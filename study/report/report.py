@@ -153,6 +153,13 @@ def document(
         )
     doc.add("p", f"Study file: {index.get('spec', 'not recorded')}")
     doc.add("h2", "Results" + (f" beside the paper's Table {paper_table}" if paper_table else ""))
+    if any("weights not staged" in note for note in notes):  # offline when the runs were evaluated
+        doc.add(
+            "p",
+            "Offline: the weights of some metrics were not staged when the runs were evaluated (no network), so "
+            "those metrics read n/a. Where there is network: `python run_study.py weights fetch`, then "
+            f"`python run_study.py evaluate {index.get('spec', 'SPEC')}` (nothing retrains).",
+        )
     doc.add("table", table)
     for note in notes:
         doc.add("p", note)
