@@ -377,6 +377,8 @@ def one_seed(tmp_path_factory):
         store.write_eval(folder, "ev1", {"metrics": metrics, "unavailable": unavailable, "protocol": ONE_PROTOCOL})
         store.mark_done(folder)
     _write_index(root, spec)
+    linear = {"components": 64, "train_crops": 8192, "eval_images": 32, "resolution": 32, "psnr": 31.234, "ssim": 0.81}
+    store.write_json_atomic(store.linear_reference_path(root, spec.study), linear)  # as the demo writes it
     out = tmp / "reports" / spec.study
     report_mod.report(root, spec.study, out)
     return out
@@ -401,6 +403,21 @@ def test_one_seed_differences_say_no_interval_and_nothing_is_bold(one_seed):
     assert rows["groupnorm (baseline)"]["Δ PSNR ↑"] == "—"
     assert "Δ LPIPS ↓" not in rows["smc"]  # a metric without numbers has no difference column
     assert (one_seed / "tables" / "baseline.csv").read_text().startswith("variant,column,n,base_n,diff")
+
+
+def test_offline_said_once_above_the_table_and_the_linear_reference_row(one_seed):
+    md = (one_seed / "report.md").read_text()
+    results = md.split("## Results", 1)[1]
+    assert results.index("Offline: the weights of some metrics were not staged") < results.index("| Variant")
+    assert md.count("Offline:") == 1
+    (row,) = _section_table(md, "A linear reference")
+    assert row == {
+        "Reference": "linear autoencoder (PCA)",
+        "Latent numbers": "64",
+        "PSNR ↑": "31.23",
+        "SSIM ↑": "0.810",
+    }
+    assert "fitted on 8192 training crops and scored on the same 32 held-out 32x32 images" in md
 
 
 def test_legend_explains_only_the_columns_present(one_seed, study):

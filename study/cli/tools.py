@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 from study.cli import staging
-from study.cli.common import REPO, Command, cuda_available, spec_and_variants
+from study.cli.common import REPO, Command, cuda_available, results_root, spec_and_variants
 from study.cli.launching import run, run_options
 from study.config import MODEL_PRESETS
 
@@ -27,8 +28,24 @@ def demo(args: argparse.Namespace) -> int:
     the executor defaults to local, as many runs at once as there are cores)."""
     print(f"The embedded default study: {DEFAULT_STUDY.relative_to(REPO)} (sample photos, CPU)")
     if not args.dry_run:  # the metric weights first, so that every metric is a number (or one notice)
-        args.index_extra = staging.stage(spec_and_variants(args)[1])
+        spec, variants = spec_and_variants(args)
+        args.index_extra = staging.stage(variants)
+        _linear_reference(args, spec.study, variants)
     return run(args)
+
+
+def _linear_reference(args: argparse.Namespace, study: str, variants: list[Any]) -> None:
+    """The report's reference row: PCA of the runs' latent size (study/evaluation/linear_reference.py),
+    where every run is an autoencoder of one latent size on the same data."""
+    from study.evaluation import linear_reference
+
+    configs = [v.config for v in variants]
+    shapes = {(c.task, c.data, c.model.latent_channels, c.eval.num_images) for c in configs}
+    if len(shapes) != 1 or configs[0].task != "autoencoder":
+        return
+    print("a linear reference of the latent's size (PCA on training crops) ...", flush=True)
+    ref = linear_reference.ensure(results_root(args), study, configs[0])
+    print(f"  PCA, {ref['components']} components: {ref['psnr']:.2f} dB PSNR on {ref['eval_images']} held-out images")
 
 
 def complexity_options(p: argparse.ArgumentParser) -> None:

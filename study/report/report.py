@@ -64,6 +64,10 @@ def report(
     if base is not None:  # right after the results and their legend
         at = _after_results(doc)
         doc.blocks[at:at] = base.blocks()
+    linear = _linear_reference(records)
+    if linear:  # the floor a trained autoencoder of this latent size should clear (the demo's)
+        at = _after_results(doc)
+        doc.blocks[at:at] = linear
     figures = figures + add_reconstructions(doc, records)  # study/report/gallery.py
     figures = figures + add_samples(doc, records)  # Tables 7, 13: study/report/samples.py
     seeds = significance(inp, records.index)  # None: no cell has two seeds
@@ -122,6 +126,32 @@ def _complexity_caption(records: StudyRecords) -> str:
     names = variant_order(records.index)[0]
     reference = ratios.reference_name(names, dict((records.paper or {}).get("rows") or {}))
     return ratios.caption(records.root, records.frame, reference)
+
+
+def _linear_reference(records: StudyRecords) -> list[tuple[str, Any]]:
+    """The reference row of results/<study>/linear_reference.json (study/evaluation/
+    linear_reference.py), where the study has one: a table of one row and what it is."""
+    path = store.linear_reference_path(records.root, records.study)
+    ref = store.read_json(path) if path.is_file() else None
+    if not ref:
+        return []
+    row = {
+        "Reference": "linear autoencoder (PCA)",
+        "Latent numbers": ref["components"],
+        "PSNR ↑": f"{ref['psnr']:.2f}",
+        "SSIM ↑": f"{ref['ssim']:.3f}",
+    }
+    return [
+        ("h2", "A linear reference"),
+        ("table", pd.DataFrame([row])),
+        (
+            "p",
+            f"PCA keeping {ref['components']} components, as many numbers as the runs' latent, fitted on "
+            f"{ref['train_crops']} training crops and scored on the same {ref['eval_images']} held-out "
+            f"{ref['resolution']}x{ref['resolution']} images: a linear map of the latent's size. A trained "
+            "autoencoder below it has not yet learned what a linear projection gets for free.",
+        ),
+    ]
 
 
 def document(

@@ -184,6 +184,12 @@ def index_path(root: Path, study: str, profile: str | None = None) -> Path:
     return study_dir(root, study) / (f"index-{profile}.json" if profile else "index.json")
 
 
+def linear_reference_path(root: Path, study: str) -> Path:
+    """results/<study>/linear_reference.json: PCA of the study's latent size, the reference row of
+    its report (study/evaluation/linear_reference.py)."""
+    return study_dir(root, study) / "linear_reference.json"
+
+
 def write_index(root: Path, study: str, variants: list[Any], **meta: Any) -> Path:
     """The study's index (``index_path`` of ``meta["profile"]``): the study's variants and
     ``meta``, what the report needs of the study file (``study.studyfile.record.study_record``:
