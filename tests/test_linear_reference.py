@@ -5,6 +5,7 @@ fits it once per latent size (the report's row: tests/test_report.py)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
@@ -41,6 +42,15 @@ def test_pca_equals_numpys_svd_and_psnr_scikit_images():
     expected = np.mean([peak_signal_noise_ratio(p.numpy(), q.numpy(), data_range=255) for p, q in zip(a, b)])
     assert abs(ref.psnr - expected) < 1e-6
     assert 0 < ref.ssim < 1
+
+
+@pytest.mark.parametrize("rows", [12, 50])  # fewer rows than columns (the SVD), more (the covariance)
+def test_principal_directions_span_numpys_leading_singular_vectors(rows):
+    x = np.random.default_rng(0).normal(size=(rows, 20)) * np.linspace(3, 0.1, 20)
+    x -= x.mean(0)
+    got = linear_reference.principal_directions(torch.from_numpy(x), 5).numpy()
+    vt = np.linalg.svd(x, full_matrices=False)[2][:5]
+    assert np.allclose(got @ got.T, vt.T @ vt, atol=1e-8)  # the same projection, whatever the signs
 
 
 def test_ensure_fits_once_and_keeps_it_for_the_same_latent(tmp_path, monkeypatch):

@@ -37,6 +37,14 @@ def latent_numbers(cfg: ExperimentConfig) -> int:
     return cfg.model.latent_channels * side * side
 
 
+def principal_directions(centred: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` leading principal directions of the rows of ``centred`` (n x d), a column each:
+    from the d x d covariance's eigenvectors where n >= d, else from the thin SVD (the cheaper)."""
+    if centred.shape[0] < centred.shape[1]:
+        return torch.linalg.svd(centred, full_matrices=False).Vh[:k].T
+    return torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -k:]  # ascending eigenvalues
+
+
 def fit(cfg: ExperimentConfig, train_crops: int = TRAIN_CROPS) -> LinearReference:
     """PCA with ``latent_numbers(cfg)`` components on ``train_crops`` training crops (seed 0), scored
     on the first ``cfg.eval.num_images`` evaluation images of ``cfg.data``."""
@@ -44,9 +52,7 @@ def fit(cfg: ExperimentConfig, train_crops: int = TRAIN_CROPS) -> LinearReferenc
     train = train_set(cfg.data, r, SEED)
     x = torch.stack([train[i] for i in range(train_crops)]).flatten(1).double()
     mean = x.mean(0)
-    centred = x - mean
-    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
-    basis = vectors[:, -k:]  # the k leading principal directions, one a column
+    basis = principal_directions(x - mean, k)
     n = int(cfg.eval.num_images)
     held_out = eval_set(cfg.data, r, n)
     images = torch.stack([held_out[i] for i in range(n)])
