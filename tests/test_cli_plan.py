@@ -4,6 +4,7 @@ the YAML keys and across spellings of the same numbers (1e-4 / 0.0001, 1 / 1.0).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import shutil
@@ -293,3 +294,27 @@ def test_plan_json_lines_spelled_from_kept_parts_are_json_dumps_of_each_variant(
             v = v if i % 4 else type(v)(**{**v.__dict__, "aliases": ("alias-1",)})
             assert lines.variant(v, need, c, shared) == json.dumps(plan._variant_json(v, need, c, shared))
         assert any(v.config.task == "diffusion" for v in variants) or name != "table7.yaml"
+
+
+def test_a_large_grids_plan_counted_ahead_by_a_forked_process_is_the_same(tmp_path, capsys, monkeypatch):
+    """A grid of ``COUNT_AHEAD`` rows or more is counted by a forked process that counts ahead
+    what its cut-down grid needs (``plan._cost_ahead``): the plan is the one counted here."""
+    from study.cli import plan
+    from study.measure import counts
+
+    axes = {"data.resolution": [64, 128], "preset": ["LiteVAE-S", "LiteVAE-B"], "model.decoder.norm": ["groupnorm", "smc"],
+            "loss.kl_weight": [1e-6, 1e-5], "train.lr": [1e-4, 2e-4]}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump({"study": "grid", "set": {"model.decoder.channels": 32}, "grid": axes})
+    )
+    docs = []
+    try:
+        for ahead in (10**9, 1):
+            monkeypatch.setattr(plan, "COUNT_AHEAD", ahead)
+            counts.clear_memory_cache()
+            results = tmp_path / f"results-{ahead}"
+            results.mkdir()
+            docs.append(_plan(capsys, tmp_path / "s.yaml", "--results", str(results)))
+    finally:
+        gc.unfreeze()  # a large grid's plan froze what was alive (``plan.plan``): the test process's objects
+    assert docs[0] == docs[1] and docs[0]["cost"]["cache"]["counted"] > 0

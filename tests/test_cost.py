@@ -343,3 +343,18 @@ def test_counts_with_module_calls_shared_and_in_a_counting_process_are_the_direc
         assert forked.model(model, 64)["encoder_gmacs"] * 1e9 == pytest.approx(
             complexity.encoder_macs(model, 64), abs=0.5
         )
+
+
+def test_a_counting_process_counts_what_it_is_asked_whatever_it_counted_ahead():
+    """``Counter(ahead=...)`` runs ``ahead`` first (what it counts is kept per job); a guess that
+    fails leaves the process counting what it is asked."""
+    job = ("discriminator_counts", ("unet", 16, [64]))
+    want = counts._count_job(job)
+    for ahead in (lambda: counts._counted(job), lambda: 1 / 0):
+        counts.clear_memory_cache()
+        counter = counts.Counter(ahead=ahead)
+        try:
+            assert counter.count([job]) == [want]
+            assert counter._process is not None  # the process answered: it did not fail
+        finally:
+            counter.close()

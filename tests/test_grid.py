@@ -3,6 +3,7 @@ a few worked cases (deduplication, names, order of application)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -253,3 +254,32 @@ def test_example_sweep_expected_count_matches_expand():
     spec = load_study(Path(__file__).resolve().parent.parent / "ablations" / "example_sweep.yaml")
     variants = expand(spec)
     assert len(variants) == expected_count(spec) == (2 * 2 * 3 - 1 + 2) * 2
+
+
+def test_kept_sections_tell_numbers_of_other_types_apart():
+    """``apply_overrides`` keeps each section's result per (section, overrides): 1, 1.0 and True
+    are kept apart (a bool field refuses 1 however often True was set), containers too."""
+    base = config.ExperimentConfig()
+    for _ in range(2):
+        assert config.apply_overrides(base, {"model.quant_conv": True, "seed": 1}).model.quant_conv is True
+        with pytest.raises(config.ConfigError) as info:
+            config.apply_overrides(base, {"model.quant_conv": 1, "seed": 1})
+        assert info.value.key == "model.quant_conv"
+        assert config.apply_overrides(base, {"train.batch_size": 16.0}).train.batch_size == 16
+        with pytest.raises(config.ConfigError):
+            config.apply_overrides(base, {"train.batch_size": 16.5})
+    first, again = (config.apply_overrides(base, {"model.encoder.levels": [2, 3], "train.lr": 1}) for _ in range(2))
+    assert first.model is again.model and first.model.encoder.levels == (2, 3)
+    assert first.train.lr == 1.0 and type(first.train.lr) is float
+
+
+def test_sections_checked_before_are_checked_again_across_sections():
+    """``validate`` passes a config of sections that passed before without their own checks,
+    but runs the checks across sections, and on a failure the checks in order say which."""
+    base = config.ExperimentConfig()
+    with_ldl = config.validate(config.apply_overrides(base, {"loss.ldl_weight": 1.0, "train.ema_decay": 0.99}))
+    assert config.validate(base) is base  # its train section (ema_decay 0) passed too
+    mixed = dataclasses.replace(base, loss=with_ldl.loss)  # sections that both passed
+    with pytest.raises(config.ConfigError) as info:
+        config.validate(mixed)
+    assert info.value.key == "train.ema_decay" and "loss.ldl_weight > 0" in info.value.allowed

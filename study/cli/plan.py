@@ -10,6 +10,7 @@ import math
 import sys
 from dataclasses import replace
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
 from typing import Any
 
 from study import store
@@ -20,7 +21,8 @@ from study.kinds.registry import index_fields, kind_of, needs, reads, works
 from study.launch import launcher, preflight
 from study.measure import cost, counts
 from study.studyfile import sources
-from study.studyfile.grid import Variant
+from study.studyfile.document import StudyFile
+from study.studyfile.grid import Variant, expand
 from study.studyfile.parse import StudyFileError, load_study, parse_sets
 
 
@@ -57,10 +59,15 @@ def plan_options(p: argparse.ArgumentParser) -> None:
 
 def plan(args: argparse.Namespace) -> int:
     """The cyclic garbage collector is paused meanwhile: a large grid's variants, works and costs
-    are millions of objects that live to the end, which its passes would walk again and again."""
+    are millions of objects that live to the end, which its passes would walk again and again.
+    For a large grid, what is alive before it (the imported modules, torch's) is frozen
+    (``gc.freeze``): no later pass walks it, the one at the process's exit included (half a
+    second)."""
     enabled = gc.isenabled()
     gc.disable()
     counter = _counter(args)
+    if counter is not None:
+        gc.freeze()
     try:
         return _plan(args, counter)
     finally:
@@ -83,7 +90,30 @@ def _counter(args: argparse.Namespace) -> counts.Counter | None:
         spec = load_study(args.spec)
     except (StudyFileError, OSError):
         return None
-    return counts.Counter() if math.prod(len(v) for v in spec.grid.values()) >= COUNT_AHEAD else None
+    if math.prod(len(v) for v in spec.grid.values()) < COUNT_AHEAD:
+        return None
+    return counts.Counter(ahead=lambda: _cost_ahead(args, spec))
+
+
+# The axes whose values may change what a plan counts: the networks (model, diffusion), their
+# resolutions (data, the stages), whether a run trains (its kind), the discriminator.
+COUNTED_AXES = ("model", "data", "diffusion", "preset", "task", "train.steps", "train.stages", "loss.discriminator",
+                "loss.discriminator_channels")  # fmt: skip
+
+
+def _cost_ahead(args: argparse.Namespace, spec: StudyFile) -> cost.StudyCost:
+    """The cost of the study with every axis but ``COUNTED_AXES`` cut to its first value: the
+    same networks in a few hundred variants. The counting process runs it before it is asked
+    (a guess: what it misses is counted when asked); the cache file is read, not written."""
+    grid = {k: v if k.partition(".")[0] in COUNTED_AXES or k in COUNTED_AXES else v[:1] for k, v in spec.grid.items()}
+    reduced = replace(spec, grid=grid, seeds=spec.seeds[:1])
+    variants = expand(reduced, args.profile, parse_sets(spec.path, args.set or []))
+    cache = counts.CostCache(_cache_path(args))
+    device = args.device_class or cost.DEFAULT_DEVICE  # not the local GPU's name: no CUDA in a forked process
+    configs = [v.config for v in variants]
+    return cost.study_cost(
+        works(configs, [v.run_id for v in variants]), device, cost.step_times_path(args.step_times), cache
+    )
 
 
 def _plan(args: argparse.Namespace, counter: counts.Counter | None = None) -> int:
@@ -156,16 +186,23 @@ def _rows(variants: list[Variant], planned: Any, base: Any, needs: dict, shared:
     for v, c in zip(variants, planned.variants):
         groups.setdefault(v.name, []).append((v, c))
     rows = []
+    cells: dict[int, list[str]] = {}  # id(cost) -> its cells: a grid's runs share a few thousand costs
     for name, runs in groups.items():
         v, c = runs[0]
-        hours = [r[1].estimate.gpu_hours for r in runs]
-        total = replace(c.estimate, gpu_hours=None if None in hours else sum(h or 0.0 for h in hours))
+        if len(runs) == 1:  # its own GPU-hours
+            if id(c) not in cells:
+                cells[id(c)] = cost.cells(c)
+            own = cells[id(c)]
+        else:
+            hours = [r[1].estimate.gpu_hours for r in runs]
+            total = replace(c.estimate, gpu_hours=None if None in hours else sum(h or 0.0 for h in hours))
+            own = cost.cells(replace(c, estimate=total))
         others = sorted({s for r in runs for s in shared.get(r[0].run_id, [])})
         rows.append(
             [name, plan_view.changes_text(v, base), ",".join(str(r[0].seed) for r in runs),
              ",".join(r[0].run_id for r in runs)]
             + ([needs_text(needs.get(v.run_id))] if needs else [])
-            + cost.cells(replace(c, estimate=total))
+            + own
             + ([", ".join(others) or "-"] if shared else [])
         )  # fmt: skip
     return rows
@@ -213,6 +250,7 @@ class JsonLines:
     def __init__(self) -> None:
         self.parts: dict[Any, str] = {}  # (kind of part, what it is of) -> its JSON text
         self.kept: list[Any] = []  # the objects whose id is in a key, alive while their part is
+        self.axes: dict[tuple[str, int], tuple[Any, str]] = {}  # (axis, id(value)) -> (value, its JSON text)
 
     def _of(self, key: Any, make: Any, *alive: Any) -> str:
         found = self.parts.get(key)
@@ -223,7 +261,7 @@ class JsonLines:
 
     def variant(self, v: Variant, need: dict[str, Any] | None, c: Any, shared: list[str]) -> str:
         cfg, text = v.config, _text
-        axes = ", ".join(self._axis(k, x) for k, x in v.axes.items())
+        axes = self._axes(v.axes)
         sampler = v.fields.get("sampler") if "kind" in v.fields else index_fields(cfg).get("sampler")
         sets = self._of(("data", id(cfg.data), id(cfg.eval), "eval" in reads(cfg)),
                         lambda: json.dumps(data_sets(cfg))[1:-1], cfg.data, cfg.eval)  # fmt: skip
@@ -237,10 +275,16 @@ class JsonLines:
             f'"shared_with": {_list_text(shared)}}}'
         )
 
-    def _axis(self, key: str, value: Any) -> str:
-        kind = type(value)
-        spelled = value if kind is str or kind is int or kind is bool else repr(value)  # -0.0 is not 0.0
-        return self._of(("axis", key, kind, spelled), lambda: json.dumps({key: _listed(value)})[1:-1])
+    def _axes(self, axes: dict[str, Any]) -> str:
+        """The axes' ``"key": value`` parts, each kept per (axis, value object): a grid's rows
+        hold the very values its study file lists."""
+        parts = []
+        for key, value in axes.items():
+            found = self.axes.get((key, id(value)))
+            if found is None or found[0] is not value:
+                found = self.axes[(key, id(value))] = (value, json.dumps({key: _listed(value)})[1:-1])
+            parts.append(found[1])
+        return ", ".join(parts)
 
 
 def _listed(value: Any) -> Any:
@@ -262,9 +306,8 @@ def _text(value: Any) -> str:
 def plan_cost(args: argparse.Namespace, variants: list[Variant], counter: counts.Counter | None = None) -> Any:
     """Each variant's parameters, GMACs and GPU-hour estimate (study/measure/cost.py); the counts
     are cached in <results>/.cache/cost.json where the results folder exists (plan creates none)."""
-    root = results_root(args)
     cache = counts.CostCache(
-        root / ".cache" / "cost.json", store.write_json_atomic if root.is_dir() else None, counter=counter
+        _cache_path(args), store.write_json_atomic if results_root(args).is_dir() else None, counter=counter
     )
     device = args.device_class or cost.local_device() or cost.DEFAULT_DEVICE
     try:
@@ -278,12 +321,16 @@ def plan_cost(args: argparse.Namespace, variants: list[Variant], counter: counts
         raise UsageError(str(e)) from None
 
 
+def _cache_path(args: argparse.Namespace) -> Path:
+    return results_root(args) / ".cache" / "cost.json"
+
+
 def needs_of(args: argparse.Namespace, variants: list[Variant]) -> dict[str, dict[str, Any]]:
     """Run id -> the run it waits for (its run kind's ``needs``): its id, name, what it is, and
     its state now."""
     root = results_root(args)
     names = {v.run_id: v.name for v in variants}
-    waiting = [(v, needs(v.config)[0]) for v in variants if needs(v.config)]
+    waiting = [(v, named[0]) for v in variants if (named := needs(v.config))]
     states = store.run_states([store.run_dir(root, a) for _, a in waiting])
     out = {}
     for (v, a), run in zip(waiting, states):

@@ -33,24 +33,62 @@ def base_config(spec: StudyFile, profile: str | None, extra: dict[str, Any]) -> 
 
 def changes(cfg: Any, base: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted key -> value of every field where ``cfg`` differs from ``base`` (equal sections
-    are skipped whole: one comparison each)."""
+    are skipped whole: one comparison each; a pair of sections compared before is not compared
+    again: a grid's variants share a few hundred section objects)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         mine, theirs = getattr(cfg, f.name), getattr(base, f.name)
-        if mine == theirs or f.name == "seed":
+        if f.name == "seed":
             continue
         if dataclasses.is_dataclass(mine) and dataclasses.is_dataclass(theirs):
-            out |= changes(mine, theirs, f"{prefix}{f.name}.")
-        else:
+            out |= _section_changes(mine, theirs, f"{prefix}{f.name}.")
+        elif mine != theirs:
             out[f"{prefix}{f.name}"] = mine
     return out
+
+
+def _section_changes(mine: Any, theirs: Any, prefix: str) -> dict[str, Any]:
+    """``changes`` of two sections, kept per (the two objects, ``prefix``)."""
+    key = (id(mine), id(theirs), prefix)
+    found = _CHANGES.get(key)
+    if found is None or found[0] is not mine or found[1] is not theirs:
+        if len(_CHANGES) >= 100_000:  # a memo, not a store
+            _CHANGES.clear()
+        found = _CHANGES[key] = (mine, theirs, {} if mine == theirs else changes(mine, theirs, prefix))
+    return found[2]
+
+
+_CHANGES: dict[tuple[int, int, str], tuple[Any, Any, dict[str, Any]]] = {}
 
 
 def changes_text(v: Variant, base: cfgmod.ExperimentConfig) -> str:
     """``key=value`` of each key the variant changes from the base (the autoencoder a diffusion
     run fills in is left out), or ``(base)``."""
-    diff = {k: x for k, x in changes(v.config, base).items() if k != "diffusion.autoencoder_id"}
-    return " ".join(f"{k}={format_value(x)}" for k, x in diff.items()) or "(base)"
+    cfg = v.config
+    parts = [_field_text(getattr(cfg, f.name), getattr(base, f.name), f.name) for f in dataclasses.fields(cfg)]
+    return " ".join([part for part in parts if part]) or "(base)"
+
+
+def _field_text(mine: Any, theirs: Any, name: str) -> str:
+    """``changes_text``'s part of one top-level field (a section's kept per the two objects)."""
+    if name == "seed":
+        return ""
+    if dataclasses.is_dataclass(mine) and dataclasses.is_dataclass(theirs):
+        key = (id(mine), id(theirs), name)
+        found = _TEXTS.get(key)
+        if found is None or found[0] is not mine or found[1] is not theirs:
+            if len(_TEXTS) >= 100_000:  # a memo, not a store
+                _TEXTS.clear()
+            found = _TEXTS[key] = (mine, theirs, _text(_section_changes(mine, theirs, f"{name}.")))
+        return found[2]
+    return _text({name: mine} if mine != theirs else {})
+
+
+def _text(diff: dict[str, Any]) -> str:
+    return " ".join(f"{k}={format_value(x)}" for k, x in diff.items() if k != "diffusion.autoencoder_id")
+
+
+_TEXTS: dict[tuple[int, int, str], tuple[Any, Any, str]] = {}
 
 
 def header(spec: StudyFile, base: cfgmod.ExperimentConfig, executor: str) -> list[str]:

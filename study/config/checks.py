@@ -4,6 +4,7 @@ the key, the value and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 from study.config import metric_specs
 from study.config.overrides import get_value
@@ -14,7 +15,43 @@ from study.config.sections import ConfigError, ExperimentConfig, Stage
 # checks across fields
 # --------------------------------------------------------------------------------------------
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Checks no single field's type can express; raises ConfigError naming the key."""
+    """Checks no single field's type can express; raises ConfigError naming the key.
+
+    Each check reads one section but those of ``_check_across``: a config whose every section
+    object passed before (in a config that passed) passes when those pass (a grid's variants
+    share a few hundred section objects); any other runs every check in order."""
+    sections = (cfg.model, cfg.train, cfg.data, cfg.loss, cfg.eval)
+    if _metrics_known() and all(map(operator.is_, map(_PASSED.get, map(id, sections)), sections)):  # each passed
+        try:
+            _check_across(cfg)
+            return cfg
+        except ConfigError:
+            pass  # the checks in order say which fails first
+    _check(cfg)
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED.update((id(s), s) for s in sections)
+    return cfg
+
+
+_PASSED: dict[int, object] = {}  # id(section) -> that section, of configs that passed
+_PASSED_MAX = 100_000  # cleared when full: a memo, not a store
+_METRICS: list[tuple[int, int]] = []  # the metric registry the sections passed with
+
+
+def _metrics_known() -> bool:
+    """Whether the metric names (``eval.metrics``' check) are those ``_PASSED`` was checked
+    with; if not, ``_PASSED`` is cleared. The registry only grows: its object and size tell."""
+    now = (id(metric_specs.SPECS), len(metric_specs.SPECS))
+    if _METRICS == [now]:
+        return True
+    _PASSED.clear()
+    _METRICS[:] = [now]
+    return False
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """Every check, in order."""
     enc, dec, train, data = cfg.model.encoder, cfg.model.decoder, cfg.train, cfg.data
     if not enc.levels or len(set(enc.levels)) != len(enc.levels) or not set(enc.levels) <= {1, 2, 3}:
         raise ConfigError("model.encoder.levels", list(enc.levels), "a non-empty list of distinct levels from 1, 2, 3")
@@ -72,7 +109,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(
             "train.grad_accum", train.grad_accum, f"an integer >= 1 that divides train.batch_size ({train.batch_size})"
         )
-    return cfg
 
 
 def _check_eval_and_data(cfg: ExperimentConfig) -> None:
@@ -100,23 +136,28 @@ def _check_eval_and_data(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.ema_decay", train.ema_decay, "a number in [0, 1) (0: no EMA)")
     if cfg.loss.ldl_weight < 0:
         raise ConfigError("loss.ldl_weight", cfg.loss.ldl_weight, "a number >= 0 (0: no LDL)")
-    if cfg.loss.ldl_weight > 0 and train.ema_decay == 0:
-        raise ConfigError(
-            "train.ema_decay",
-            train.ema_decay,
-            "a decay in (0, 1) when loss.ldl_weight > 0 (LDL compares with the EMA model)",
-        )
-    if cfg.eval.weights == "ema" and train.ema_decay == 0:
-        raise ConfigError(
-            "eval.weights",
-            cfg.eval.weights,
-            "'model' unless train.ema_decay > 0 (a run without an EMA has no EMA weights)",
-        )
+    _check_across(cfg)
     if data.list and data.kind != "folder":
         raise ConfigError("data.list", data.list, "a split list only when data.kind is 'folder'")
     if data.kind == "folder" and not data.path:
         raise ConfigError("data.path", data.path, "the image folder's path when data.kind is 'folder'")
     _check_encoder_kind(cfg)
+
+
+def _check_across(cfg: ExperimentConfig) -> None:
+    """The checks that read two sections: what needs the EMA (``validate`` runs these always)."""
+    if cfg.loss.ldl_weight > 0 and cfg.train.ema_decay == 0:
+        raise ConfigError(
+            "train.ema_decay",
+            cfg.train.ema_decay,
+            "a decay in (0, 1) when loss.ldl_weight > 0 (LDL compares with the EMA model)",
+        )
+    if cfg.eval.weights == "ema" and cfg.train.ema_decay == 0:
+        raise ConfigError(
+            "eval.weights",
+            cfg.eval.weights,
+            "'model' unless train.ema_decay > 0 (a run without an EMA has no EMA weights)",
+        )
 
 
 def _check_latent_stats(cfg: ExperimentConfig) -> None:

@@ -13,6 +13,7 @@ import json
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from study.config import fields
@@ -98,9 +99,13 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     which share a few hundred section objects, are spelled and hashed from those."""
     d: dict[str, Any] = {}
     cls = _class_of(cfg)
+    truths = tuple((get(cfg) in values) == among for get, values, among in _tests(cls))  # each condition, once
     for name, section in _top_fields(cls):
         value = getattr(cfg, name)
-        d[name] = _section(value, cfg) if section else value if type(value) in _LEAF_TYPES else to_dict(value, True)
+        if section:
+            d[name] = _section(value, cfg, truths)
+        else:
+            d[name] = value if type(value) in _LEAF_TYPES else to_dict(value, True)
     for rule in _omissions(cls):  # a section compared as written, as to_dict writes it
         value = d[rule.name]
         if rule.applies(to_dict(getattr(cfg, rule.name), True) if type(value) is Section else value, cfg):
@@ -156,9 +161,11 @@ _SECTIONS: dict[tuple[int, tuple[bool, ...]], tuple[Any, Section]] = {}
 _SECTIONS_MAX = 100_000  # cleared when full: a memo, not a store
 
 
-def _section(section: Any, cfg: ExperimentConfig) -> Section:
-    """The identity of one top-level section of ``cfg``, its declared omissions applied."""
-    key = (id(section), tuple((get(cfg) in values) == among for get, values, among in _tests(_class_of(section))))
+def _section(section: Any, cfg: ExperimentConfig, truths: tuple[bool, ...]) -> Section:
+    """The identity of one top-level section of ``cfg``, its declared omissions applied; kept
+    per (section object, ``truths``: the truth of every condition an omission of the config
+    names, ``_conditions(ExperimentConfig)``, those of this section among them)."""
+    key = (id(section), truths)
     found = _SECTIONS.get(key)
     if found is not None and found[0] is section:
         return found[1]
@@ -179,18 +186,24 @@ def identity_hash(identity: dict[str, Any]) -> str:
 def canonical_json(obj: Any) -> str:
     """Sorted keys, no spaces, floats by repr: one spelling for equal configs (a ``Section``
     inside is spelled as kept: JSON nests, so the whole spells the same)."""
-    if type(obj) is dict and any(type(v) is Section for v in obj.values()):
-        return "{" + ",".join([_key(k) + _spelled(obj[k]) for k in sorted(obj)]) + "}"
+    if type(obj) is dict and Section in map(type, obj.values()):
+        return "{" + ",".join([key + _spelled(obj[k]) for k, key in _keys(tuple(obj))]) + "}"
     return _dumps(obj)
 
 
 def _spelled(value: Any) -> str:
-    return value.json if type(value) is Section else canonical_json(value)
+    kind = type(value)
+    if kind is Section:
+        return value.json
+    if kind is int or kind is str:  # json.dumps' spelling, without its encoder's set-up
+        return str(value) if kind is int else encode_basestring_ascii(value)  # type: ignore[no-any-return]
+    return canonical_json(value)
 
 
 @functools.lru_cache(maxsize=1024)
-def _key(key: str) -> str:
-    return _dumps(key) + ":"
+def _keys(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(key, its JSON and a colon) of each key, sorted."""
+    return tuple((k, _dumps(k) + ":") for k in sorted(keys))
 
 
 def _dumps(obj: Any) -> str:

@@ -68,6 +68,8 @@ def describe_type(tp: Any) -> str:
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp``, or ConfigError. Integral numbers given for a float become
     floats, lists become tuples, so equal values always compare (and hash) equal."""
+    if type(value) is tp and (tp is int or tp is str or tp is bool):  # what the checks below let through as is
+        return value
     origin = get_origin(tp)
 
     def bad() -> ConfigError:  # built only when raised: describing the type is not free
@@ -137,35 +139,51 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
     A grid applies the same few values to the same sections many times: each top-level section's
     result is kept per (that section object, its overrides), so a variant whose every section
     was seen before is one ``replace``; anything not seen runs the checks in the overrides' order."""
-    grouped: dict[str, list[tuple[Any, ...]]] = {}
-    for key, value in overrides.items():
-        kind = type(value)
-        item = (key, kind, value) if kind in _SCALARS else (key, _frozen(value))
-        name = key.partition(".")[0]
-        if name in grouped:
-            grouped[name].append(item)
-        else:
-            grouped[name] = [item]
+    layout = _layout(tuple(overrides))
+    if layout is None:  # an unknown key, or a top-level field's key with a dot
+        return _apply(cfg, overrides)
+    values = tuple(overrides.values())
+    scalars = _SCALARS.issuperset(map(type, values))
     sections: dict[str, Any] = {}
-    top = _top_level()
-    for name, items in grouped.items():
-        if top.get(name) is not True:  # a top-level field (seed, task) or an unknown key
-            if len(items) == 1 and items[0][0] == name and name in top:
-                try:
-                    sections[name] = coerce(name, overrides[name], _config_keys(ExperimentConfig, "")[name])
-                    continue
-                except ConfigError:
-                    pass
-            return _apply(cfg, overrides)
+    for name, keys, at in layout:
+        if not keys:  # a top-level field (seed, task)
+            try:
+                sections[name] = coerce(name, values[at[0]], _config_keys(ExperimentConfig, "")[name])
+                continue
+            except ConfigError:
+                return _apply(cfg, overrides)
         old = getattr(cfg, name)
         try:
-            found = _SECTIONS.get((name, id(old), tuple(items)))
+            found = _SECTIONS.get(_memo_key(name, old, keys, [values[i] for i in at], scalars))
         except TypeError:  # a value that does not hash even frozen: no memo
             found = None
         if found is None or found[0] is not old:
             return _apply(cfg, overrides)
         sections[name] = found[1]
     return dataclasses.replace(cfg, **sections) if sections else cfg
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(keys: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] | None:
+    """Overrides' dotted keys grouped by top-level field, in order of first use: (name, the
+    group's keys, their positions), the keys () for a top-level field; None for an unknown key or
+    a top-level field's key with a dot (``_apply`` says which)."""
+    top = _top_level()
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        name = key.partition(".")[0]
+        if name not in top or (not top[name] and key != name):
+            return None
+        groups.setdefault(name, []).append(i)
+    return tuple((name, tuple(keys[i] for i in at) if top[name] else (), tuple(at)) for name, at in groups.items())
+
+
+def _memo_key(name: str, old: Any, keys: tuple[str, ...], values: list[Any], scalars: bool) -> tuple[Any, ...]:
+    """The memo's key of a section's overrides: its values with their types (1, 1.0 and True
+    apart), containers frozen (``scalars``: none is a container)."""
+    if scalars:
+        return (name, id(old), keys, tuple(values), tuple(map(type, values)))
+    return (name, id(old), keys, tuple(map(_frozen, values)))
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -177,8 +195,9 @@ def _top_level() -> dict[str, bool]:
     return {name: _is_section(tp) for name, tp in _hints(ExperimentConfig).items()}
 
 
-# (section, id(section object), overrides) -> (that section object, the section with them applied)
-_SECTIONS: dict[tuple[str, int, tuple[Any, ...]], tuple[Any, Any]] = {}
+# ``_memo_key`` (section, id(section object), its overrides) -> (that section object, the section
+# with them applied)
+_SECTIONS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _SECTIONS_MAX = 200_000  # cleared when full: a memo, not a store
 
 
@@ -189,12 +208,6 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, dict):
         return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
     return (type(value), value)
-
-
-def _item(key: str, value: Any) -> tuple[Any, ...]:
-    """An override as ``apply_overrides``' memo spells it."""
-    kind = type(value)
-    return (key, kind, value) if kind in _SCALARS else (key, _frozen(value))
 
 
 def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -212,6 +225,7 @@ def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig
     out = _set(cfg, changes)
     if len(_SECTIONS) > _SECTIONS_MAX:
         _SECTIONS.clear()
+    scalars = _SCALARS.issuperset(map(type, overrides.values()))  # as apply_overrides spells its keys
     grouped: dict[str, list[tuple[str, Any]]] = {}
     for key, value in overrides.items():
         grouped.setdefault(key.partition(".")[0], []).append((key, value))
@@ -220,7 +234,8 @@ def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig
         if not _is_section(old):
             continue
         try:
-            _SECTIONS[(name, id(old), tuple(_item(k, v) for k, v in items))] = (old, getattr(out, name))
+            memo_key = _memo_key(name, old, tuple(k for k, _ in items), [v for _, v in items], scalars)
+            _SECTIONS[memo_key] = (old, getattr(out, name))
         except TypeError:
             continue
     return out

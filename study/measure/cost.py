@@ -103,6 +103,23 @@ def precision_on(cfg: cfgmod.ExperimentConfig, device: str | None) -> str:
     return precision_of(cfg.train.precision, device)
 
 
+def _per_object(spell: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``spell`` kept per config object (a grid's runs share a few hundred sections)."""
+    kept: dict[int, tuple[Any, str]] = {}
+
+    @functools.wraps(spell)
+    def spelled(section: Any) -> str:
+        found = kept.get(id(section))
+        if found is None or found[0] is not section:
+            if len(kept) >= 100_000:  # a memo, not a store
+                kept.clear()
+            found = kept[id(section)] = (section, spell(section))
+        return found[1]
+
+    return spelled
+
+
+@_per_object
 def encoder_key(enc: cfgmod.EncoderConfig) -> str:
     if enc.kind == "litevae":
         key = f"litevae-{enc.preset}"
@@ -114,6 +131,7 @@ def encoder_key(enc: cfgmod.EncoderConfig) -> str:
     return enc.kind  # the fixed DWT latents
 
 
+@_per_object
 def decoder_key(dec: cfgmod.DecoderConfig) -> str:
     key = f"dec{dec.channels}-{'.'.join(map(str, dec.channel_mult))}-b{dec.blocks_per_level}"
     return key + ("" if dec.mid_attention else "-noattn") + ("" if dec.norm == "groupnorm" else f"-{dec.norm}")
@@ -159,6 +177,7 @@ DEFAULT_DEVICE = "H100"  # plan's device without --device-class and without a lo
 UTILISATION = 0.35
 
 
+@functools.lru_cache(maxsize=64)
 def device_class(device: str | None) -> DeviceClass | None:
     """The class of a device name ('NVIDIA H100 80GB HBM3' -> H100); None for one not listed."""
     name = (device or "").upper()

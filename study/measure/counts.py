@@ -30,6 +30,7 @@ _MEMORY: dict[str, dict[str, Any]] = {}  # disk key -> {"params": n, "macs": n},
 
 def clear_memory_cache() -> None:
     _MEMORY.clear()
+    _DONE.clear()
 
 
 @functools.cache
@@ -162,6 +163,19 @@ class CostCache:
 
 
 def _counted(job: tuple[str, tuple[Any, ...]]) -> tuple[int, dict[int, int]]:
+    """``_count_job``, each job counted once in this process (a ``Counter`` counts ahead what
+    it will be asked)."""
+    key = (job[0], *(tuple(a) if isinstance(a, list) else a for a in job[1]))
+    found = _DONE.get(key)
+    if found is None:
+        found = _DONE[key] = _count_job(job)
+    return found
+
+
+_DONE: dict[tuple[Any, ...], tuple[int, dict[int, int]]] = {}  # job (hashable) -> its counts
+
+
+def _count_job(job: tuple[str, tuple[Any, ...]]) -> tuple[int, dict[int, int]]:
     """(parameters, {resolution: MACs}) of one job: ``study.measure.macs``' function of that name
     on those arguments (an autoencoder's side with the module calls shared)."""
     from study.measure import macs  # torch: imported only when something is counted
@@ -175,13 +189,15 @@ def _counted(job: tuple[str, tuple[Any, ...]]) -> tuple[int, dict[int, int]]:
 class Counter:
     """A forked process that counts while this one does other work (``plan`` expands its grid
     meanwhile): it first runs one op on the meta device (the first imports much of torch, a
-    second or so), then counts each list of jobs it is sent. Where it is gone or fails,
-    ``count`` says None and the caller counts itself: the same functions, the same counts."""
+    second or so), then runs ``ahead`` (what it guesses it will be asked: the jobs that calls
+    ``_counted`` with are counted before any is asked), then counts each list of jobs it is
+    sent. Where it is gone or fails, ``count`` says None and the caller counts itself: the same
+    functions, the same counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: Callable[[], object] | None = None) -> None:
         context = multiprocessing.get_context("fork")
         self._conn, child = context.Pipe()
-        self._process: Any = context.Process(target=_serve, args=(child,), daemon=True)
+        self._process: Any = context.Process(target=_serve, args=(child, ahead), daemon=True)
         self._process.start()
         child.close()
 
@@ -206,13 +222,19 @@ class Counter:
             self._process = None
 
 
-def _serve(conn: Any) -> None:
-    """The counting process: warmed up, then each list of jobs counted and sent back."""
+def _serve(conn: Any, ahead: Callable[[], object] | None) -> None:
+    """The counting process: warmed up, ``ahead`` run, then each list of jobs counted (or found
+    counted ahead) and sent back."""
     from study.measure import macs
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted plan ends it (``close``), quietly
     macs.one_thread()  # a forked copy of a thread pool the parent may have started is not safe to use
     macs.warm_up()
+    if ahead is not None:
+        try:
+            ahead()
+        except Exception:  # noqa: BLE001 -- a guess: what it did not count is counted when asked
+            pass
     while True:
         try:
             jobs = conn.recv()

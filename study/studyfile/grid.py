@@ -12,9 +12,10 @@ the first.
 from __future__ import annotations
 
 import gc
+import operator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from study import config as cfgmod
 from study.config import site
@@ -113,20 +114,21 @@ class _SitePaths:
     def __init__(self, settings: site.Settings):
         self.settings = settings
         self.sections = tuple(dict.fromkeys(key.partition(".")[0] for key in site.PATH_KEYS))
-        self.memo: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+        self.of = operator.attrgetter(*self.sections, self.sections[0])  # a tuple, one section too
+        # ids of the sections -> (those sections, the sections the expansion changed)
+        self.memo: dict[tuple[int, ...], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def expanded(self, cfg: cfgmod.ExperimentConfig) -> cfgmod.ExperimentConfig:
-        before = tuple(getattr(cfg, s) for s in self.sections)
+        before = self.of(cfg)
         found = self.memo.get(key := tuple(map(id, before)))
-        if found is None or any(a is not b for a, b in zip(found[0], before)):
+        if found is None or not all(map(operator.is_, found[0], before)):
             out = site.with_site_paths(cfg, self.settings)
-            found = self.memo[key] = (before, tuple(getattr(out, s) for s in self.sections))
-        changed = {s: new for s, old, new in zip(self.sections, before, found[1]) if new is not old}
-        return replace(cfg, **changed) if changed else cfg
+            changed = {s: new for s, old in zip(self.sections, before) if (new := getattr(out, s)) is not old}
+            found = self.memo[key] = (before, changed)
+        return replace(cfg, **found[1]) if found[1] else cfg
 
 
-@dataclass(frozen=True)
-class _Resolved:
+class _Resolved(NamedTuple):  # a tuple: a grid makes one per row
     name: str
     axes: dict[str, Any]
     source: str
@@ -146,7 +148,8 @@ def _deduplicated(
     added when it is not a variant of the study: a diffusion run's autoencoder); two variants
     with one config are one run, the later named as an alias."""
     configs = {(r.name, r.seed): r.config for r in resolved}  # a run that names another is refused later
-    own_names = sorted({r.name for r in resolved if kind_of(r.config).reference is None})
+    references_of = [(kind_of(r.config).reference, r) for r in resolved]
+    own_names = sorted({r.name for reference, r in references_of if reference is None})
 
     def own(name: str, seed: int) -> cfgmod.ExperimentConfig | None:
         return configs.get((name, seed)) or next((c for (n, _), c in configs.items() if n == name), None)
@@ -164,9 +167,8 @@ def _deduplicated(
         variants.append(Variant(len(variants), name, rid, seed, axes, cfg, source, fields=index_fields(cfg)))
 
     # stable: file order kept, the variants that name another run last
-    for r in sorted(resolved, key=lambda r: kind_of(r.config).reference is not None):
+    for reference, r in sorted(references_of, key=lambda pair: pair[0] is not None):
         cfg = r.config
-        reference = kind_of(cfg).reference
         if reference is not None:
             cfg, named = references.resolve(expansion, r.where, cfg, reference)
             if named.source != "variant":

@@ -6,7 +6,8 @@ reads them before anything is expanded."""
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from study.studyfile.document import PRESET_KEY, StudyFile
 
@@ -38,15 +39,31 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 
 def all_rows(spec: StudyFile) -> Iterator[dict[str, Any]]:
     """Axis assignments of the grid x zip product, in file order (first axis slowest)."""
-    groups: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in spec.grid.items()]
+    return (row for _, row in _product(spec, lambda key, values: ""))
+
+
+def _groups(spec: StudyFile) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """Each axis of ``grid`` and each ``zip`` group: its keys and its values, a tuple per option."""
+    groups: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = [
+        ((k,), [(v,) for v in values]) for k, values in spec.grid.items()
+    ]
     for group in spec.zip:
         length = len(next(iter(group.values())))
-        groups.append([{k: vals[i] for k, vals in group.items()} for i in range(length)])
-    for combo in itertools.product(*groups):
-        row: dict[str, Any] = {}
-        for part in combo:
-            row.update(part)
-        yield row
+        groups.append((tuple(group), [tuple(vals[i] for vals in group.values()) for i in range(length)]))
+    return groups
+
+
+def _product(
+    spec: StudyFile, spell: Callable[[tuple[str, ...], tuple[Any, ...]], str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(the parts of its name, row) of each row of the grid x zip product, in file order: each
+    group's option spelled once (``spell(keys, values)``; "" adds no part)."""
+    groups = _groups(spec)
+    keys = [k for group_keys, _ in groups for k in group_keys]
+    options = [[(values, spell(group_keys, values)) for values in group] for group_keys, group in groups]
+    for combo in itertools.product(*options):
+        values = [v for option in combo for v in option[0]]
+        yield ",".join([option[1] for option in combo if option[1]]), dict(zip(keys, values))
 
 
 def excluded(row: dict[str, Any], exclude: list[dict[str, Any]]) -> bool:
@@ -65,23 +82,17 @@ def varied(spec: StudyFile) -> list[str]:
 
 def named_rows(spec: StudyFile) -> Iterator[tuple[str, dict[str, Any]]]:
     """(name, row) of each row ``exclude`` leaves: the varied axes' values, or the study's name."""
-    keys = varied(spec)
-    shorts = short_keys(keys)
-    texts: dict[tuple[str, type, Any], str] = {}  # each axis value's part of the name, spelled once
+    shorts = short_keys(varied(spec))
 
     def spelled(k: str, value: Any) -> str:
         return format_value(value) if k == PRESET_KEY else f"{shorts[k]}={format_value(value)}"
 
-    def part(k: str, value: Any) -> str:
-        if isinstance(value, (list, dict)):  # not hashable: spelled each time
-            return spelled(k, value)
-        key = (k, type(value), value)
-        if key not in texts:
-            texts[key] = spelled(k, value)
-        return texts[key]
+    def spell(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+        return ",".join([spelled(k, v) for k, v in zip(keys, values) if k in shorts])
 
-    for row in rows(spec):
-        yield ",".join([part(k, row[k]) for k in keys]) or spec.study, row
+    for name, row in _product(spec, spell):
+        if not spec.exclude or not excluded(row, spec.exclude):
+            yield name or spec.study, row
 
 
 def variant_names(spec: StudyFile) -> list[str]:
