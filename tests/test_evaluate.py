@@ -272,6 +272,7 @@ def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, ca
     from study.models.autoencoder import build_autoencoder
     from study.studyfile.grid import expand
     from study.studyfile.parse import load_study
+    from study.trainer.ema import EMA
 
     spec_path = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
     variants = expand(load_study(spec_path), None)
@@ -279,7 +280,8 @@ def test_evaluate_command_evaluates_completed_runs_once(no_weights, tmp_path, ca
     done = variants[0]
     folder = store.init_run(root, done.config, run_id(done.config))
     ae = build_autoencoder(config.autoencoder_args(done.config.model))  # an untrained model is enough here
-    save_checkpoint(folder, 0, ae, None, torch.optim.Adam(ae.parameters()), None)
+    ema = EMA(ae, done.config.train.ema_decay)  # the demo evaluates its weights' EMA (eval.weights: ema)
+    save_checkpoint(folder, 0, ae, None, torch.optim.Adam(ae.parameters()), None, ema)
     store.mark_done(folder)
     argv = [
         "evaluate",

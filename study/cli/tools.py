@@ -12,6 +12,7 @@ from study.cli import staging
 from study.cli.common import REPO, Command, cuda_available, results_root, spec_and_variants
 from study.cli.launching import run, run_options
 from study.config import MODEL_PRESETS
+from study.kinds.registry import kind_of
 
 DEFAULT_STUDY = REPO / "ablations" / "smoke.yaml"
 
@@ -40,8 +41,8 @@ def _linear_reference(args: argparse.Namespace, study: str, variants: list[Any])
     from study.evaluation import linear_reference
 
     configs = [v.config for v in variants]
-    shapes = {(c.task, c.data, c.model.latent_channels, c.eval.num_images) for c in configs}
-    if len(shapes) != 1 or configs[0].task != "autoencoder":
+    shapes = {(kind_of(c).name, c.data, c.model.latent_channels, c.eval.num_images) for c in configs}
+    if len(shapes) != 1 or kind_of(configs[0]).name != "autoencoder":
         return
     print("a linear reference of the latent's size (PCA on training crops) ...", flush=True)
     ref = linear_reference.ensure(results_root(args), study, configs[0])

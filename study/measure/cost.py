@@ -1,7 +1,6 @@
 """What a study will cost before it is launched: per run, the encoder's and decoder's parameters
 and multiply-accumulates and its GPU-hours, always a number (measured, scaled, or a labelled FLOP
-estimate). The rules and our choices: docs/performance.md, "A study's cost before launch".
-"""
+estimate). The rules and our choices: docs/performance.md, "A study's cost before launch"."""
 
 from __future__ import annotations
 
