@@ -27,6 +27,10 @@ def _cfg(compile: bool) -> config.ExperimentConfig:
             config.ExperimentConfig(),
             TINY_MODEL
             | {
+                # one wavelet level, one block: the compile is the test's cost (455 s -> about 200 s
+                # on 2 cores with all three levels and two blocks), the code paths are the same
+                "model.encoder.levels": [3],
+                "model.encoder.num_res_blocks": 1,
                 "loss.discriminator": "unet",
                 "loss.discriminator_start": 5,
                 "loss.discriminator_channels": 8,
@@ -57,8 +61,7 @@ def test_compiled_training_reaches_the_eager_psnr(tmp_path):
         states[compile] = load_checkpoint(folder)
     eager, compiled = summaries[False]["val_psnr"], summaries[True]["val_psnr"]
     assert eager > 10.0  # trained at all
-    # float rounding differs (fused kernels), the trajectory stays: measured 11.566 (eager) vs
-    # 11.584 dB (compiled) after these 10 steps; the smoke study's 300 steps: see the report
+    # float rounding differs (fused kernels), the trajectory stays (within 0.02 dB with three levels)
     assert abs(compiled - eager) < 0.25, (eager, compiled)
     assert states[True]["autoencoder"].keys() == states[False]["autoencoder"].keys()
     assert states[True]["discriminator"].keys() == states[False]["discriminator"].keys()

@@ -71,18 +71,21 @@ def _train_subprocess(folder: Path) -> subprocess.Popen:
 
 def test_training_raises_held_out_psnr(tmp_path):
     """LiteVAE-S with a UNet discriminator, an SMC decoder and both high-frequency losses gains
-    at least 3 dB of validation PSNR over the untrained model in a few hundred steps."""
+    at least 3 dB of validation PSNR over the untrained model in 150 steps (the demo's one
+    encoder block per level and Adam betas, docs/demo.md)."""
     cfg = tiny(
         **{
+            "model.encoder.num_res_blocks": 1,
             "model.decoder.norm": "smc",
             "loss.discriminator": "unet",
-            "loss.discriminator_start": 100,
+            "loss.discriminator_start": 50,
             "loss.wavelet_weight": 0.1,
             "loss.gaussian_weight": 0.1,
-            "train.steps": 300,
+            "train.steps": 150,
             "train.lr": 1e-3,
-            "train.val_every": 300,
-            "train.checkpoint_every": 300,
+            "train.betas": [0.9, 0.99],
+            "train.val_every": 150,
+            "train.checkpoint_every": 150,
             "train.log_every": 50,
         }
     )
@@ -93,10 +96,10 @@ def test_training_raises_held_out_psnr(tmp_path):
     folder = store.init_run(tmp_path, cfg, run_id(cfg))
     summary = train(cfg, folder, ctx=Context(torch.device("cpu")), progress=False)
     history = store.read_jsonl(folder / "metrics.jsonl")
-    assert summary["step"] == 300
-    assert [r["step"] for r in history if "loss" in r] == list(range(50, 301, 50))
+    assert summary["step"] == 150
+    assert [r["step"] for r in history if "loss" in r] == list(range(50, 151, 50))
     assert any(r.get("discriminator") is not None for r in history), "the discriminator never trained"
-    assert summary["val_psnr"] >= before + 3.0, (before, summary["val_psnr"])
+    assert summary["val_psnr"] >= before + 3.0, (before, summary["val_psnr"])  # measured 11.25 -> 17.46 dB
 
 
 @pytest.mark.parametrize("kind", ["patchgan", "stylegan"])
