@@ -115,10 +115,24 @@ class SlurmCluster:
         """The cluster with another MaxArraySize for the duration of the block."""
         same = {"SLURM_BASE": str(self.base), "SLURM_PARTITION": self.partition}
         _start(**same, SLURM_MAX_ARRAY_SIZE=str(max_array_size))
+        self._wait_for_max_array_size(max_array_size)
         try:
             yield replace(self, max_array_size=max_array_size)
         finally:
             _start(**same, SLURM_MAX_ARRAY_SIZE=str(self.max_array_size))
+            self._wait_for_max_array_size(self.max_array_size)  # the next test must not see the small size
+
+    def _wait_for_max_array_size(self, size: int) -> None:
+        """Until the controller answers with MaxArraySize ``size`` (a restarted slurmctld can answer
+        with its old configuration for a moment: a suite once launched into the small arrays)."""
+
+        def reports() -> bool:
+            try:
+                return self.config("MaxArraySize") == str(size)
+            except (KeyError, RuntimeError, OSError, subprocess.SubprocessError):  # not answering yet
+                return False
+
+        wait_for(reports, 60, f"slurmctld to report MaxArraySize={size}")
 
 
 @pytest.fixture(scope="session")
