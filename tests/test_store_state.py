@@ -310,6 +310,8 @@ def test_local_launch_passes_threads_to_the_job_not_the_environment(tmp_path, mo
     assert dict(os.environ) == environ
     parallel, threads = launcher._local_share(opts)
     assert parallel == 2 and threads == max(1, (os.cpu_count() or 1) // 2)
+    # one run to start: one job, with every core (the demo's max-parallel is the core count)
+    assert launcher._local_share(opts, runs=1) == (1, os.cpu_count() or 1)
 
 
 def test_run_job_pickles_its_thread_count(monkeypatch):

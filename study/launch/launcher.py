@@ -253,7 +253,7 @@ def launch(
         folders = dict(zip([v.run_id for v in todo], _each(lambda v: store.init_run(root, v.config, v.run_id), todo)))
         link_tensorboard(root, store.study_dir(root, spec.study), [store.variant_record(v) for v in variants])
         logs = store.study_dir(root, spec.study) / "logs"
-        parallel, threads = _local_share(opts) if opts.executor == "local" else (1, None)
+        parallel, threads = _local_share(opts, len(todo)) if opts.executor == "local" else (1, None)
         jobs = [RunJob(folders[v.run_id], v.run_id, opts.resources.max_requeue, threads) for v in todo]
         _each(
             lambda v: store.update_status(folders[v.run_id], needs=list(ordering.needs_of(v))),
@@ -336,13 +336,13 @@ def _submission_error(e: Exception, report: LaunchReport) -> str:
     return f"--executor slurm: the submission failed ({type(e).__name__}: {first}){done}, no other run folder was kept"
 
 
-def _local_share(opts: LaunchOptions) -> tuple[int, int]:
+def _local_share(opts: LaunchOptions, runs: int | None = None) -> tuple[int, int]:
     """(jobs at once, torch threads of each) for the local executor: at most --max-parallel,
-    and as many as the GPUs allow; the cores split between them (oversubscribed cores make
-    torch's thread pools spin against each other)."""
+    ``runs`` (the runs to start) and as many as the GPUs allow; the cores split between them
+    (oversubscribed cores make torch's thread pools spin against each other)."""
     import torch
 
-    parallel = max(1, opts.max_parallel)
+    parallel = max(1, min(opts.max_parallel, runs or opts.max_parallel))
     visible = torch.cuda.device_count()
     if opts.resources.gpus and visible:
         parallel = min(parallel, max(1, visible // opts.resources.gpus))
